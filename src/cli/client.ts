@@ -1,0 +1,146 @@
+/**
+ * `node-bin client`: call, send, list and nodes, against the local
+ * `node-bin dev` by default or any endpoint given with --endpoint.
+ */
+import { readFileSync } from "node:fs";
+import { cac } from "cac";
+import { Client, type ServiceInfo } from "../client/client.ts";
+import type { Scope } from "../component/context.ts";
+import type { NodeEntry } from "../membership/table.ts";
+import { NodeBinError } from "../wire/errors.ts";
+import { reportError, stdio, parseMs, UsageError, type Output } from "./output.ts";
+import pkg from "../../package.json" with { type: "json" };
+
+interface ClientFlags {
+  endpoint?: string;
+  timeout?: string | number;
+  json?: boolean;
+  meta?: string | string[];
+  scope?: string;
+}
+
+const SCOPES: readonly Scope[] = ["process", "host", "network", "any"];
+
+export async function runClient(argv: string[]): Promise<number> {
+  const cli = cac("node-bin client");
+  let action: ((output: Output) => Promise<void>) | undefined;
+  const common = (cmd: ReturnType<typeof cli.command>) =>
+    cmd
+      .option("--endpoint <address>", "node-bin process to ask (default: the local `node-bin dev`)")
+      .option("--timeout <ms>", "time allowed, in ms (default 30000)")
+      .option("--json", "machine-readable output (one JSON document; errors as JSON on stderr)");
+  common(cli.command("call <method> [json]", "Call a SYNC method; JSON request (default {}), '-' reads stdin, '@file' reads a file"))
+    .option("--meta <key=value>", "metadata for the callee (repeatable)")
+    .option("--scope <scope>", "where it may be served: process | host | network | any")
+    .example("node-bin client call demo.Greeter/Hello '{\"name\":\"Ada\"}'")
+    .action((method: string, json: string | undefined, flags: ClientFlags) => {
+      action = (output) => withClient(flags, async (client) => {
+        const reply = await client.callJSON(method, readRequest(json), callOptions(flags));
+        output.out(output.json ? JSON.stringify(reply) : JSON.stringify(reply, null, 2));
+      });
+    });
+  common(cli.command("send <method> [json]", "Send to an ASYNC method; returns once a node accepted it"))
+    .option("--meta <key=value>", "metadata for the callee (repeatable)")
+    .option("--scope <scope>", "where it may be served: process | host | network | any")
+    .action((method: string, json: string | undefined, flags: ClientFlags) => {
+      action = (output) => withClient(flags, async (client) => {
+        await client.send(method, readRequest(json), callOptions(flags));
+        output.out(output.json ? JSON.stringify({ accepted: true }) : "accepted");
+      });
+    });
+  common(cli.command("list", "List services, their methods, modes and request fields")).action((flags: ClientFlags) => {
+    action = (output) => withClient(flags, async (client) => {
+      const services = client.services();
+      output.out(output.json ? JSON.stringify(services) : formatServices(services));
+    });
+  });
+  common(cli.command("nodes", "List running nodes with host, component, endpoints and load")).action((flags: ClientFlags) => {
+    action = (output) => withClient(flags, async (client) => {
+      const nodes = client.nodes();
+      output.out(output.json ? JSON.stringify(nodes) : formatNodes(nodes));
+    });
+  });
+  cli.help().version(pkg.version);
+
+  const json = argv.includes("--json");
+  const output = stdio(json);
+  try {
+    const parsed = cli.parse(["node", "node-bin client", ...argv], { run: false });
+    if (parsed.options.help || parsed.options.version) return 0;
+    if (!cli.matchedCommand) {
+      throw new UsageError(argv[0] && !argv[0].startsWith("-") ? `unknown client command ${JSON.stringify(argv[0])}; expected call, send, list or nodes` : "missing client command: call, send, list or nodes");
+    }
+    await cli.runMatchedCommand();
+    await action!(output);
+    return 0;
+  } catch (err) {
+    return reportError(output, err, "run `node-bin client --help` for usage");
+  }
+}
+
+async function withClient(flags: ClientFlags, use: (client: Client) => Promise<void>): Promise<void> {
+  const timeoutMs = parseMs(flags.timeout, "--timeout");
+  const client = await Client.connect({
+    ...(flags.endpoint ? { endpoint: flags.endpoint } : {}),
+    ...(timeoutMs ? { timeoutMs, connectTimeoutMs: Math.min(timeoutMs, 5000) } : {}),
+  });
+  try {
+    await use(client);
+  } finally {
+    await client.close();
+  }
+}
+
+function callOptions(flags: ClientFlags) {
+  const meta: Record<string, string> = {};
+  for (const pair of flags.meta === undefined ? [] : [flags.meta].flat()) {
+    const eq = String(pair).indexOf("=");
+    if (eq <= 0) throw new UsageError(`--meta takes key=value, got ${JSON.stringify(pair)}`);
+    meta[String(pair).slice(0, eq)] = String(pair).slice(eq + 1);
+  }
+  if (flags.scope !== undefined && !SCOPES.includes(flags.scope as Scope)) throw new UsageError(`--scope takes one of ${SCOPES.join(", ")}, got ${JSON.stringify(flags.scope)}`);
+  const timeoutMs = parseMs(flags.timeout, "--timeout");
+  return { meta, ...(flags.scope ? { scope: flags.scope as Scope } : {}), ...(timeoutMs ? { timeoutMs } : {}) };
+}
+
+/** The request object from the JSON argument. Throws INVALID_ARGUMENT for invalid JSON or a non-object. */
+function readRequest(arg: string | undefined): Record<string, unknown> {
+  let text = arg ?? "{}";
+  try {
+    if (text === "-") text = readFileSync(0, "utf8");
+    else if (text.startsWith("@")) text = readFileSync(text.slice(1), "utf8");
+  } catch (err) {
+    throw new NodeBinError("INVALID_ARGUMENT", `cannot read request from ${text}: ${(err as Error).message}`, { cause: err });
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new NodeBinError("INVALID_ARGUMENT", `request is not valid JSON: ${(err as Error).message}`, { cause: err });
+  }
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    throw new NodeBinError("INVALID_ARGUMENT", `request must be a JSON object, got ${Array.isArray(value) ? "an array" : JSON.stringify(value)}`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function formatServices(services: ServiceInfo[]): string {
+  if (services.length === 0) return "no services";
+  const lines: string[] = [];
+  for (const s of services) {
+    lines.push(`${s.name}  (${s.nodes} node${s.nodes === 1 ? "" : "s"})`);
+    const width = Math.max(...s.methods.map((m) => m.name.length));
+    for (const m of s.methods) {
+      const fields = m.requestFields.map((f) => `${f.name}: ${f.repeated ? `${f.type}[]` : f.type}`).join(", ");
+      lines.push(`  ${m.name.padEnd(width)}  ${m.mode.padEnd(9)} ${m.requestType} { ${fields} } -> ${m.responseType}`);
+    }
+  }
+  return lines.join("\n");
+}
+
+function formatNodes(nodes: NodeEntry[]): string {
+  if (nodes.length === 0) return "no nodes";
+  const rows = [["NODE", "COMPONENT", "VERSION", "HOST", "QUEUE", "ENDPOINT"], ...nodes.map((n) => [n.id, n.component, n.version, n.host, `${n.load.queued}/${n.load.capacity}`, n.endpoints.join(" ")])];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n");
+}

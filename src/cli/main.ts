@@ -1,0 +1,52 @@
+/**
+ * The node-bin command line: one entry point whose first word picks the role
+ * (dev, client; container, governor and deploy come with their issues).
+ */
+import pkg from "../../package.json" with { type: "json" };
+import { closest } from "../wire/message.ts";
+import { runClient } from "./client.ts";
+import { runDev } from "./dev.ts";
+import { EXIT_USAGE } from "./output.ts";
+
+export const VERSION: string = pkg.version;
+
+const OVERVIEW = `node-bin ${VERSION}: protobuf components, in one process or across hosts
+
+Usage: node-bin <command> [options]
+
+Commands:
+  dev                  run every component in one process, for development
+  client call M [JSON] call a SYNC method, print the reply as JSON
+  client send M [JSON] send to an ASYNC method
+  client list          list services, methods, modes and request fields
+  client nodes         list running nodes
+
+Every command takes --help. Exit status: 0 on success, the gRPC number of the
+error code on failure (e.g. 5 NOT_FOUND, 3 INVALID_ARGUMENT, 4 DEADLINE_EXCEEDED),
+64 on a usage error.
+
+Environment:
+  NODEBIN_LOG           debug | info | warn | error | silent (default info)
+  NODEBIN_RUNTIME_DIR   private directory of ipc sockets (default $XDG_RUNTIME_DIR/node-bin)`;
+
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { dev: runDev, client: runClient };
+
+/** Runs the command line; resolves with the exit status. Never throws. */
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  if (command === undefined || command === "help" || command === "--help" || command === "-h") {
+    process.stdout.write(`${OVERVIEW}\n`);
+    return 0;
+  }
+  if (command === "--version" || command === "-v" || command === "version") {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const run = COMMANDS[command];
+  if (!run) {
+    const near = closest(command, Object.keys(COMMANDS));
+    process.stderr.write(`error: unknown command ${JSON.stringify(command)}${near ? ` (did you mean ${near}?)` : ""}\n\n${OVERVIEW}\n`);
+    return EXIT_USAGE;
+  }
+  return run(rest);
+}

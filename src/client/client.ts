@@ -1,0 +1,174 @@
+/**
+ * The client library: not a container, serves nothing. It connects to any
+ * node-bin process (by default the local `node-bin dev`), pulls its membership
+ * table, and calls nodes directly through the same routing code the
+ * containers use.
+ */
+import { existsSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { hostname } from "node:os";
+import type { CallOptions } from "../component/context.ts";
+import { MembershipTable, type NodeEntry } from "../membership/table.ts";
+import { RoutingCaller } from "../routing/caller.ts";
+import { Router } from "../routing/router.ts";
+import { DirectTransport } from "../transport/direct.ts";
+import { devEndpoint, runningDevPid } from "../transport/runtime-dir.ts";
+import { TransportStack } from "../transport/stack.ts";
+import { ZmqConnector } from "../transport/zmq.ts";
+import { PULL } from "../wire/control.ts";
+import { Kind, Plane } from "../wire/envelope.ts";
+import { NodeBinError } from "../wire/errors.ts";
+import { messageToJSON } from "../wire/message.ts";
+import { modeName, type MethodSchema } from "../wire/schema.ts";
+
+export interface ClientOptions {
+  /** A node-bin process to pull the table from (default: the local `node-bin dev`). */
+  endpoint?: string;
+  /** Default time allowed per call (default 30 000 ms). */
+  timeoutMs?: number;
+  /** Time allowed to reach the endpoint and pull its table (default 5 000 ms). */
+  connectTimeoutMs?: number;
+}
+
+export interface FieldInfo {
+  name: string;
+  type: string;
+  repeated: boolean;
+  map: boolean;
+}
+
+export interface MethodInfo {
+  name: string;
+  fullName: string;
+  mode: string;
+  requestType: string;
+  responseType: string;
+  requestFields: FieldInfo[];
+}
+
+export interface ServiceInfo {
+  name: string;
+  /** Nodes serving it. */
+  nodes: number;
+  methods: MethodInfo[];
+}
+
+export class Client {
+  readonly endpoint: string;
+  readonly table = new MembershipTable();
+  private readonly direct = new DirectTransport();
+  private readonly stack: TransportStack;
+  private readonly router: Router;
+  private readonly caller: RoutingCaller;
+  private readonly connectTimeoutMs: number;
+
+  private constructor(options: ClientOptions) {
+    this.endpoint = options.endpoint ?? devEndpoint();
+    this.connectTimeoutMs = options.connectTimeoutMs ?? 5000;
+    const id = `client-${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+    const connector = new ZmqConnector(
+      (to) => (to === "" ? this.endpoint : this.table.get(to)?.endpoints[0]),
+      (env) => this.direct.dispatch(env),
+      (lost) => this.caller.failCallsTo((to) => (to === "" ? this.endpoint : this.table.get(to)?.endpoints[0]) === lost, `connection to ${lost} lost`),
+    );
+    this.stack = new TransportStack([this.direct, connector]);
+    this.router = new Router(this.table, { inProcess: () => false, host: hostname(), network: "" });
+    this.caller = new RoutingCaller({ id, router: this.router, sender: this.stack, ...(options.timeoutMs ? { defaultTimeoutMs: options.timeoutMs } : {}) });
+    this.direct.attach(id, (env) => {
+      if (env.kind === Kind.RESPONSE) this.caller.handleResponse(env);
+    });
+  }
+
+  /**
+   * Connects and pulls the membership table. Throws UNAVAILABLE when nothing
+   * answers at the endpoint in time.
+   */
+  static async connect(options: ClientOptions = {}): Promise<Client> {
+    const client = new Client(options);
+    try {
+      await client.refresh();
+    } catch (err) {
+      await client.close();
+      throw err;
+    }
+    return client;
+  }
+
+  /** Pulls the membership table again. */
+  async refresh(): Promise<void> {
+    const ipcPath = this.endpoint.startsWith("ipc://") ? this.endpoint.slice("ipc://".length) : undefined;
+    const noDev = this.endpoint === devEndpoint() && runningDevPid() === undefined;
+    if ((ipcPath && !existsSync(ipcPath)) || noDev) {
+      throw new NodeBinError("UNAVAILABLE", `nothing listens at ${this.endpoint}: start \`node-bin dev\` (or pass --endpoint)`, { details: { endpoint: this.endpoint } });
+    }
+    let reply;
+    try {
+      reply = await this.caller.callEndpoint({ method: PULL, to: "", plane: Plane.CONTROL, request: {}, options: { timeoutMs: this.connectTimeoutMs } });
+    } catch (err) {
+      const e = NodeBinError.from(err);
+      if (e.code !== "DEADLINE_EXCEEDED") throw e;
+      throw new NodeBinError("UNAVAILABLE", `no answer from ${this.endpoint} within ${this.connectTimeoutMs} ms: is node-bin running there?`, { details: { endpoint: this.endpoint }, cause: e });
+    }
+    for (const entry of this.table.entries()) this.table.remove(entry.id);
+    this.table.mergePull(reply as Parameters<MembershipTable["mergePull"]>[0], this.endpoint);
+  }
+
+  /** Calls a SYNC method; resolves with the decoded reply (a protobufjs message). */
+  call(method: string, request: unknown, options?: CallOptions): Promise<unknown> {
+    return this.caller.call(method, request, options);
+  }
+
+  /** call(), with the reply in proto3 JSON form (64-bit integers as strings, enums by name). */
+  async callJSON(method: string, request: unknown, options?: CallOptions): Promise<Record<string, unknown>> {
+    const schema = this.method(method);
+    const reply = await this.caller.call(schema.fullName, request, options);
+    return messageToJSON(schema.responseType, reply as never);
+  }
+
+  /** Sends to an ASYNC method; resolves once a node accepted it. */
+  send(method: string, request: unknown, options?: CallOptions): Promise<void> {
+    return this.caller.send(method, request, options);
+  }
+
+  /** The schema of a method by any accepted spelling. Throws NOT_FOUND. */
+  method(name: string): MethodSchema {
+    return this.router.route(name).method;
+  }
+
+  /** Services known from the table, with their methods and request fields. */
+  services(): ServiceInfo[] {
+    const byService = new Map<string, { methods: MethodInfo[]; nodes: Set<string> }>();
+    for (const [fullName, route] of this.table.routes()) {
+      const m = route.method;
+      let s = byService.get(m.service);
+      if (!s) byService.set(m.service, (s = { methods: [], nodes: new Set() }));
+      for (const n of route.nodes) s.nodes.add(n.id);
+      s.methods.push({
+        name: m.name,
+        fullName,
+        mode: modeName(m.mode),
+        requestType: m.requestType.fullName.slice(1),
+        responseType: m.responseType.fullName.slice(1),
+        requestFields: m.requestType.fieldsArray.map((f) => ({
+          name: f.name,
+          type: f.map ? `map<${(f as unknown as { keyType: string }).keyType}, ${f.type}>` : f.type,
+          repeated: f.repeated,
+          map: f.map,
+        })),
+      });
+    }
+    return [...byService]
+      .sort(([a], [b]) => a.localeCompare(b))
+      .map(([name, s]) => ({ name, nodes: s.nodes.size, methods: s.methods.sort((a, b) => a.name.localeCompare(b.name)) }));
+  }
+
+  /** Every node in the table. */
+  nodes(): NodeEntry[] {
+    return this.table.entries();
+  }
+
+  async close(): Promise<void> {
+    this.caller.close();
+    await this.stack.close();
+  }
+}

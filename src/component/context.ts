@@ -1,0 +1,86 @@
+/**
+ * What a component author writes against: the handler signature, the context
+ * a handler receives, the lifecycle hooks, and the Caller that nested calls go
+ * through (implemented by the routing layer and passed in, so this layer
+ * never reaches up).
+ */
+import type { Envelope } from "../wire/envelope.ts";
+
+/** Where a call may be served: this process, this host, this network, or anywhere reachable. */
+export type Scope = "process" | "host" | "network" | "any";
+
+export interface CallOptions {
+  /** Time allowed for the call, in ms. Default 30 000; inside a handler, never beyond the handler's own deadline. */
+  timeoutMs?: number;
+  /** Where the call may be served (default "any"). */
+  scope?: Scope;
+  /** Metadata for the callee, merged over what the calling handler received. */
+  meta?: Record<string, string>;
+}
+
+/** CallOptions as the runtime passes them on: with an absolute deadline and the full metadata. */
+export interface CallerOptions extends CallOptions {
+  /** Absolute deadline (epoch ms) inherited from the calling handler. */
+  deadline?: number;
+  /** Pass-through state for the callee to echo back. */
+  state?: Uint8Array;
+}
+
+/** Makes calls from one endpoint (a node or a client); answers come back to its id. */
+export interface Caller {
+  readonly id: string;
+  /** A SYNC call: resolves with the reply, rejects with a NodeBinError. */
+  call(method: string, request: unknown, options?: CallerOptions): Promise<unknown>;
+  /** An ASYNC call: resolves once the serving node's queue accepted the message. */
+  send(method: string, request: unknown, options?: CallerOptions): Promise<void>;
+  /** Hands a RESPONSE addressed to this caller to the call waiting for it; unknown ids are dropped. */
+  handleResponse(env: Envelope): void;
+}
+
+export interface Logger {
+  debug(message: string, fields?: Record<string, unknown>): void;
+  info(message: string, fields?: Record<string, unknown>): void;
+  warn(message: string, fields?: Record<string, unknown>): void;
+  error(message: string, fields?: Record<string, unknown>): void;
+}
+
+/** What every hook and handler can use. */
+export interface NodeContext<State = Record<string, unknown>> {
+  /** Id of the node running this code. */
+  readonly nodeId: string;
+  /** Persists across the messages this node handles; what state transfer moves. Assignable. */
+  state: State;
+  readonly log: Logger;
+  /** Calls a SYNC method anywhere on the network; see CallOptions. */
+  call<Reply = any>(method: string, request: unknown, options?: CallOptions): Promise<Reply>;
+  /** Sends to an ASYNC method; resolves once a node accepted it. */
+  send(method: string, request: unknown, options?: CallOptions): Promise<void>;
+}
+
+/** The context of one message. */
+export interface Context<State = Record<string, unknown>> extends NodeContext<State> {
+  /** Full name of the method being served ("pkg.Service/Method"). */
+  readonly method: string;
+  /** The caller's metadata; nested calls carry it on. */
+  readonly meta: Readonly<Record<string, string>>;
+  /** Absolute deadline of this message (epoch ms); Infinity when the caller set none. */
+  readonly deadline: number;
+  /** Id of the calling endpoint. */
+  readonly from: string;
+}
+
+export type Handler = (request: any, ctx: Context<any>) => unknown;
+
+/** Optional lifecycle hooks a component module may export. */
+export interface Hooks {
+  /** Before the node takes its first message. A throw fails the node's start. */
+  init?(ctx: NodeContext<any>): unknown;
+  /** After the node took its last message. */
+  shutdown?(ctx: NodeContext<any>): unknown;
+  /** The snapshot of the node's state to hand over (default: ctx.state itself). */
+  exportState?(ctx: NodeContext<any>): unknown;
+  /** Takes over a snapshot from another node (default: ctx.state = snapshot). */
+  importState?(snapshot: unknown, ctx: NodeContext<any>): unknown;
+}
+
+export const HOOK_NAMES = ["init", "shutdown", "exportState", "importState"] as const;

@@ -1,0 +1,320 @@
+/**
+ * A component node: one running instance of a component. It owns one inbound
+ * FIFO queue and handles exactly one message at a time, in arrival order,
+ * awaiting a handler's promise before it takes the next message. Responses to
+ * its own nested calls bypass the queue (the handler waiting for them holds
+ * the node). Every request gets a reply or a coded error, except ASYNC ones,
+ * whose acceptance is acknowledged and whose failures are logged.
+ */
+import { Kind, Plane, encodeResponse, type Envelope } from "../wire/envelope.ts";
+import { NodeBinError } from "../wire/errors.ts";
+import { decodeMessage, encodeMessage } from "../wire/message.ts";
+import { Mode, modeName, type MethodSchema } from "../wire/schema.ts";
+import type { CallOptions, Caller, Context, Handler, Logger, NodeContext } from "./context.ts";
+import { Fifo } from "./fifo.ts";
+import type { Component } from "./loader.ts";
+
+/** Sends an encoded envelope to endpoint `to`. Throws NodeBinError when it cannot. */
+export type Outbox = (to: string, frame: Uint8Array) => void;
+
+export interface NodeOptions {
+  id: string;
+  component: Component;
+  /** Makes this node's nested calls; its id must be the node's id so answers come back here. */
+  caller: Caller;
+  outbox: Outbox;
+  log: Logger;
+  /** Queue limit; default the manifest's limits.queue. */
+  queueLimit?: number;
+}
+
+export interface NodeStats {
+  queued: number;
+  capacity: number;
+  handled: number;
+  failed: number;
+  rejected: number;
+  /** Messages that arrived but could not be answered (no route back, malformed). */
+  dropped: number;
+}
+
+interface Pending {
+  env: Envelope;
+  method: MethodSchema;
+  handler: Handler;
+  deadline: number;
+}
+
+type NodeStatus = "new" | "serving" | "draining" | "closed";
+
+// A burst of synchronous handlers yields to the event loop after this many, so
+// that I/O and timers of the same process keep running.
+const YIELD_EVERY = 256;
+
+export class ComponentNode {
+  readonly id: string;
+  readonly component: Component;
+  private readonly caller: Caller;
+  private readonly outbox: Outbox;
+  private readonly log: Logger;
+  private readonly queue = new Fifo<Pending>();
+  private readonly capacity: number;
+  private status: NodeStatus = "new";
+  private running = false;
+  private idle: (() => void) | undefined;
+  private readonly nodeContext: NodeContext;
+  private readonly stats = { handled: 0, failed: 0, rejected: 0, dropped: 0 };
+  /** The cross-message environment of this node (ctx.state). */
+  state: Record<string, unknown> = {};
+
+  constructor(options: NodeOptions) {
+    this.id = options.id;
+    this.component = options.component;
+    this.caller = options.caller;
+    this.outbox = options.outbox;
+    this.log = options.log;
+    this.capacity = options.queueLimit ?? options.component.manifest.limits.queue;
+    this.nodeContext = new LifecycleContext(this);
+  }
+
+  /** Runs the component's init hook, then serves. Throws what init throws (as INTERNAL). */
+  async start(): Promise<void> {
+    if (this.status !== "new") throw new NodeBinError("FAILED_PRECONDITION", `node ${this.id} was already started`);
+    try {
+      await this.component.hooks.init?.(this.nodeContext);
+    } catch (err) {
+      this.status = "closed";
+      throw new NodeBinError("INTERNAL", `${this.component.name}: init failed: ${(err as Error)?.message ?? String(err)}`, { origin: this.id, cause: err });
+    }
+    this.status = "serving";
+  }
+
+  getStats(): NodeStats {
+    return { queued: this.queue.length, capacity: this.capacity, ...this.stats };
+  }
+
+  /** Entry point for every envelope addressed to this node. Never throws. */
+  receive(env: Envelope): void {
+    if (env.kind === Kind.RESPONSE) {
+      this.caller.handleResponse(env);
+      return;
+    }
+    if (env.kind !== Kind.REQUEST) {
+      this.stats.dropped++; // streams and cancellation are not served yet
+      return;
+    }
+    const now = Date.now();
+    const error = this.admit(env);
+    if (error) {
+      this.stats.rejected++;
+      this.reply(env, undefined, error);
+      return;
+    }
+    const method = this.component.schema.methods.get(env.method)!;
+    this.queue.push({ env, method, handler: this.component.handlers.get(env.method)!, deadline: env.deadlineMs > 0 ? now + env.deadlineMs : Infinity });
+    if (env.mode === Mode.ASYNC) this.reply(env, undefined, undefined); // acceptance
+    if (!this.running) {
+      this.running = true;
+      queueMicrotask(() => void this.drain());
+    }
+  }
+
+  /** Why a request cannot be queued, or undefined when it can. */
+  private admit(env: Envelope): NodeBinError | undefined {
+    if (this.status !== "serving") return this.error("UNAVAILABLE", `node ${this.id} is ${this.status === "new" ? "starting" : "shutting down"}`);
+    if (env.plane !== Plane.APPLICATION) return this.error("UNIMPLEMENTED", `node ${this.id} serves no control method ${env.method}`);
+    const method = this.component.schema.methods.get(env.method);
+    if (!method || !this.component.handlers.has(env.method)) {
+      return this.error("NOT_FOUND", `node ${this.id} (${this.component.name}) does not serve ${env.method}`, { method: env.method });
+    }
+    if (env.mode !== method.mode) {
+      return this.error("INVALID_ARGUMENT", `${env.method} is ${modeName(method.mode)}, but was called as ${modeName(env.mode)}`, { method: env.method, mode: modeName(method.mode) });
+    }
+    if (method.mode !== Mode.SYNC && method.mode !== Mode.ASYNC) {
+      return this.error("UNIMPLEMENTED", `${env.method} is ${modeName(method.mode)}; this version of node-bin serves SYNC and ASYNC methods only`, { method: env.method });
+    }
+    if (this.queue.length >= this.capacity) {
+      return this.error("RESOURCE_EXHAUSTED", `node ${this.id} queue is full (${this.capacity} messages)`, { queued: String(this.queue.length), capacity: String(this.capacity) });
+    }
+    return undefined;
+  }
+
+  private async drain(): Promise<void> {
+    let sinceYield = 0;
+    for (let item = this.queue.shift(); item; item = this.queue.shift()) {
+      const pending = this.handle(item);
+      if (pending) {
+        await pending;
+        sinceYield = 0;
+      } else if (++sinceYield >= YIELD_EVERY) {
+        sinceYield = 0;
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    }
+    this.running = false;
+    this.idle?.();
+  }
+
+  /** Handles one message; returns a promise only when the handler is asynchronous. */
+  private handle(item: Pending): Promise<void> | undefined {
+    const { env, method } = item;
+    if (Date.now() >= item.deadline) {
+      this.stats.failed++;
+      this.reply(env, undefined, this.error("DEADLINE_EXCEEDED", `${env.method}: deadline passed while queued at ${this.id}`));
+      return undefined;
+    }
+    let result: unknown;
+    try {
+      const request = decodeMessage(method.requestType, env.value, `request of ${env.method}`);
+      result = item.handler(request, new MessageContext(this, env, item.deadline));
+    } catch (err) {
+      this.finish(item, undefined, err);
+      return undefined;
+    }
+    if (result !== null && typeof (result as PromiseLike<unknown>)?.then === "function") {
+      return Promise.resolve(result).then(
+        (value) => this.finish(item, value, undefined),
+        (err: unknown) => this.finish(item, undefined, err),
+      );
+    }
+    this.finish(item, result, undefined);
+    return undefined;
+  }
+
+  private finish(item: Pending, value: unknown, thrown: unknown): void {
+    const { env, method } = item;
+    if (thrown !== undefined) {
+      this.stats.failed++;
+      const error = NodeBinError.from(thrown, "INTERNAL");
+      if (!error.origin) error.origin = this.id;
+      if (env.mode === Mode.ASYNC) this.log.error(`${env.method} failed: ${error}`, { code: error.code });
+      else this.reply(env, undefined, error);
+      return;
+    }
+    this.stats.handled++;
+    if (env.mode === Mode.ASYNC) return;
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeMessage(method.responseType, value, `reply of ${env.method}`);
+    } catch (err) {
+      // The handler broke its own contract: the caller gets INTERNAL, not INVALID_ARGUMENT.
+      this.stats.failed++;
+      this.stats.handled--;
+      const e = NodeBinError.from(err);
+      this.reply(env, undefined, this.error("INTERNAL", `handler returned an invalid ${e.message}`, e.details));
+      return;
+    }
+    this.reply(env, bytes, undefined);
+  }
+
+  private reply(request: Envelope, value: Uint8Array | undefined, error: NodeBinError | undefined): void {
+    try {
+      this.outbox(request.from, encodeResponse(request, this.id, value, error?.toWire()));
+    } catch (err) {
+      this.stats.dropped++;
+      this.log.warn(`cannot answer ${request.from} for ${request.method}: ${NodeBinError.from(err)}`);
+    }
+  }
+
+  private error(code: NodeBinError["code"], message: string, details?: Record<string, string>): NodeBinError {
+    return new NodeBinError(code, message, { origin: this.id, ...(details ? { details } : {}) });
+  }
+
+  /** The snapshot state transfer hands to another node: exportState(), or state itself. */
+  async exportState(): Promise<unknown> {
+    return this.component.hooks.exportState ? await this.component.hooks.exportState(this.nodeContext) : this.state;
+  }
+
+  /** Takes over a snapshot from another node: importState(), or it becomes the state. */
+  async importState(snapshot: unknown): Promise<void> {
+    if (this.component.hooks.importState) await this.component.hooks.importState(snapshot, this.nodeContext);
+    else this.state = (snapshot ?? {}) as Record<string, unknown>;
+  }
+
+  /**
+   * Stops taking new messages (they get UNAVAILABLE), finishes what is
+   * queued, then runs the shutdown hook. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.status === "closed" || this.status === "draining") return;
+    const wasServing = this.status === "serving";
+    this.status = "draining";
+    if (this.running) await new Promise<void>((r) => (this.idle = r));
+    this.status = "closed";
+    if (!wasServing) return;
+    try {
+      await this.component.hooks.shutdown?.(this.nodeContext);
+    } catch (err) {
+      this.log.error(`shutdown hook failed: ${(err as Error)?.message ?? String(err)}`);
+    }
+  }
+
+  /** @internal nested calls of this node's handlers and hooks. */
+  nestedCall(method: string, request: unknown, options: CallOptions | undefined, meta: Readonly<Record<string, string>> | undefined, deadline: number): Promise<unknown> {
+    return this.caller.call(method, request, nestedOptions(options, meta, deadline));
+  }
+
+  /** @internal */
+  nestedSend(method: string, request: unknown, options: CallOptions | undefined, meta: Readonly<Record<string, string>> | undefined, deadline: number): Promise<void> {
+    return this.caller.send(method, request, nestedOptions(options, meta, deadline));
+  }
+
+  /** @internal */
+  get logger(): Logger {
+    return this.log;
+  }
+}
+
+function nestedOptions(options: CallOptions | undefined, meta: Readonly<Record<string, string>> | undefined, deadline: number) {
+  const merged = meta && options?.meta ? { ...meta, ...options.meta } : (options?.meta ?? meta);
+  return { ...options, ...(merged ? { meta: merged } : {}), ...(deadline !== Infinity ? { deadline } : {}) };
+}
+
+/** Context of hooks: no message, no deadline. */
+class LifecycleContext implements NodeContext {
+  constructor(protected readonly node: ComponentNode) {}
+  get nodeId(): string {
+    return this.node.id;
+  }
+  get state(): Record<string, unknown> {
+    return this.node.state;
+  }
+  set state(value: Record<string, unknown>) {
+    this.node.state = value;
+  }
+  get log(): Logger {
+    return this.node.logger;
+  }
+  call<Reply>(method: string, request: unknown, options?: CallOptions): Promise<Reply> {
+    return this.node.nestedCall(method, request, options, undefined, Infinity) as Promise<Reply>;
+  }
+  send(method: string, request: unknown, options?: CallOptions): Promise<void> {
+    return this.node.nestedSend(method, request, options, undefined, Infinity);
+  }
+}
+
+/** Context of one message; cheap to create (one small object per message). */
+class MessageContext extends LifecycleContext implements Context {
+  constructor(
+    node: ComponentNode,
+    private readonly env: Envelope,
+    readonly deadline: number,
+  ) {
+    super(node);
+  }
+  get method(): string {
+    return this.env.method;
+  }
+  get meta(): Readonly<Record<string, string>> {
+    return this.env.meta;
+  }
+  get from(): string {
+    return this.env.from;
+  }
+  override call<Reply>(method: string, request: unknown, options?: CallOptions): Promise<Reply> {
+    return this.node.nestedCall(method, request, options, this.env.meta, this.deadline) as Promise<Reply>;
+  }
+  override send(method: string, request: unknown, options?: CallOptions): Promise<void> {
+    return this.node.nestedSend(method, request, options, this.env.meta, this.deadline);
+  }
+}

@@ -1,0 +1,92 @@
+/**
+ * Node selection: for each call, the candidates are the nodes serving the
+ * method, filtered by the caller's scope; the nearest tier with room wins
+ * (this process, then this host, then this network, then anywhere), and
+ * inside a tier the less loaded of two random picks (power of two choices on
+ * advertised queue length plus this caller's own in-flight count).
+ */
+import type { Scope } from "../component/context.ts";
+import type { MembershipTable, MethodRoute, NodeEntry } from "../membership/table.ts";
+import { NodeBinError } from "../wire/errors.ts";
+import { resolveMethodName } from "./method-name.ts";
+
+export interface Locality {
+  /** True for nodes living in this very process. */
+  inProcess(id: string): boolean;
+  host: string;
+  network: string;
+}
+
+const TIERS: readonly Scope[] = ["process", "host", "network", "any"];
+
+export class Router {
+  /** Calls this process has in flight, per node id. */
+  private readonly inflight = new Map<string, number>();
+
+  constructor(
+    readonly table: MembershipTable,
+    private readonly locality: Locality,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  /** The route for a method name as written by a person or handler. Throws NOT_FOUND. */
+  route(method: string): MethodRoute {
+    const routes = this.table.routes();
+    const exact = routes.get(method);
+    if (exact) return exact;
+    return routes.get(resolveMethodName(method, routes.keys()))!;
+  }
+
+  /** Picks the node for one call. Throws NOT_FOUND when no node within `scope` serves it. */
+  pick(route: MethodRoute, scope: Scope = "any"): NodeEntry {
+    const nodes = route.nodes;
+    if (nodes.length === 1 && scope === "any") return nodes[0]!;
+    const limit = TIERS.indexOf(scope);
+    if (limit < 0) throw new NodeBinError("INVALID_ARGUMENT", `unknown scope ${JSON.stringify(scope)}; expected one of ${TIERS.join(", ")}`);
+    let fallback: NodeEntry[] | undefined;
+    for (let tier = 0; tier <= limit; tier++) {
+      const candidates = nodes.filter((n) => this.tierOf(n) === tier);
+      if (candidates.length === 0) continue;
+      const roomy = candidates.filter((n) => !n.load.capacity || n.load.queued + this.inflightOf(n.id) < n.load.capacity);
+      if (roomy.length) return this.leastLoaded(roomy);
+      fallback ??= candidates;
+    }
+    // Every node in scope is full: pick one anyway; it answers RESOURCE_EXHAUSTED if still full.
+    if (fallback) return this.leastLoaded(fallback);
+    throw new NodeBinError("NOT_FOUND", `no node within scope "${scope}" serves ${route.method.fullName} (${nodes.length} outside it)`, {
+      details: { method: route.method.fullName, scope },
+    });
+  }
+
+  /** Bookkeeping of this process's in-flight calls, which weigh into the choice. */
+  started(id: string): void {
+    this.inflight.set(id, this.inflightOf(id) + 1);
+  }
+
+  ended(id: string): void {
+    const n = this.inflightOf(id) - 1;
+    if (n > 0) this.inflight.set(id, n);
+    else this.inflight.delete(id);
+  }
+
+  private inflightOf(id: string): number {
+    return this.inflight.get(id) ?? 0;
+  }
+
+  private tierOf(node: NodeEntry): number {
+    if (this.locality.inProcess(node.id)) return 0;
+    if (node.host === this.locality.host) return 1;
+    if (node.network === this.locality.network) return 2;
+    return 3;
+  }
+
+  private leastLoaded(nodes: NodeEntry[]): NodeEntry {
+    if (nodes.length === 1) return nodes[0]!;
+    const i = Math.floor(this.random() * nodes.length);
+    let j = Math.floor(this.random() * (nodes.length - 1));
+    if (j >= i) j++;
+    const a = nodes[i]!;
+    const b = nodes[j]!;
+    return a.load.queued + this.inflightOf(a.id) <= b.load.queued + this.inflightOf(b.id) ? a : b;
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * The private runtime directory of this user's node-bin processes: where ipc
+ * sockets and pid files live. Mode 0700 and owned by the user, because anyone
+ * who can open an ipc socket can call every component behind it.
+ */
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { NodeBinError } from "../wire/errors.ts";
+
+type Env = Record<string, string | undefined>;
+
+/** NODEBIN_RUNTIME_DIR, else $XDG_RUNTIME_DIR/node-bin, else <tmp>/node-bin-<uid>. Not created. */
+export function runtimeDirPath(env: Env = process.env): string {
+  if (env.NODEBIN_RUNTIME_DIR) return env.NODEBIN_RUNTIME_DIR;
+  if (env.XDG_RUNTIME_DIR) return join(env.XDG_RUNTIME_DIR, "node-bin");
+  const uid = typeof process.getuid === "function" ? process.getuid() : "user";
+  return join(tmpdir(), `node-bin-${uid}`);
+}
+
+/**
+ * Creates the runtime directory if needed and checks it is private. Throws
+ * PERMISSION_DENIED when it belongs to someone else or cannot be made private,
+ * naming the directory and NODEBIN_RUNTIME_DIR.
+ */
+export function ensureRuntimeDir(env: Env = process.env): string {
+  const dir = runtimeDirPath(env);
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const st = lstatSync(dir);
+    if (!st.isDirectory()) throw new Error("not a directory");
+    if (typeof process.getuid === "function" && st.uid !== process.getuid()) throw new Error(`owned by uid ${st.uid}`);
+    if ((st.mode & 0o077) !== 0) chmodSync(dir, 0o700);
+  } catch (err) {
+    throw new NodeBinError("PERMISSION_DENIED", `runtime directory ${dir} is unusable (${(err as Error).message}); set NODEBIN_RUNTIME_DIR to a private directory`, {
+      details: { dir },
+      cause: err,
+    });
+  }
+  return dir;
+}
+
+/** The well-known local endpoint of `node-bin dev`, which `node-bin client` finds by itself. */
+export function devEndpoint(env: Env = process.env): string {
+  // Windows has no ipc transport in libzmq: a fixed loopback port instead.
+  return process.platform === "win32" ? "tcp://127.0.0.1:7399" : `ipc://${join(runtimeDirPath(env), "dev.sock")}`;
+}
+
+/** The pid file beside the dev endpoint: tells a second `dev` and the client whether one runs. */
+export function devPidFile(env: Env = process.env): string {
+  return join(runtimeDirPath(env), "dev.pid");
+}
+
+/** The pid of a live `node-bin dev` at the well-known endpoint, if any (a stale pid file from a crash does not count). */
+export function runningDevPid(env: Env = process.env): number | undefined {
+  const file = devPidFile(env);
+  if (!existsSync(file)) return undefined;
+  const pid = Number(readFileSync(file, "utf8").trim());
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  if (pid === process.pid) return pid;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch (err) {
+    // EPERM: alive but someone else's; ESRCH: gone.
+    return (err as NodeJS.ErrnoException).code === "EPERM" ? pid : undefined;
+  }
+}

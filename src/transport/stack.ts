@@ -1,0 +1,34 @@
+/** A stack of transports, tried in order: each may punt a frame it cannot route to the next. */
+import { NodeBinError } from "../wire/errors.ts";
+import type { Transport } from "./transport.ts";
+
+export class TransportStack implements Transport {
+  readonly name: string;
+  private readonly transports: Transport[];
+
+  constructor(transports: Transport[]) {
+    this.transports = [...transports];
+    this.name = this.transports.map((t) => t.name).join("+");
+  }
+
+  /** Adds a transport at the bottom of the stack (tried last). */
+  push(transport: Transport): void {
+    this.transports.push(transport);
+  }
+
+  deliver(to: string, frame: Uint8Array): boolean {
+    for (const t of this.transports) if (t.deliver(to, frame)) return true;
+    return false;
+  }
+
+  /** deliver(), but a frame no transport can route is an UNAVAILABLE error. */
+  send(to: string, frame: Uint8Array): void {
+    if (!this.deliver(to, frame)) {
+      throw new NodeBinError("UNAVAILABLE", `no route to endpoint ${JSON.stringify(to)} (transports: ${this.name || "none"})`, { details: { to } });
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all(this.transports.map((t) => t.close()));
+  }
+}

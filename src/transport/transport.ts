@@ -1,0 +1,32 @@
+/**
+ * The Transport interface: a way to deliver an encoded Envelope to an
+ * endpoint (a component node, a client, or a process's own control endpoint)
+ * by its id. Transports are stacked (TransportStack): one that has no route to
+ * an endpoint punts, and the next one tries.
+ */
+import type { Envelope } from "../wire/envelope.ts";
+
+/** Receives the envelopes addressed to one local endpoint. Must not throw. */
+export type Inbox = (env: Envelope) => void;
+
+export interface Transport {
+  /** "direct", "zmq", ... for logs and errors. */
+  readonly name: string;
+  /**
+   * Delivers `frame` (an encoded Envelope) to endpoint `to`, without blocking.
+   * Returns false when this transport has no route to `to` (the stack then
+   * asks the next one). Throws NodeBinError when it has a route but cannot
+   * deliver now: RESOURCE_EXHAUSTED when its buffers are full, UNAVAILABLE
+   * when the peer is gone.
+   */
+  deliver(to: string, frame: Uint8Array): boolean;
+  /** Releases sockets and timers. Idempotent. */
+  close(): Promise<void>;
+}
+
+/**
+ * Where envelopes that arrive from outside the process go: the local endpoint
+ * registry (DirectTransport.dispatch). Network transports take one.
+ */
+/** Returns false when no local endpoint has the envelope's `to` id. */
+export type LocalDispatch = (env: Envelope) => boolean;
