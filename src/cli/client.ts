@@ -29,7 +29,7 @@ export async function runClient(argv: string[]): Promise<number> {
       .option("--endpoint <address>", "node-bin process to ask (default: the local `node-bin dev`)")
       .option("--timeout <ms>", "time allowed, in ms (default 30000)")
       .option("--json", "machine-readable output (one JSON document; errors as JSON on stderr)");
-  common(cli.command("call <method> [json]", "Call a SYNC method; JSON request (default {}), '-' reads stdin, '@file' reads a file"))
+  common(cli.command("call <method> [json]", "Call a SYNC method; JSON request (default {}); '-' reads it from stdin, '@file' from a file"))
     .option("--meta <key=value>", "metadata for the callee (repeatable)")
     .option("--scope <scope>", "where it may be served: process | host | network | any")
     .example("node-bin client call demo.Greeter/Hello '{\"name\":\"Ada\"}'")
@@ -65,7 +65,8 @@ export async function runClient(argv: string[]): Promise<number> {
   const json = argv.includes("--json");
   const output = stdio(json);
   try {
-    const parsed = cli.parse(["node", "node-bin client", ...argv], { run: false });
+    // cac drops a bare "-": pass it on as "@-", which also reads stdin.
+    const parsed = cli.parse(["node", "node-bin client", ...argv.map((a) => (a === "-" ? "@-" : a))], { run: false });
     if (parsed.options.help || parsed.options.version) return 0;
     if (!cli.matchedCommand) {
       throw new UsageError(argv[0] && !argv[0].startsWith("-") ? `unknown client command ${JSON.stringify(argv[0])}; expected call, send, list or nodes` : "missing client command: call, send, list or nodes");
@@ -107,7 +108,7 @@ function callOptions(flags: ClientFlags) {
 function readRequest(arg: string | undefined): Record<string, unknown> {
   let text = arg ?? "{}";
   try {
-    if (text === "-") text = readFileSync(0, "utf8");
+    if (text === "@-") text = readFileSync(0, "utf8");
     else if (text.startsWith("@")) text = readFileSync(text.slice(1), "utf8");
   } catch (err) {
     throw new NodeBinError("INVALID_ARGUMENT", `cannot read request from ${text}: ${(err as Error).message}`, { cause: err });
@@ -132,7 +133,7 @@ function formatServices(services: ServiceInfo[]): string {
     const width = Math.max(...s.methods.map((m) => m.name.length));
     for (const m of s.methods) {
       const fields = m.requestFields.map((f) => `${f.name}: ${f.repeated ? `${f.type}[]` : f.type}`).join(", ");
-      lines.push(`  ${m.name.padEnd(width)}  ${m.mode.padEnd(9)} ${m.requestType} { ${fields} } -> ${m.responseType}`);
+      lines.push(`  ${m.name.padEnd(width)}  ${m.mode.padEnd(6)} ${m.requestType} ${fields ? `{ ${fields} }` : "{}"} -> ${m.responseType}`);
     }
   }
   return lines.join("\n");

@@ -1,0 +1,101 @@
+/**
+ * Real processes for integration tests: `node-bin dev` started with a private
+ * runtime directory, awaited on its readiness line (never a sleep), and always
+ * stopped at teardown; one-shot CLI runs with a bounded time.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+export const BIN = join(ROOT, "bin", "node-bin");
+export const EXAMPLES = join(ROOT, "examples", "components");
+
+/**
+ * The environment of a child as a user's shell would give it: without the
+ * NODE_OPTIONS tap sets to instrument its own test processes.
+ */
+function childEnv(env: Record<string, string>): NodeJS.ProcessEnv {
+  const { NODE_OPTIONS: _, ...rest } = process.env;
+  return { ...rest, ...env };
+}
+
+interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** A private runtime directory (ipc sockets, pid files) removed at teardown. */
+export function privateRuntime(t: Teardown): Record<string, string> {
+  const dir = mkdtempSync(join(tmpdir(), "nodebin-test-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return { NODEBIN_RUNTIME_DIR: dir, NODEBIN_LOG: "warn" };
+}
+
+/** Runs `node-bin ...args` to completion (killed after `timeoutMs`). */
+export function runCli(args: string[], env: Record<string, string>, options: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { env: childEnv(env), stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d));
+    child.stderr.on("data", (d: Buffer) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 30_000);
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+    child.stdin.end(options.input ?? "");
+  });
+}
+
+export interface DevProcess {
+  child: ChildProcess;
+  endpoint: string;
+  env: Record<string, string>;
+  /** Everything it wrote to stderr so far. */
+  stderr(): string;
+  /** SIGTERM, then the exit code (SIGKILL if it does not exit within 10 s). */
+  stop(): Promise<number | null>;
+}
+
+/** Starts `node-bin dev` and resolves once it printed its readiness line. Stopped at teardown. */
+export function startDev(t: Teardown, args: string[], env: Record<string, string>, readyTimeoutMs = 30_000): Promise<DevProcess> {
+  const child = spawn(process.execPath, [BIN, "dev", ...args], { env: childEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    const code = await exited;
+    clearTimeout(timer);
+    return code;
+  };
+  t.teardown(stop);
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`dev not ready within ${readyTimeoutMs} ms; stderr:\n${stderr}`)), readyTimeoutMs);
+    child.stdout!.on("data", (d: Buffer) => {
+      stdout += d;
+      const ready = /ready at (\S+)/.exec(stdout);
+      if (ready) {
+        clearTimeout(timer);
+        resolve({ child, endpoint: ready[1]!, env, stderr: () => stderr, stop });
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`dev exited with ${code} before it was ready; stderr:\n${stderr}`));
+    });
+  });
+}
