@@ -16,6 +16,28 @@ function componentsDir(tt: { teardown(fn: () => unknown): void }, files: Record<
   return dir;
 }
 
+const SHOUT = {
+  "shout/shout.proto": `syntax = "proto3";
+package acme;
+import "nodebin/options.proto";
+service Shouter {
+  rpc Shout (Words) returns (Words);
+  rpc Slow (Pause) returns (nodebin.Empty);
+}
+message Words { string text = 1; repeated string tags = 2; }
+message Pause { int32 ms = 1; }
+`,
+  "shout/index.ts": `interface Words { text: string; tags: string[] }
+export function Shout(request: Words): Words {
+  return { text: request.text.toUpperCase() + "!", tags: [...request.tags, "shouted"] };
+}
+export async function Slow(request: { ms: number }, ctx: { log: { warn(m: string): void } }): Promise<void> {
+  ctx.log.warn(\`slow: waiting \${request.ms} ms\`);
+  await new Promise((resolve) => setTimeout(resolve, request.ms));
+}
+`,
+};
+
 const errorOf = (stderr: string) => (JSON.parse(stderr.trim().split("\n").pop()!) as { error: { code: string; details: Record<string, string> } }).error;
 
 t.test("dev - serves the examples; client call prints the reply as JSON", async (t) => {
@@ -106,26 +128,7 @@ t.test("client - list shows services, methods, modes and request fields; nodes s
 
 t.test("dev - a component a new user writes is picked up without touching the runtime", async (t) => {
   const env = privateRuntime(t);
-  const dir = componentsDir(t, {
-    "shout/shout.proto": `syntax = "proto3";
-package acme;
-import "nodebin/options.proto";
-service Shouter {
-  rpc Shout (Words) returns (Words);
-  rpc Slow (Pause) returns (nodebin.Empty);
-}
-message Words { string text = 1; repeated string tags = 2; }
-message Pause { int32 ms = 1; }
-`,
-    "shout/index.ts": `interface Words { text: string; tags: string[] }
-export function Shout(request: Words): Words {
-  return { text: request.text.toUpperCase() + "!", tags: [...request.tags, "shouted"] };
-}
-export async function Slow(request: { ms: number }): Promise<void> {
-  await new Promise((resolve) => setTimeout(resolve, request.ms));
-}
-`,
-  });
+  const dir = componentsDir(t, SHOUT);
   await startDev(t, ["--components", dir], env);
   const r = await runCli(["client", "call", "acme.Shouter/Shout", '{"text":"hey","tags":["a"]}', "--json"], env);
   t.equal(r.code, 0, r.stderr);
@@ -182,4 +185,17 @@ t.test("dev - serves at an explicit tcp endpoint too", async (t) => {
   const r = await runCli(["client", "call", "demo.Counter/Add", '{"key":"a","by":2}', "--endpoint", dev.endpoint, "--json"], env);
   t.equal(r.code, 0, r.stderr);
   t.same(JSON.parse(r.stdout), { key: "a", count: "2" });
+});
+
+t.test("client - dev killed mid-call: UNAVAILABLE at once, not at the deadline", async (t) => {
+  const env = privateRuntime(t);
+  const dev = await startDev(t, ["--components", componentsDir(t, SHOUT)], env);
+  const started = Date.now();
+  const call = runCli(["client", "call", "acme.Shouter/Slow", '{"ms":20000}', "--timeout", "25000", "--json"], env);
+  await dev.waitForStderr(/slow: waiting 20000 ms/);
+  dev.child.kill("SIGKILL");
+  const r = await call;
+  t.equal(r.code, 14, r.stderr);
+  t.equal(errorOf(r.stderr).code, "UNAVAILABLE");
+  t.ok(Date.now() - started < 15_000, "failed well before its 25 s deadline");
 });

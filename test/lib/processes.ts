@@ -64,6 +64,8 @@ export interface DevProcess {
   env: Record<string, string>;
   /** Everything it wrote to stderr so far. */
   stderr(): string;
+  /** Resolves once its stderr matches `pattern` (rejects after `timeoutMs`). */
+  waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<void>;
   /** SIGTERM, then the exit code (SIGKILL if it does not exit within 10 s). */
   stop(): Promise<number | null>;
 }
@@ -83,6 +85,18 @@ export function startDev(t: Teardown, args: string[], env: Record<string, string
     return code;
   };
   t.teardown(stop);
+  const waitForStderr = (pattern: RegExp, timeoutMs = 30_000) =>
+    new Promise<void>((resolve, reject) => {
+      if (pattern.test(stderr)) return resolve();
+      const timer = setTimeout(() => reject(new Error(`stderr did not match ${pattern} within ${timeoutMs} ms:\n${stderr}`)), timeoutMs);
+      const check = () => {
+        if (!pattern.test(stderr)) return;
+        clearTimeout(timer);
+        child.stderr!.off("data", check);
+        resolve();
+      };
+      child.stderr!.on("data", check);
+    });
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`dev not ready within ${readyTimeoutMs} ms; stderr:\n${stderr}`)), readyTimeoutMs);
     child.stdout!.on("data", (d: Buffer) => {
@@ -90,7 +104,7 @@ export function startDev(t: Teardown, args: string[], env: Record<string, string
       const ready = /ready at (\S+)/.exec(stdout);
       if (ready) {
         clearTimeout(timer);
-        resolve({ child, endpoint: ready[1]!, env, stderr: () => stderr, stop });
+        resolve({ child, endpoint: ready[1]!, env, stderr: () => stderr, waitForStderr, stop });
       }
     });
     void exited.then((code) => {
