@@ -74,7 +74,13 @@ export interface LoadComponentOptions {
 /** Loads the component in `dir`. Throws NodeBinError INVALID_ARGUMENT naming the file and problem. */
 export async function loadComponent(dir: string, options: LoadComponentOptions = {}): Promise<Component> {
   dir = resolve(dir);
-  const files = readdirSync(dir);
+  let files: string[];
+  try {
+    files = readdirSync(dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new NodeBinError("NOT_FOUND", `${dir}: ${code === "ENOTDIR" ? "not a directory" : "no such component directory"}`, { details: { file: dir }, cause: err });
+  }
   const protoFiles = files.filter((f) => f.endsWith(".proto")).sort();
   const packageJson = readPackageJson(dir);
   const indexName = INDEX_FILES.find((f) => files.includes(f));

@@ -62,6 +62,7 @@ export class ComponentNode {
   private status: NodeStatus = "new";
   private running = false;
   private idle: (() => void) | undefined;
+  private closing: Promise<void> | undefined;
   private readonly nodeContext: NodeContext;
   private readonly stats = { handled: 0, failed: 0, rejected: 0, dropped: 0 };
   /** The cross-message environment of this node (ctx.state). */
@@ -191,19 +192,21 @@ export class ComponentNode {
       else this.reply(env, undefined, error);
       return;
     }
-    this.stats.handled++;
-    if (env.mode === Mode.ASYNC) return;
+    if (env.mode === Mode.ASYNC) {
+      this.stats.handled++;
+      return;
+    }
     let bytes: Uint8Array;
     try {
       bytes = encodeMessage(method.responseType, value, `reply of ${env.method}`);
     } catch (err) {
       // The handler broke its own contract: the caller gets INTERNAL, not INVALID_ARGUMENT.
       this.stats.failed++;
-      this.stats.handled--;
       const e = NodeBinError.from(err);
       this.reply(env, undefined, this.error("INTERNAL", `handler returned an invalid ${e.message}`, e.details));
       return;
     }
+    this.stats.handled++;
     this.reply(env, bytes, undefined);
   }
 
@@ -235,8 +238,11 @@ export class ComponentNode {
    * Stops taking new messages (they get UNAVAILABLE), finishes what is
    * queued, then runs the shutdown hook. Idempotent.
    */
-  async close(): Promise<void> {
-    if (this.status === "closed" || this.status === "draining") return;
+  close(): Promise<void> {
+    return (this.closing ??= this.drainAndShutdown());
+  }
+
+  private async drainAndShutdown(): Promise<void> {
     const wasServing = this.status === "serving";
     this.status = "draining";
     if (this.running) await new Promise<void>((r) => (this.idle = r));

@@ -12,7 +12,8 @@ import { Mode, modeName, type MethodSchema } from "../wire/schema.ts";
 import type { Router } from "./router.ts";
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
-// setTimeout's ceiling; a longer timeout would fire at once.
+// setTimeout's ceiling (a longer timeout would fire at once), and so the longest
+// timeout a call may have; it also fits Envelope.deadline_ms (uint32).
 const MAX_TIMEOUT_MS = 2_147_483_647;
 
 /** Sends an encoded envelope to endpoint `to`; throws NodeBinError when it cannot. */
@@ -77,6 +78,7 @@ export class RoutingCaller implements Caller {
   }
 
   private routed(mode: Mode, method: string, request: unknown, options: CallerOptions | undefined): Promise<unknown> {
+    if (this.closed) return Promise.reject(new NodeBinError("CANCELLED", `caller ${this.id} is closed`));
     try {
       const route = this.router.route(method);
       const schema = route.method;
@@ -103,8 +105,8 @@ export class RoutingCaller implements Caller {
     if (this.closed) return Promise.reject(new NodeBinError("CANCELLED", `caller ${this.id} is closed`));
     const now = Date.now();
     const timeoutMs = options?.timeoutMs ?? this.defaultTimeoutMs;
-    if (!(timeoutMs > 0) || !Number.isFinite(timeoutMs)) {
-      return Promise.reject(new NodeBinError("INVALID_ARGUMENT", `timeoutMs must be a positive number of ms, got ${timeoutMs}`));
+    if (!(timeoutMs > 0 && timeoutMs <= MAX_TIMEOUT_MS)) {
+      return Promise.reject(new NodeBinError("INVALID_ARGUMENT", `timeoutMs must be a number of ms from 1 to ${MAX_TIMEOUT_MS} (about 24.8 days), got ${timeoutMs}`));
     }
     const deadline = Math.min(now + timeoutMs, options?.deadline ?? Infinity);
     const budget = Math.ceil(deadline - now);
@@ -128,7 +130,7 @@ export class RoutingCaller implements Caller {
       }),
     );
     return new Promise<unknown>((resolve, reject) => {
-      const timer = setTimeout(() => this.expire(id), Math.min(budget, MAX_TIMEOUT_MS));
+      const timer = setTimeout(() => this.expire(id), budget);
       this.pending.set(id, { resolve, reject, method, mode, to, timer });
       this.router.started(to);
       try {

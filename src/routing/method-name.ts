@@ -34,6 +34,15 @@ function normalize(asked: string): string | undefined {
 function notFound(asked: string, normalized: string, names: string[]): NodeBinError {
   const [service, method] = normalized.split("/") as [string, string | undefined];
   const services = [...new Set(names.map((n) => n.slice(0, n.indexOf("/"))))];
+  // A service named without a method: list its methods.
+  const bareService = asked.trim().replace(/^\.|\/$/g, "");
+  const named = services.find((s) => s === bareService || s.endsWith(`.${bareService}`));
+  if (named && bareService) {
+    const methods = names.filter((n) => n.startsWith(`${named}/`));
+    return new NodeBinError("NOT_FOUND", `${named} is a service; name one of its methods: ${methods.map((m) => m.slice(named.length + 1)).join(", ")}`, {
+      details: { method: asked, suggestions: methods.join(",") },
+    });
+  }
   const serviceMatch = services.find((s) => s === service || s.endsWith(`.${service}`));
   const suggestions = nearest(normalized, names, 3);
   let message: string;
@@ -45,14 +54,30 @@ function notFound(asked: string, normalized: string, names: string[]): NodeBinEr
   return new NodeBinError("NOT_FOUND", message, { details: { method: asked, suggestions: suggestions.join(",") } });
 }
 
-/** Up to `count` names close to `asked`, nearest first (compared with and without the package). */
+/**
+ * Up to `count` names close to `asked`, nearest first: compared in full, as
+ * "Service/Method" without the package, and (for a bare "Method") by method
+ * name alone. Close means within a quarter of the length: typos, not guesses.
+ */
 function nearest(asked: string, names: string[], count: number): string[] {
-  const short = (n: string) => n.slice(n.lastIndexOf(".", n.indexOf("/")) + 1);
   const a = asked.toLowerCase();
+  const aShort = withoutPackage(a);
+  const bare = !a.includes("/");
+  const limit = Math.max(1, Math.floor(aShort.length / 4));
   return names
-    .map((n) => ({ n, d: Math.min(editDistance(a, n.toLowerCase()), editDistance(short(a), short(n).toLowerCase())) }))
-    .filter(({ n, d }) => d <= Math.max(2, Math.floor(short(n).length / 3)))
+    .map((n) => {
+      const lower = n.toLowerCase();
+      const d = Math.min(editDistance(a, lower), editDistance(aShort, withoutPackage(lower)), bare ? editDistance(a, lower.slice(lower.indexOf("/") + 1)) : Infinity);
+      return { n, d };
+    })
+    .filter(({ d }) => d <= limit)
     .sort((x, y) => x.d - y.d)
     .slice(0, count)
     .map(({ n }) => n);
+}
+
+/** "pkg.Service/Method" -> "Service/Method". */
+function withoutPackage(name: string): string {
+  const slash = name.indexOf("/");
+  return name.slice(name.lastIndexOf(".", slash < 0 ? name.length : slash) + 1);
 }

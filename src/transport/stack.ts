@@ -3,12 +3,15 @@ import { NodeBinError } from "../wire/errors.ts";
 import type { Transport } from "./transport.ts";
 
 export class TransportStack implements Transport {
-  readonly name: string;
   private readonly transports: Transport[];
 
   constructor(transports: Transport[]) {
     this.transports = [...transports];
-    this.name = this.transports.map((t) => t.name).join("+");
+  }
+
+  /** The transports in order, e.g. "direct+zmq-listen". */
+  get name(): string {
+    return this.transports.map((t) => t.name).join("+");
   }
 
   /** Adds a transport at the bottom of the stack (tried last). */

@@ -6,6 +6,7 @@
 import type protobuf from "protobufjs";
 import { NodeBinError, type WireError } from "./errors.ts";
 import { loadNodebinProtos } from "./proto.ts";
+import { strictView } from "./message.ts";
 import { MODE_NAMES, type Mode } from "./schema.ts";
 
 /** The protocol version this build speaks. */
@@ -75,7 +76,7 @@ export function encodeEnvelope(env: Envelope): Uint8Array {
 export function decodeEnvelope(frame: Uint8Array): Envelope | NodeBinError {
   let env: Envelope;
   try {
-    env = EnvelopeType.decode(frame) as unknown as Envelope;
+    env = EnvelopeType.decode(strictView(frame)) as unknown as Envelope;
   } catch (err) {
     return new NodeBinError("INVALID_ARGUMENT", `malformed envelope (${frame.length} bytes): ${(err as Error).message}`, { cause: err });
   }

@@ -20,6 +20,12 @@ const INT32_RANGE: Record<string, [number, number]> = {
 const INT64 = new Set(["int64", "sint64", "sfixed64", "uint64", "fixed64"]);
 const UNSIGNED64 = new Set(["uint64", "fixed64"]);
 const MAX_DEPTH = 64;
+const FLOAT32_MAX = 3.4028234663852886e38;
+
+/** Standard base64 (what protobufjs decodes): padded to a multiple of 4, or unpadded but never 1 past one. */
+function isBase64(s: string): boolean {
+  return /^[A-Za-z0-9+/]*={0,2}$/.test(s) && (s.endsWith("=") ? s.length % 4 === 0 : s.length % 4 !== 1);
+}
 
 /**
  * Returns a problem description for `value` as a `type`, or undefined when it
@@ -99,11 +105,13 @@ function checkScalar(type: string, value: unknown): string | undefined {
       return typeof value === "boolean" ? undefined : `boolean expected, got ${describe(value)}`;
     case "bytes":
       if (value instanceof Uint8Array) return undefined;
-      return typeof value === "string" && /^[A-Za-z0-9+/_-]*={0,2}$/.test(value) ? undefined : `bytes (Uint8Array or base64 string) expected, got ${describe(value)}`;
+      return typeof value === "string" && isBase64(value) ? undefined : `bytes (Uint8Array or standard base64 string) expected, got ${describe(value)}`;
     case "double":
-    case "float":
-      if (typeof value === "number") return undefined;
-      return typeof value === "string" && /^(NaN|-?Infinity|-?\d+(\.\d+)?([eE][-+]?\d+)?)$/.test(value) ? undefined : `number expected, got ${describe(value)}`;
+    case "float": {
+      const n = typeof value === "string" && /^(NaN|-?Infinity|-?\d+(\.\d+)?([eE][-+]?\d+)?)$/.test(value) ? Number(value) : value;
+      if (typeof n !== "number") return `number expected, got ${describe(value)}`;
+      return type === "float" && Number.isFinite(n) && Math.abs(n) > FLOAT32_MAX ? `float out of range: ${n}` : undefined;
+    }
   }
   const range = INT32_RANGE[type];
   if (range) {
@@ -144,10 +152,19 @@ export function encodeMessage(type: protobuf.Type, value: unknown, what: string)
   }
 }
 
+/**
+ * protobufjs decodes a Node Buffer with a reader that cuts a truncated string
+ * short instead of failing; a plain Uint8Array view of the same bytes gets its
+ * strict reader. Every frame from ZeroMQ and every encoded envelope is a Buffer.
+ */
+export function strictView(bytes: Uint8Array): Uint8Array {
+  return bytes.constructor === Uint8Array ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
 /** Decodes bytes as `type`. Throws INVALID_ARGUMENT when they are not a valid encoding. */
 export function decodeMessage(type: protobuf.Type, bytes: Uint8Array, what: string): protobuf.Message {
   try {
-    return type.decode(bytes);
+    return type.decode(strictView(bytes));
   } catch (err) {
     throw new NodeBinError("INVALID_ARGUMENT", `${what}: cannot decode ${type.fullName.slice(1)}: ${(err as Error).message}`, { details: { type: type.fullName.slice(1) }, cause: err });
   }

@@ -14,7 +14,8 @@ import { NodeBinError } from "./errors.ts";
 // protobufjs bundles some google/protobuf files but not descriptor.proto, which
 // nodebin/options.proto imports to extend MethodOptions. Registering its bundled
 // JSON makes the import resolve without any file on disk (also inside a bundle).
-protobuf.common("descriptor", (descriptor as { nested: { google: { nested: { protobuf: { nested: protobuf.INamespace["nested"] } } } } }).nested.google.nested.protobuf.nested as Record<string, unknown> as never);
+const descriptorTypes = (descriptor as unknown as { nested: { google: { nested: { protobuf: { nested: Record<string, unknown> } } } } }).nested.google.nested.protobuf.nested;
+protobuf.common("descriptor", descriptorTypes as Parameters<typeof protobuf.common>[1]);
 
 /**
  * The directory holding nodebin/*.proto. The only place that knows where the

@@ -50,28 +50,10 @@ export class Schema {
    * whose streaming flags contradict its mode.
    */
   static fromRoot(root: protobuf.Root, files?: readonly string[]): Schema {
-    const methods = new Map<string, MethodSchema>();
-    for (const service of servicesIn(root)) {
-      if (files && !files.includes(service.filename ?? "")) continue;
-      const serviceName = service.fullName.replace(/^\./, "");
-      for (const method of service.methodsArray) {
-        const fullName = `${serviceName}/${method.name}`;
-        const mode = methodMode(method, fullName);
-        method.resolve();
-        methods.set(fullName, {
-          fullName,
-          service: serviceName,
-          name: method.name,
-          mode,
-          requestType: method.resolvedRequestType as protobuf.Type,
-          responseType: method.resolvedResponseType as protobuf.Type,
-        });
-      }
-    }
-    return new Schema(root, JSON.stringify(root.toJSON()), methods);
+    return new Schema(root, JSON.stringify(root.toJSON()), methodsOf(root, files));
   }
 
-  /** Rebuilds a schema from its JSON form. Throws INVALID_ARGUMENT if it is not valid. */
+  /** Rebuilds a schema from its JSON form (keeping its id). Throws INVALID_ARGUMENT if it is not valid. */
   static fromJSON(json: string): Schema {
     let root: protobuf.Root;
     try {
@@ -79,9 +61,30 @@ export class Schema {
     } catch (err) {
       throw new NodeBinError("INVALID_ARGUMENT", `invalid schema: ${(err as Error).message}`, { cause: err });
     }
-    const schema = Schema.fromRoot(root);
-    return schema.json === json ? schema : new Schema(root, json, new Map(schema.methods));
+    return new Schema(root, json, methodsOf(root));
   }
+}
+
+function methodsOf(root: protobuf.Root, files?: readonly string[]): Map<string, MethodSchema> {
+  const methods = new Map<string, MethodSchema>();
+  for (const service of servicesIn(root)) {
+    if (files && !files.includes(service.filename ?? "")) continue;
+    const serviceName = service.fullName.replace(/^\./, "");
+    for (const method of service.methodsArray) {
+      const fullName = `${serviceName}/${method.name}`;
+      const mode = methodMode(method, fullName);
+      method.resolve();
+      methods.set(fullName, {
+        fullName,
+        service: serviceName,
+        name: method.name,
+        mode,
+        requestType: method.resolvedRequestType as protobuf.Type,
+        responseType: method.resolvedResponseType as protobuf.Type,
+      });
+    }
+  }
+  return methods;
 }
 
 function servicesIn(ns: protobuf.NamespaceBase): protobuf.Service[] {
