@@ -8,8 +8,8 @@ import { Client, type ServiceInfo } from "../client/client.ts";
 import type { Scope } from "../component/context.ts";
 import type { NodeEntry } from "../membership/table.ts";
 import { NodeBinError } from "../wire/errors.ts";
+import { VERSION } from "./version.ts";
 import { reportError, stdio, parseMs, UsageError, type Output } from "./output.ts";
-import pkg from "../../package.json" with { type: "json" };
 
 interface ClientFlags {
   endpoint?: string;
@@ -34,8 +34,11 @@ export async function runClient(argv: string[]): Promise<number> {
     .option("--scope <scope>", "where it may be served: process | host | network | any")
     .example("node-bin client call demo.Greeter/Hello '{\"name\":\"Ada\"}'")
     .action((method: string, json: string | undefined, flags: ClientFlags) => {
+      // Flags and request are checked before connecting: a usage error is not an UNAVAILABLE.
+      const options = callOptions(flags);
+      const request = readRequest(json);
       action = (output) => withClient(flags, async (client) => {
-        const reply = await client.callJSON(method, readRequest(json), callOptions(flags));
+        const reply = await client.callJSON(method, request, options);
         output.out(output.json ? JSON.stringify(reply) : JSON.stringify(reply, null, 2));
       });
     });
@@ -43,8 +46,10 @@ export async function runClient(argv: string[]): Promise<number> {
     .option("--meta <key=value>", "metadata for the callee (repeatable)")
     .option("--scope <scope>", "where it may be served: process | host | network | any")
     .action((method: string, json: string | undefined, flags: ClientFlags) => {
+      const options = callOptions(flags);
+      const request = readRequest(json);
       action = (output) => withClient(flags, async (client) => {
-        await client.send(method, readRequest(json), callOptions(flags));
+        await client.send(method, request, options);
         output.out(output.json ? JSON.stringify({ accepted: true }) : "accepted");
       });
     });
@@ -60,14 +65,18 @@ export async function runClient(argv: string[]): Promise<number> {
       output.out(output.json ? JSON.stringify(nodes) : formatNodes(nodes));
     });
   });
-  cli.help().version(pkg.version);
+  cli.option("-v, --version", "print the version").help();
 
   const json = argv.includes("--json");
   const output = stdio(json);
   try {
     // cac drops a bare "-": pass it on as "@-", which also reads stdin.
     const parsed = cli.parse(["node", "node-bin client", ...argv.map((a) => (a === "-" ? "@-" : a))], { run: false });
-    if (parsed.options.help || parsed.options.version) return 0;
+    if (parsed.options.help) return 0;
+    if (parsed.options.version) {
+      output.out(VERSION);
+      return 0;
+    }
     if (!cli.matchedCommand) {
       throw new UsageError(argv[0] && !argv[0].startsWith("-") ? `unknown client command ${JSON.stringify(argv[0])}; expected call, send, list or nodes` : "missing client command: call, send, list or nodes");
     }

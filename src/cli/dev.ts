@@ -12,8 +12,8 @@ import { devEndpoint, devPidFile, ensureRuntimeDir, runningDevPid } from "../tra
 import { ZmqListener } from "../transport/zmq.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
+import { VERSION } from "./version.ts";
 import { reportError, stdio, UsageError } from "./output.ts";
-import pkg from "../../package.json" with { type: "json" };
 
 export async function runDev(argv: string[]): Promise<number> {
   const cli = cac("node-bin dev");
@@ -22,8 +22,8 @@ export async function runDev(argv: string[]): Promise<number> {
     .option("--components <dir>", "components directory (default: components/ beside node-bin, or ./components)")
     .option("--endpoint <address>", "where to listen, e.g. tcp://127.0.0.1:7399 (default: ipc socket in the runtime directory)")
     .option("--instances <n>", "nodes per component", { default: 1 })
-    .help()
-    .version(pkg.version);
+    .option("-v, --version", "print the version")
+    .help();
   const output = stdio(false);
   let parsed;
   try {
@@ -31,7 +31,11 @@ export async function runDev(argv: string[]): Promise<number> {
   } catch (err) {
     return reportError(output, err, "run `node-bin dev --help` for usage");
   }
-  if (parsed.options.help || parsed.options.version) return 0;
+  if (parsed.options.help) return 0;
+  if (parsed.options.version) {
+    output.out(VERSION);
+    return 0;
+  }
   const options = parsed.options as { components?: string; endpoint?: string; instances: string | number };
   try {
     const instances = Number(options.instances);

@@ -2,13 +2,13 @@
  * The node-bin command line: one entry point whose first word picks the role
  * (dev, client; container, governor and deploy come with their issues).
  */
-import pkg from "../../package.json" with { type: "json" };
 import { closest } from "../wire/message.ts";
 import { runClient } from "./client.ts";
 import { runDev } from "./dev.ts";
 import { EXIT_USAGE } from "./output.ts";
+import { VERSION } from "./version.ts";
 
-export const VERSION: string = pkg.version;
+export { VERSION };
 
 const OVERVIEW = `node-bin ${VERSION}: protobuf components, in one process or across hosts
 

@@ -91,6 +91,10 @@ export class ZmqListener implements Transport {
     const hwm = options.highWaterMark ?? DEFAULTS.highWaterMark;
     const socket = new zmq.Router({
       mandatory: true, // unknown peer: an error we count, not a silent drop
+      // One writer serves every peer: a peer whose pipe is full must not stall
+      // the answers to all the others. Its answer is dropped and counted (its
+      // caller ends at its deadline); a DEALER, with one peer, waits instead.
+      sendTimeout: 0,
       linger: 0,
       sendHighWaterMark: hwm,
       receiveHighWaterMark: hwm,
