@@ -9,9 +9,11 @@ import type { Scope } from "../component/context.ts";
 import type { NodeEntry } from "../membership/table.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { VERSION } from "./version.ts";
+import { parseSeeds } from "./net-options.ts";
 import { reportError, stdio, parseMs, UsageError, type Output } from "./output.ts";
 
 interface ClientFlags {
+  seed?: string | string[];
   endpoint?: string;
   timeout?: string | number;
   json?: boolean;
@@ -26,7 +28,8 @@ export async function runClient(argv: string[]): Promise<number> {
   let action: ((output: Output) => Promise<void>) | undefined;
   const common = (cmd: ReturnType<typeof cli.command>) =>
     cmd
-      .option("--endpoint <address>", "node-bin process to ask (default: the local `node-bin dev`)")
+      .option("--seed <ip[:port]>", "a host of the network: its discovery endpoint (default port 7400)")
+      .option("--endpoint <address>", "node-bin process to ask, e.g. tcp://10.0.0.5:7400 (default: the local `node-bin dev`)")
       .option("--timeout <ms>", "time allowed, in ms (default 30000)")
       .option("--json", "machine-readable output (one JSON document; errors as JSON on stderr)");
   common(cli.command("call <method> [json]", "Call a SYNC method; JSON request (default {}); '-' reads it from stdin, '@file' from a file"))
@@ -90,8 +93,11 @@ export async function runClient(argv: string[]): Promise<number> {
 
 async function withClient(flags: ClientFlags, use: (client: Client) => Promise<void>): Promise<void> {
   const timeoutMs = parseMs(flags.timeout, "--timeout");
+  const seeds = parseSeeds(flags.seed);
+  if (seeds.length && flags.endpoint) throw new UsageError("give --seed or --endpoint, not both");
+  const endpoint = flags.endpoint ?? seeds[0];
   const client = await Client.connect({
-    ...(flags.endpoint ? { endpoint: flags.endpoint } : {}),
+    ...(endpoint ? { endpoint } : {}),
     ...(timeoutMs ? { timeoutMs, connectTimeoutMs: Math.min(timeoutMs, 5000) } : {}),
   });
   try {

@@ -4,6 +4,7 @@
  */
 import { closest } from "../wire/message.ts";
 import { runClient } from "./client.ts";
+import { runContainer } from "./container.ts";
 import { runDev } from "./dev.ts";
 import { EXIT_USAGE } from "./output.ts";
 import { VERSION } from "./version.ts";
@@ -16,6 +17,9 @@ Usage: node-bin <command> [options]
 
 Commands:
   dev                  run every component in one process, for development
+  container --component NAME
+                       run one node of a component in this process, joined to
+                       the network (--seed ip[:port] of another host)
   client call M [JSON] call a SYNC method, print the reply as JSON
   client send M [JSON] send to an ASYNC method
   client list          list services, methods, modes and request fields
@@ -29,7 +33,7 @@ Environment:
   NODEBIN_LOG           debug | info | warn | error | silent (default info)
   NODEBIN_RUNTIME_DIR   private directory of ipc sockets (default $XDG_RUNTIME_DIR/node-bin)`;
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { dev: runDev, client: runClient };
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { dev: runDev, container: runContainer, client: runClient };
 
 /** Runs the command line; resolves with the exit status. Never throws. */
 export async function main(argv: string[]): Promise<number> {

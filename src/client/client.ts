@@ -8,7 +8,7 @@ import { existsSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { CallOptions } from "../component/context.ts";
-import { MembershipTable, type NodeEntry } from "../membership/table.ts";
+import { MembershipTable, reachableEndpoint, type NodeEntry } from "../membership/table.ts";
 import { RoutingCaller } from "../routing/caller.ts";
 import { Router } from "../routing/router.ts";
 import { DirectTransport } from "../transport/direct.ts";
@@ -28,6 +28,8 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Time allowed to reach the endpoint and pull its table (default 5 000 ms). */
   connectTimeoutMs?: number;
+  /** This client's host id, to reach same-host nodes over ipc (default $NODEBIN_HOST or the host name). */
+  host?: string;
 }
 
 export interface FieldInfo {
@@ -55,6 +57,8 @@ export interface ServiceInfo {
 
 export class Client {
   readonly endpoint: string;
+  /** The host id this client runs on (decides ipc vs tcp). */
+  readonly host: string;
   readonly table = new MembershipTable();
   private readonly direct = new DirectTransport();
   private readonly stack: TransportStack;
@@ -65,11 +69,17 @@ export class Client {
   private constructor(options: ClientOptions) {
     this.endpoint = options.endpoint ?? devEndpoint();
     this.connectTimeoutMs = options.connectTimeoutMs ?? 5000;
-    const id = `client-${hostname()}-${process.pid}-${randomBytes(3).toString("hex")}`;
+    this.host = options.host ?? (process.env.NODEBIN_HOST || hostname());
+    const id = `client-${this.host}-${process.pid}-${randomBytes(3).toString("hex")}`;
+    const endpointOf = (to: string) => {
+      if (to === "") return this.endpoint;
+      const entry = this.table.get(to);
+      return entry && reachableEndpoint(entry, this.host);
+    };
     const connector = new ZmqConnector(
-      (to) => (to === "" ? this.endpoint : this.table.get(to)?.endpoints[0]),
+      endpointOf,
       (env) => this.direct.dispatch(env),
-      (lost) => this.caller.failCallsTo((to) => (to === "" ? this.endpoint : this.table.get(to)?.endpoints[0]) === lost, `connection to ${lost} lost`),
+      (lost) => this.caller.failCallsTo((to, via) => (via ?? endpointOf(to)) === lost, `connection to ${lost} lost`),
     );
     this.stack = new TransportStack([this.direct, connector]);
     this.router = new Router(this.table, { inProcess: () => false, host: hostname(), network: "" });
@@ -109,30 +119,44 @@ export class Client {
       if (e.code !== "DEADLINE_EXCEEDED") throw e;
       throw new NodeBinError("UNAVAILABLE", `no answer from ${this.endpoint} within ${this.connectTimeoutMs} ms: is node-bin running there?`, { details: { endpoint: this.endpoint }, cause: e });
     }
-    for (const entry of this.table.entries()) this.table.remove(entry.id);
     this.table.mergePull(reply as Parameters<MembershipTable["mergePull"]>[0], this.endpoint);
   }
 
   /** Calls a SYNC method; resolves with the decoded reply (a protobufjs message). */
   call(method: string, request: unknown, options?: CallOptions): Promise<unknown> {
-    return this.caller.call(method, request, options);
+    return this.withFreshTable(() => this.caller.call(method, request, options));
   }
 
   /** call(), with the reply in proto3 JSON form (64-bit integers as strings, enums by name). */
   async callJSON(method: string, request: unknown, options?: CallOptions): Promise<Record<string, unknown>> {
-    const schema = this.method(method);
+    const schema = await this.withFreshTable(async () => this.method(method));
     const reply = await this.caller.call(schema.fullName, request, options);
     return messageToJSON(schema.responseType, reply as never);
   }
 
   /** Sends to an ASYNC method; resolves once a node accepted it. */
   send(method: string, request: unknown, options?: CallOptions): Promise<void> {
-    return this.caller.send(method, request, options);
+    return this.withFreshTable(() => this.caller.send(method, request, options));
   }
 
   /** The schema of a method by any accepted spelling. Throws NOT_FOUND. */
   method(name: string): MethodSchema {
     return this.router.route(name).method;
+  }
+
+  /**
+   * Runs `attempt`; when this client's own table knows no node for the method
+   * (a NOT_FOUND raised here, not by a node), pulls the table again and tries
+   * once more: the node may have joined since the last pull.
+   */
+  private async withFreshTable<T>(attempt: () => Promise<T>): Promise<T> {
+    try {
+      return await attempt();
+    } catch (err) {
+      if (!(err instanceof NodeBinError) || err.code !== "NOT_FOUND" || err.origin !== "") throw err;
+      await this.refresh();
+      return attempt();
+    }
   }
 
   /** Services known from the table, with their methods and request fields. */

@@ -16,9 +16,12 @@ import { Router } from "../routing/router.ts";
 import { DirectTransport } from "../transport/direct.ts";
 import { TransportStack } from "../transport/stack.ts";
 import type { Transport } from "../transport/transport.ts";
+import type protobuf from "protobufjs";
 import { PULL } from "../wire/control.ts";
 import { Kind, Plane, encodeResponse, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
+import { decodeMessage, encodeMessage } from "../wire/message.ts";
+import { Mode, type MethodSchema } from "../wire/schema.ts";
 import { consoleLogger } from "./log.ts";
 
 export interface ContainerOptions {
@@ -31,8 +34,17 @@ export interface ContainerOptions {
   /** Makes the logger of each node and of the container itself. */
   logger?: (source: string) => Logger;
   defaultTimeoutMs?: number;
+  /** How long calls for a method nobody serves wait for the table to change (see CallerConfig.settleMs). */
+  settleMs?: number;
 }
 
+
+/**
+ * Serves one control method at the process's control endpoint: gets the
+ * decoded request and the envelope; returns (or resolves with) the reply, or
+ * throws a NodeBinError. ASYNC control methods are one-way: nothing is answered.
+ */
+export type ControlHandler = (request: protobuf.Message, env: Envelope) => unknown;
 
 export class Container {
   readonly id: string;
@@ -45,11 +57,14 @@ export class Container {
   /** Calls made by the process itself (not by a node): what in-process users and benchmarks call through. */
   readonly caller: RoutingCaller;
   private readonly nodes = new Map<string, ComponentNode>();
+  private readonly callers: RoutingCaller[] = [];
   private readonly log: Logger;
   private readonly makeLogger: (source: string) => Logger;
   private readonly defaultTimeoutMs: number | undefined;
+  private readonly settleMs: number | undefined;
   endpoints: string[];
   private closed = false;
+  private readonly controlHandlers = new Map<string, { method: MethodSchema; handler: ControlHandler }>();
 
   constructor(options: ContainerOptions = {}) {
     this.host = options.host ?? hostname();
@@ -59,11 +74,24 @@ export class Container {
     this.makeLogger = options.logger ?? ((source) => consoleLogger(source));
     this.log = this.makeLogger(this.id);
     this.defaultTimeoutMs = options.defaultTimeoutMs;
+    this.settleMs = options.settleMs;
     this.stack = new TransportStack([this.direct]);
     this.router = new Router(this.table, { inProcess: (id) => this.direct.has(id), host: this.host, network: this.network });
     this.caller = this.newCaller(`${this.id}/caller`);
     this.direct.attach(this.caller.id, (env) => this.answerOnly(this.caller, env));
     this.direct.attach("", (env) => this.control(env));
+    this.serveControl(PULL, (request) => {
+      for (const node of this.nodes.values()) {
+        const entry = this.table.get(node.id);
+        if (entry) entry.load.queued = node.getStats().queued;
+      }
+      return this.table.encodePull((request as unknown as { knownVersion: number }).knownVersion);
+    });
+  }
+
+  /** Serves a control method at this process's control endpoint (replacing any handler it had). */
+  serveControl(method: MethodSchema, handler: ControlHandler): void {
+    this.controlHandlers.set(method.fullName, { method, handler });
   }
 
   /** Adds a transport below the ones already stacked (frames the others cannot route go to it). */
@@ -103,6 +131,8 @@ export class Container {
     await node.close();
     this.direct.detach(id);
     this.nodes.delete(id);
+    const index = this.callers.findIndex((c) => c.id === id);
+    if (index >= 0) this.callers.splice(index, 1)[0]!.close();
   }
 
   /** Drains every node, fails what is still in flight, releases transports. Idempotent. */
@@ -115,7 +145,28 @@ export class Container {
   }
 
   private newCaller(id: string): RoutingCaller {
-    return new RoutingCaller({ id, router: this.router, sender: this.stack, ...(this.defaultTimeoutMs ? { defaultTimeoutMs: this.defaultTimeoutMs } : {}) });
+    const caller = new RoutingCaller({
+      id,
+      router: this.router,
+      sender: this.stack,
+      ...(this.defaultTimeoutMs ? { defaultTimeoutMs: this.defaultTimeoutMs } : {}),
+      ...(this.settleMs ? { settleMs: this.settleMs } : {}),
+    });
+    this.callers.push(caller);
+    return caller;
+  }
+
+  /** Sends a frame to the process at a network endpoint (its control endpoint, unless the frame says otherwise). */
+  sendVia(endpoint: string, frame: Uint8Array): void {
+    this.stack.send("", frame, endpoint);
+  }
+
+  /**
+   * Fails, with UNAVAILABLE, every call of this process waiting on the peer at
+   * `endpoint` (its connection dropped): callers learn now, not at their deadline.
+   */
+  failCallsVia(endpoint: string, endpointOf: (to: string) => string | undefined): void {
+    for (const caller of this.callers) caller.failCallsTo((to, via) => (via ?? endpointOf(to)) === endpoint, `connection to ${endpoint} lost`);
   }
 
   private entryOf(node: ComponentNode): NodeEntry {
@@ -139,22 +190,42 @@ export class Container {
     else if (env.kind === Kind.REQUEST) this.reply(env, undefined, new NodeBinError("UNIMPLEMENTED", `${caller.id} serves no methods`, { origin: caller.id }));
   }
 
-  /** The process's control endpoint: membership pulls today; ping, capacity and state transfer later. */
+  /** The process's control endpoint: dispatches control requests to their handlers. */
   private control(env: Envelope): void {
     if (env.kind !== Kind.REQUEST) return;
     if (env.plane !== Plane.CONTROL) {
       this.reply(env, undefined, new NodeBinError("INVALID_ARGUMENT", `application request for ${env.method} has no node id; pull the membership table and address a node`, { origin: this.id }));
       return;
     }
-    if (env.method !== PULL.fullName) {
+    const served = this.controlHandlers.get(env.method);
+    if (!served) {
       this.reply(env, undefined, new NodeBinError("UNIMPLEMENTED", `unknown control method ${env.method}`, { origin: this.id }));
       return;
     }
-    for (const node of this.nodes.values()) {
-      const entry = this.table.get(node.id);
-      if (entry) entry.load.queued = node.getStats().queued;
+    const oneWay = served.method.mode === Mode.ASYNC;
+    const fail = (err: unknown) => {
+      const e = NodeBinError.from(err);
+      if (!e.origin) e.origin = this.id;
+      if (oneWay) this.log.debug(`control ${env.method} failed: ${e}`);
+      else this.reply(env, undefined, e);
+    };
+    let result: unknown;
+    try {
+      result = served.handler(decodeMessage(served.method.requestType, env.value, `request of ${env.method}`), env);
+    } catch (err) {
+      fail(err);
+      return;
     }
-    this.reply(env, this.table.encodePull(), undefined);
+    const answer = (value: unknown) => {
+      if (oneWay) return;
+      try {
+        this.reply(env, value instanceof Uint8Array ? value : encodeMessage(served.method.responseType, value, `reply of ${env.method}`), undefined);
+      } catch (err) {
+        fail(err);
+      }
+    };
+    if (result instanceof Promise) result.then(answer, fail);
+    else answer(result);
   }
 
   private reply(request: Envelope, value: Uint8Array | undefined, error: NodeBinError | undefined): void {

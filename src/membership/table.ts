@@ -32,6 +32,18 @@ export interface NodeEntry {
   load: NodeLoad;
 }
 
+/**
+ * The endpoint to reach `entry` at from host `host`: its ipc endpoint when it
+ * runs on the same host (Unix sockets: no TCP stack), else its first tcp one.
+ */
+export function reachableEndpoint(entry: NodeEntry, host: string): string | undefined {
+  if (entry.host === host) {
+    const ipc = entry.endpoints.find((e) => e.startsWith("ipc://"));
+    if (ipc) return ipc;
+  }
+  return entry.endpoints.find((e) => !e.startsWith("ipc://")) ?? entry.endpoints[0];
+}
+
 /** A method and the nodes that serve it. */
 export interface MethodRoute {
   readonly method: MethodSchema;
@@ -40,38 +52,127 @@ export interface MethodRoute {
 
 const PullReply = nodebinRoot.lookupType("nodebin.MembershipPullReply");
 
-export class MembershipTable {
-  private readonly nodes = new Map<string, NodeEntry>();
-  private readonly schemas = new Map<string, Schema>();
-  private index: Map<string, MethodRoute> | undefined;
+/** The source of this process's own nodes in a table. */
+export const LOCAL = "local";
 
-  /** Adds or replaces a node. Throws FAILED_PRECONDITION when its schema is unknown. */
+export class MembershipTable {
+  // Entries grouped by where they came from (LOCAL, a container's lease, a
+  // remote host's gossip record, a pulled copy): each source is replaced whole.
+  private readonly sources = new Map<string, Map<string, NodeEntry>>();
+  private readonly schemas = new Map<string, Schema>();
+  private merged: Map<string, NodeEntry> | undefined;
+  private index: Map<string, MethodRoute> | undefined;
+  private readonly listeners = new Set<() => void>();
+  /** Bumped on every change: lets a puller skip an unchanged table. */
+  version = 1;
+
+  /** Adds or replaces one of this process's own nodes. Throws FAILED_PRECONDITION when its schema is unknown. */
   upsert(entry: NodeEntry, schema?: Schema): void {
     if (schema) this.schemas.set(schema.id, schema);
     if (!this.schemas.has(entry.schema)) throw new NodeBinError("FAILED_PRECONDITION", `node ${entry.id} refers to unknown schema ${entry.schema}`);
-    this.nodes.set(entry.id, entry);
-    this.index = undefined;
+    let local = this.sources.get(LOCAL);
+    if (!local) this.sources.set(LOCAL, (local = new Map()));
+    local.set(entry.id, entry);
+    this.changed();
   }
 
+  /** Removes one of this process's own nodes. */
   remove(id: string): boolean {
-    const removed = this.nodes.delete(id);
-    if (removed) this.index = undefined;
+    const removed = this.sources.get(LOCAL)?.delete(id) ?? false;
+    if (removed) this.changed();
     return removed;
   }
 
+  /**
+   * Replaces every entry of `source` (an empty list removes the source).
+   * Schemas given are added (parsed once, kept by id); entries whose schema is
+   * unknown are skipped. Returns the number of entries kept.
+   */
+  setSource(source: string, entries: NodeEntry[], schemas: { id: string; json: string }[] = []): number {
+    for (const s of schemas) if (!this.schemas.has(s.id)) this.schemas.set(s.id, Schema.fromJSON(s.json));
+    const kept = entries.filter((e) => this.schemas.has(e.schema));
+    const before = this.sources.get(source);
+    if (kept.length === 0) {
+      if (!before) return 0;
+      this.sources.delete(source);
+    } else {
+      if (before && sameEntries(before, kept)) return kept.length;
+      this.sources.set(source, new Map(kept.map((e) => [e.id, e])));
+    }
+    this.changed();
+    return kept.length;
+  }
+
+  /**
+   * Takes a pull reply (a decoded nodebin.MembershipPullReply) as the whole of
+   * `source` (default "pull"), unless it says unchanged. `endpoint` fills in
+   * endpoints of nodes that came without any. Throws INVALID_ARGUMENT for a
+   * schema that does not parse. Returns the reply's plain form.
+   */
+  mergePull(message: protobuf.Message, endpoint?: string, source = "pull"): PullReplyData {
+    const reply = pullReplyData(message, endpoint);
+    if (!reply.unchanged) this.setSource(source, reply.nodes, reply.schemas);
+    return reply;
+  }
+
+  /** The entries of one source. */
+  sourceEntries(source: string): NodeEntry[] {
+    return [...(this.sources.get(source)?.values() ?? [])];
+  }
+
+  /** The schema with that id, if known. */
+  schema(id: string): Schema | undefined {
+    return this.schemas.get(id);
+  }
+
   get(id: string): NodeEntry | undefined {
-    return this.nodes.get(id);
+    return this.nodes().get(id);
   }
 
   entries(): NodeEntry[] {
-    return [...this.nodes.values()];
+    return [...this.nodes().values()];
+  }
+
+  /** Calls `listener` after every change; returns the unsubscribe function. */
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  /** Resolves at the next change, or after `ms` (whichever comes first). */
+  nextChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms);
+      const off = this.onChange(done);
+      function done() {
+        clearTimeout(timer);
+        off();
+        resolve();
+      }
+    });
+  }
+
+  private nodes(): Map<string, NodeEntry> {
+    if (this.merged) return this.merged;
+    const merged = new Map<string, NodeEntry>();
+    // This process's own entries win over copies of them that came back from elsewhere.
+    for (const [name, entries] of this.sources) if (name !== LOCAL) for (const [id, e] of entries) merged.set(id, e);
+    for (const [id, e] of this.sources.get(LOCAL) ?? []) merged.set(id, e);
+    return (this.merged = merged);
+  }
+
+  private changed(): void {
+    this.merged = undefined;
+    this.index = undefined;
+    this.version = this.version >= 0xffffffff ? 1 : this.version + 1;
+    for (const listener of [...this.listeners]) listener();
   }
 
   /** Every method some node serves, by full name. Rebuilt lazily after changes. */
   routes(): ReadonlyMap<string, MethodRoute> {
     if (this.index) return this.index;
     const index = new Map<string, { method: MethodSchema; nodes: NodeEntry[] }>();
-    for (const node of this.nodes.values()) {
+    for (const node of this.nodes().values()) {
       const schema = this.schemas.get(node.schema)!;
       for (const { name } of node.methods) {
         const method = schema.methods.get(name);
@@ -85,26 +186,42 @@ export class MembershipTable {
     return index;
   }
 
-  /** The pull reply for this table: nodes with their schemas, each schema once. */
-  encodePull(): Uint8Array {
-    const used = new Set(this.entries().map((n) => n.schema));
+  /** The pull reply for this table: nodes with their schemas, each schema once; `unchanged` when the asker has this version. */
+  encodePull(knownVersion = 0): Uint8Array {
+    if (knownVersion === this.version) return PullReply.encode({ version: this.version, unchanged: true }).finish();
+    const nodes = this.entries();
+    const used = new Set(nodes.map((n) => n.schema));
     const schemas = [...used].map((id) => ({ id, json: this.schemas.get(id)!.json }));
-    return PullReply.encode({ nodes: this.entries(), schemas }).finish();
-  }
-
-  /**
-   * Merges a pull reply (a decoded nodebin.MembershipPullReply) into this
-   * table. `endpoint` fills in the endpoints of nodes that came without any
-   * (reached through the process that answered). Throws INVALID_ARGUMENT for
-   * a schema that does not parse.
-   */
-  mergePull(message: protobuf.Message, endpoint?: string): void {
-    const reply = PullReply.toObject(message, { arrays: true, defaults: true }) as { nodes: NodeEntry[]; schemas: { id: string; json: string }[] };
-    for (const s of reply.schemas) if (!this.schemas.has(s.id)) this.schemas.set(s.id, Schema.fromJSON(s.json));
-    for (const node of reply.nodes) {
-      if (!this.schemas.has(node.schema)) continue;
-      this.upsert({ ...node, load: node.load ?? { queued: 0, capacity: 0 }, endpoints: node.endpoints.length || !endpoint ? node.endpoints : [endpoint] });
-    }
+    return PullReply.encode({ nodes, schemas, version: this.version }).finish();
   }
 }
 
+/** A decoded nodebin.MembershipPullReply in plain form. */
+export interface PullReplyData {
+  nodes: NodeEntry[];
+  schemas: { id: string; json: string }[];
+  version: number;
+  unchanged: boolean;
+}
+
+/**
+ * The plain form of a decoded pull reply. `endpoint` fills in the endpoints
+ * of nodes that came without any (reached through the process that answered).
+ */
+export function pullReplyData(message: protobuf.Message, endpoint?: string): PullReplyData {
+  const reply = PullReply.toObject(message, { arrays: true, defaults: true }) as PullReplyData;
+  for (const node of reply.nodes) {
+    node.load ??= { queued: 0, capacity: 0 };
+    if (node.endpoints.length === 0 && endpoint) node.endpoints = [endpoint];
+  }
+  return reply;
+}
+
+function sameEntries(a: Map<string, NodeEntry>, b: NodeEntry[]): boolean {
+  if (a.size !== b.length) return false;
+  for (const e of b) {
+    const old = a.get(e.id);
+    if (!old || old.schema !== e.schema || old.endpoints.join(" ") !== e.endpoints.join(" ") || old.load.queued !== e.load.queued || old.load.capacity !== e.load.capacity) return false;
+  }
+  return true;
+}

@@ -18,7 +18,8 @@ const MAX_TIMEOUT_MS = 2_147_483_647;
 
 /** Sends an encoded envelope to endpoint `to`; throws NodeBinError when it cannot. */
 export interface Sender {
-  send(to: string, frame: Uint8Array): void;
+  /** `via`: the network endpoint of the process to send to, when `to` alone does not say. */
+  send(to: string, frame: Uint8Array, via?: string): void;
 }
 
 export interface CallerConfig {
@@ -27,6 +28,12 @@ export interface CallerConfig {
   router: Router;
   sender: Sender;
   defaultTimeoutMs?: number;
+  /**
+   * How long a call for a method no node serves waits for the membership
+   * table to change before it fails with NOT_FOUND (default 0: at once). Lets
+   * a call made while the network is still assembling find its node.
+   */
+  settleMs?: number;
 }
 
 /** One call to an explicit endpoint, bypassing node selection (control plane, tests). */
@@ -34,6 +41,8 @@ export interface DirectCall {
   method: MethodSchema;
   /** Endpoint id; "" is the receiving process's own control endpoint. */
   to: string;
+  /** Network endpoint of the process to send to (needed when `to` is "" and the process is remote). */
+  via?: string;
   plane?: Plane;
   request: unknown;
   options?: CallerOptions;
@@ -45,6 +54,7 @@ interface PendingCall {
   method: MethodSchema;
   mode: Mode;
   to: string;
+  via: string | undefined;
   timer: ReturnType<typeof setTimeout>;
 }
 
@@ -53,6 +63,7 @@ export class RoutingCaller implements Caller {
   private readonly router: Router;
   private readonly sender: Sender;
   private readonly defaultTimeoutMs: number;
+  private readonly settleMs: number;
   private readonly pending = new Map<number, PendingCall>();
   private nextId = 1;
   private closed = false;
@@ -62,6 +73,7 @@ export class RoutingCaller implements Caller {
     this.router = config.router;
     this.sender = config.sender;
     this.defaultTimeoutMs = config.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.settleMs = config.settleMs ?? 0;
   }
 
   /** Calls in flight. */
@@ -77,31 +89,46 @@ export class RoutingCaller implements Caller {
     return this.routed(Mode.ASYNC, method, request, options) as Promise<void>;
   }
 
-  private routed(mode: Mode, method: string, request: unknown, options: CallerOptions | undefined): Promise<unknown> {
+  private routed(mode: Mode, method: string, request: unknown, options: CallerOptions | undefined, settleUntil?: number): Promise<unknown> {
     if (this.closed) return Promise.reject(new NodeBinError("CANCELLED", `caller ${this.id} is closed`));
     try {
-      const route = this.router.route(method);
+      let route;
+      try {
+        route = this.router.route(method);
+      } catch (err) {
+        if (this.settleMs > 0 && (err as NodeBinError).code === "NOT_FOUND") return this.awaitMembership(mode, method, request, options, err as NodeBinError, settleUntil);
+        throw err;
+      }
       const schema = route.method;
       if (schema.mode !== mode) throw wrongMode(schema, mode);
       const value = encodeMessage(schema.requestType, request, `request of ${schema.fullName}`);
       const node = this.router.pick(route, (options?.scope ?? "any") as Scope);
-      return this.invoke(schema, mode, node.id, Plane.APPLICATION, value, options);
+      return this.invoke(schema, mode, node.id, undefined, Plane.APPLICATION, value, options);
     } catch (err) {
       return Promise.reject(NodeBinError.from(err));
     }
+  }
+
+  /** Waits for the table to change (within settleMs and the call's own time), then routes again. */
+  private async awaitMembership(mode: Mode, method: string, request: unknown, options: CallerOptions | undefined, notFound: NodeBinError, until?: number): Promise<unknown> {
+    const now = Date.now();
+    until ??= Math.min(now + this.settleMs, now + (options?.timeoutMs ?? this.defaultTimeoutMs), options?.deadline ?? Infinity);
+    if (now >= until) throw notFound;
+    await this.router.table.nextChange(until - now);
+    return this.routed(mode, method, request, options, until);
   }
 
   /** Calls `call.method` at endpoint `call.to` (no node selection). */
   callEndpoint(call: DirectCall): Promise<unknown> {
     try {
       const value = encodeMessage(call.method.requestType, call.request, `request of ${call.method.fullName}`);
-      return this.invoke(call.method, call.method.mode, call.to, call.plane ?? Plane.APPLICATION, value, call.options);
+      return this.invoke(call.method, call.method.mode, call.to, call.via, call.plane ?? Plane.APPLICATION, value, call.options);
     } catch (err) {
       return Promise.reject(NodeBinError.from(err));
     }
   }
 
-  private invoke(method: MethodSchema, mode: Mode, to: string, plane: Plane, value: Uint8Array, options: CallerOptions | undefined): Promise<unknown> {
+  private invoke(method: MethodSchema, mode: Mode, to: string, via: string | undefined, plane: Plane, value: Uint8Array, options: CallerOptions | undefined): Promise<unknown> {
     if (this.closed) return Promise.reject(new NodeBinError("CANCELLED", `caller ${this.id} is closed`));
     const now = Date.now();
     const timeoutMs = options?.timeoutMs ?? this.defaultTimeoutMs;
@@ -131,10 +158,10 @@ export class RoutingCaller implements Caller {
     );
     return new Promise<unknown>((resolve, reject) => {
       const timer = setTimeout(() => this.expire(id), budget);
-      this.pending.set(id, { resolve, reject, method, mode, to, timer });
+      this.pending.set(id, { resolve, reject, method, mode, to, via, timer });
       this.router.started(to);
       try {
-        this.sender.send(to, frame);
+        this.sender.send(to, frame, via);
       } catch (err) {
         this.settle(id)?.reject(NodeBinError.from(err, "UNAVAILABLE"));
       }
@@ -157,10 +184,10 @@ export class RoutingCaller implements Caller {
     }
   }
 
-  /** Fails every call waiting on endpoint `to` (its peer is gone) with UNAVAILABLE. */
-  failCallsTo(predicate: (to: string) => boolean, reason: string): void {
+  /** Fails every call waiting on an endpoint `predicate` picks (its peer is gone) with UNAVAILABLE. */
+  failCallsTo(predicate: (to: string, via: string | undefined) => boolean, reason: string): void {
     for (const [id, call] of this.pending) {
-      if (predicate(call.to)) this.settle(id)?.reject(new NodeBinError("UNAVAILABLE", `${call.method.fullName}: ${reason}`, { details: { to: call.to } }));
+      if (predicate(call.to, call.via)) this.settle(id)?.reject(new NodeBinError("UNAVAILABLE", `${call.method.fullName}: ${reason}`, { details: { to: call.to } }));
     }
   }
 

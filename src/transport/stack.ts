@@ -24,8 +24,17 @@ export class TransportStack implements Transport {
     return false;
   }
 
-  /** deliver(), but a frame no transport can route is an UNAVAILABLE error. */
-  send(to: string, frame: Uint8Array): void {
+  /**
+   * deliver(), but a frame no transport can route is an UNAVAILABLE error.
+   * With `via`, the frame goes to the process at that network endpoint.
+   */
+  send(to: string, frame: Uint8Array, via?: string): void {
+    if (via !== undefined) {
+      const t = this.transports.find((x) => x.deliverVia);
+      if (!t) throw new NodeBinError("UNAVAILABLE", `no transport reaches endpoints by address (transports: ${this.name || "none"})`, { details: { endpoint: via } });
+      t.deliverVia!(via, frame);
+      return;
+    }
     if (!this.deliver(to, frame)) {
       throw new NodeBinError("UNAVAILABLE", `no route to endpoint ${JSON.stringify(to)} (transports: ${this.name || "none"})`, { details: { to } });
     }

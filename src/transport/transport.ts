@@ -20,6 +20,14 @@ export interface Transport {
    * when the peer is gone.
    */
   deliver(to: string, frame: Uint8Array): boolean;
+  /**
+   * Delivers `frame` to the process at network endpoint `endpoint` (e.g.
+   * "tcp://10.0.0.5:7400"), whatever endpoint ids it hosts: how a process
+   * reaches another host's discovery agent before it knows any of its ids.
+   * Only transports that reach endpoints by address implement it. Throws as
+   * deliver() does.
+   */
+  deliverVia?(endpoint: string, frame: Uint8Array): void;
   /** Releases sockets and timers. Idempotent. */
   close(): Promise<void>;
 }

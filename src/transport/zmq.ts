@@ -199,9 +199,21 @@ export class ZmqConnector implements Transport {
   deliver(to: string, frame: Uint8Array): boolean {
     const endpoint = this.resolve(to);
     if (endpoint === undefined) return false;
+    this.deliverVia(endpoint, frame);
+    return true;
+  }
+
+  deliverVia(endpoint: string, frame: Uint8Array): void {
     if (this.closed) throw new NodeBinError("UNAVAILABLE", "connector is closed");
     this.connection(endpoint).writer.push([frame]);
-    return true;
+  }
+
+  /** Closes the connection to `endpoint` (a peer known to be gone), if open. */
+  disconnect(endpoint: string): void {
+    const conn = this.sockets.get(endpoint);
+    if (!conn) return;
+    this.sockets.delete(endpoint);
+    if (!conn.socket.closed) conn.socket.close();
   }
 
   private connection(endpoint: string) {

@@ -60,7 +60,10 @@ export function runCli(args: string[], env: Record<string, string>, options: { i
 
 export interface DevProcess {
   child: ChildProcess;
+  /** The first endpoint on the readiness line. */
   endpoint: string;
+  /** The whole readiness line. */
+  readyLine: string;
   env: Record<string, string>;
   /** Everything it wrote to stderr so far. */
   stderr(): string;
@@ -72,7 +75,20 @@ export interface DevProcess {
 
 /** Starts `node-bin dev` and resolves once it printed its readiness line. Stopped at teardown. */
 export function startDev(t: Teardown, args: string[], env: Record<string, string>, readyTimeoutMs = 30_000): Promise<DevProcess> {
-  const child = spawn(process.execPath, [BIN, "dev", ...args], { env: childEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+  return startNodeBin(t, ["dev", ...args], env, /ready at (\S+)/, readyTimeoutMs);
+}
+
+/** Starts `node-bin container` and resolves once it printed its readiness line. Stopped at teardown. */
+export function startContainer(t: Teardown, args: string[], env: Record<string, string>, readyTimeoutMs = 30_000): Promise<DevProcess> {
+  return startNodeBin(t, ["container", ...args], env, /container ready: \S+ at (\S+)/, readyTimeoutMs);
+}
+
+/**
+ * Starts `node-bin ...args`; resolves once stdout matches `ready` (its first
+ * group is the endpoint). Stopped (SIGTERM, then SIGKILL) at teardown.
+ */
+export function startNodeBin(t: Teardown, args: string[], env: Record<string, string>, ready: RegExp, readyTimeoutMs = 30_000): Promise<DevProcess> {
+  const child = spawn(process.execPath, [BIN, ...args], { env: childEnv(env), stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d));
@@ -98,18 +114,20 @@ export function startDev(t: Teardown, args: string[], env: Record<string, string
       child.stderr!.on("data", check);
     });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`dev not ready within ${readyTimeoutMs} ms; stderr:\n${stderr}`)), readyTimeoutMs);
+    const timer = setTimeout(() => reject(new Error(`${args[0]} not ready within ${readyTimeoutMs} ms; stderr:\n${stderr}`)), readyTimeoutMs);
     child.stdout!.on("data", (d: Buffer) => {
       stdout += d;
-      const ready = /ready at (\S+)/.exec(stdout);
-      if (ready) {
+      const match = ready.exec(stdout);
+      if (match) {
         clearTimeout(timer);
-        resolve({ child, endpoint: ready[1]!, env, stderr: () => stderr, waitForStderr, stop });
+        const end = stdout.indexOf("\n", match.index);
+        const line = stdout.slice(stdout.lastIndexOf("\n", match.index) + 1, end < 0 ? undefined : end);
+        resolve({ child, endpoint: match[1]!, readyLine: line, env, stderr: () => stderr, waitForStderr, stop });
       }
     });
     void exited.then((code) => {
       clearTimeout(timer);
-      reject(new Error(`dev exited with ${code} before it was ready; stderr:\n${stderr}`));
+      reject(new Error(`${args[0]} exited with ${code} before it was ready; stderr:\n${stderr}`));
     });
   });
 }

@@ -1,0 +1,86 @@
+/**
+ * `node-bin container --component NAME`: one component node in this process,
+ * reachable over ipc and tcp, joined to its host (as the host agent when the
+ * discovery port is free) and through the seeds to the network.
+ */
+import { cac } from "cac";
+import { loadComponents } from "../component/loader.ts";
+import { consoleLogger } from "../container/log.ts";
+import { ContainerProcess } from "../container/process.ts";
+import { ensureRuntimeDir } from "../transport/runtime-dir.ts";
+import { NodeBinError } from "../wire/errors.ts";
+import { closest } from "../wire/message.ts";
+import { resolveComponentsDir } from "./components-dir.ts";
+import { hostId, intFlag, listenAddress, parseSeeds } from "./net-options.ts";
+import { reportError, stdio, UsageError } from "./output.ts";
+import { VERSION } from "./version.ts";
+
+export async function runContainer(argv: string[]): Promise<number> {
+  const cli = cac("node-bin container");
+  cli
+    .usage("--component NAME [options]\n\n  Runs one node of one component in this process and joins the network.")
+    .option("--component <name>", "the component to run (a directory name under the components directory)")
+    .option("--components <dir>", "components directory (default: components/ beside node-bin, or ./components)")
+    .option("--seed <ip[:port]>", "discovery endpoint of another host (comma-separated or repeated; default port 7400)")
+    .option("--listen <ip>", "address to listen on and advertise (default: this host's first non-internal IPv4)")
+    .option("--network <name>", "network name (default: none)")
+    .option("--host <id>", "this host's id (default: $NODEBIN_HOST, else the host name)")
+    .option("--discovery-port <port>", "the host's discovery port (default 7400)")
+    .option("-v, --version", "print the version")
+    .help();
+  const output = stdio(false);
+  let parsed;
+  try {
+    parsed = cli.parse(["node", "node-bin container", ...argv], { run: false });
+  } catch (err) {
+    return reportError(output, err, "run `node-bin container --help` for usage");
+  }
+  if (parsed.options.help) return 0;
+  if (parsed.options.version) {
+    output.out(VERSION);
+    return 0;
+  }
+  const o = parsed.options as Record<string, unknown>;
+  const log = consoleLogger("container");
+  try {
+    if (typeof o.component !== "string" || !o.component) throw new UsageError("--component NAME is required");
+    const seeds = parseSeeds(o.seed);
+    const discoveryPort = intFlag(o.discoveryPort, "--discovery-port", 1, 65535);
+    const listen = listenAddress(o.listen);
+    const host = hostId(o.host);
+    const network = typeof o.network === "string" ? o.network : "";
+    const dir = resolveComponentsDir(typeof o.components === "string" ? o.components : undefined);
+    const { components, errors } = await loadComponents(dir);
+    const component = components.find((c) => c.name === o.component);
+    if (!component) {
+      const failed = errors.find((e) => (e.details.file ?? "").includes(`/${o.component as string}/`) || (e.details.file ?? "").endsWith(`/${o.component as string}`));
+      if (failed) throw failed;
+      const near = closest(o.component as string, components.map((c) => c.name));
+      throw new NodeBinError("NOT_FOUND", `no component ${JSON.stringify(o.component)} in ${dir}${near ? ` (did you mean ${near}?)` : ""}; found: ${components.map((c) => c.name).join(", ") || "none"}`);
+    }
+    const runtimeDir = ensureRuntimeDir();
+    const proc = await ContainerProcess.start({
+      component,
+      host,
+      network,
+      listen,
+      seeds,
+      runtimeDir,
+      logger: (source) => consoleLogger(source),
+      ...(discoveryPort ? { discoveryPort } : {}),
+    });
+    const stopped = new Promise<string>((resolve) => {
+      process.once("SIGINT", () => resolve("SIGINT"));
+      process.once("SIGTERM", () => resolve("SIGTERM"));
+    });
+    const d = proc.describe();
+    // The readiness line tests and scripts wait for: keep its shape.
+    output.out(`node-bin container ready: ${d.node} at ${d.endpoints.join(" ")} (${d.role}${d.discovery ? ` at ${d.discovery.join(" ")}` : ""})`);
+    const signal = await stopped;
+    log.info(`${signal}: leaving the network, finishing queued messages`);
+    await proc.close();
+    return 0;
+  } catch (err) {
+    return reportError(output, err, "run `node-bin container --help` for usage");
+  }
+}

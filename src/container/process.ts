@@ -1,0 +1,214 @@
+/**
+ * A container process: exactly one component node in its own process, its
+ * ROUTER bound on ipc (same-host peers) and tcp (the network), DEALERs to the
+ * peers it calls, and its host's membership:
+ * - if the host's discovery port is free, this process becomes the host agent
+ *   (HostAgent: leases of the host's containers, gossip with other hosts);
+ * - otherwise it registers its node with the agent over ipc, renews the lease,
+ *   and pulls the agent's table whenever its version moves. When the agent
+ *   stops answering, it tries to take the port over itself.
+ */
+import { randomBytes } from "node:crypto";
+import { rmSync } from "node:fs";
+import { join } from "node:path";
+import type { Logger } from "../component/context.ts";
+import type { Component } from "../component/loader.ts";
+import { HostAgent, type GossipLayer } from "../membership/agent.ts";
+import { LOCAL, reachableEndpoint } from "../membership/table.ts";
+import { ZmqConnector, ZmqListener } from "../transport/zmq.ts";
+import { DEREGISTER, PULL, REGISTER } from "../wire/control.ts";
+import { Plane } from "../wire/envelope.ts";
+import { NodeBinError } from "../wire/errors.ts";
+import { Container } from "./container.ts";
+
+export const DEFAULT_DISCOVERY_PORT = 7400;
+
+export interface ContainerProcessOptions {
+  component: Component;
+  /** This host's id (default: the machine's host name). */
+  host: string;
+  network: string;
+  /** The address to listen on and advertise (an IP of this host). */
+  listen: string;
+  discoveryPort?: number;
+  /** Discovery endpoints of other hosts ("tcp://10.0.0.5:7400"). */
+  seeds: string[];
+  /** Private runtime directory (ipc sockets). */
+  runtimeDir: string;
+  logger: (source: string) => Logger;
+  /** Lease length and renewal period at the host agent (default 3000 / 1000 ms). */
+  leaseMs?: number;
+  renewMs?: number;
+  /** How long a call for a method nobody serves waits for membership to settle (default 2000 ms). */
+  settleMs?: number;
+  /** Makes the gossip layer when this process becomes the host agent. */
+  makeGossip?: (self: { host: string; endpoint: string; network: string; incarnation: number }, seeds: string[]) => GossipLayer;
+}
+
+type Role = "agent" | "member";
+
+export class ContainerProcess {
+  readonly container: Container;
+  private readonly log: Logger;
+  private readonly connector: ZmqConnector;
+  private nodeListener: ZmqListener | undefined;
+  private discoveryListener: ZmqListener | undefined;
+  private agent: HostAgent | undefined;
+  private renewTimer: ReturnType<typeof setTimeout> | undefined;
+  private pulledVersion = 0;
+  private closing = false;
+  role: Role = "member";
+  dropped = 0;
+
+  private constructor(private readonly options: ContainerProcessOptions) {
+    const id = `${options.component.name}@${options.host}-${process.pid}-${randomBytes(2).toString("hex")}`;
+    // settleMs: a node starting with its peers finds them once they registered.
+    this.container = new Container({ id, host: options.host, network: options.network, logger: options.logger, settleMs: options.settleMs ?? 2000 });
+    this.log = options.logger(id);
+    const endpointOf = (to: string) => {
+      const entry = this.container.table.get(to);
+      return entry && reachableEndpoint(entry, options.host);
+    };
+    this.connector = new ZmqConnector(
+      endpointOf,
+      (env) => this.container.direct.dispatch(env),
+      (lost) => this.container.failCallsVia(lost, endpointOf),
+      { onDrop: (reason) => this.drop(reason) },
+    );
+  }
+
+  get discoveryPort(): number {
+    return this.options.discoveryPort ?? DEFAULT_DISCOVERY_PORT;
+  }
+
+  /** The host agent's ipc endpoint, where the host's containers register. */
+  get discoveryIpc(): string {
+    return `ipc://${join(this.options.runtimeDir, `discovery-${this.discoveryPort}.sock`)}`;
+  }
+
+  /** Starts the node, binds its endpoints, joins the host. Throws what the component's init throws. */
+  static async start(options: ContainerProcessOptions): Promise<ContainerProcess> {
+    const p = new ContainerProcess(options);
+    try {
+      await p.startNode();
+      await p.joinHost();
+    } catch (err) {
+      await p.close();
+      throw err;
+    }
+    return p;
+  }
+
+  private async startNode(): Promise<void> {
+    const { runtimeDir, listen } = this.options;
+    const addresses = [`tcp://${listen}:0`];
+    if (process.platform !== "win32") addresses.unshift(`ipc://${join(runtimeDir, `node-${process.pid}-${randomBytes(3).toString("hex")}.sock`)}`);
+    this.nodeListener = await ZmqListener.bind(addresses, (env) => this.container.direct.dispatch(env), { onDrop: (r) => this.drop(r) });
+    this.container.endpoints = this.nodeListener.endpoints;
+    this.container.addTransport(this.nodeListener);
+    this.container.addTransport(this.connector);
+    await this.container.addComponent(this.options.component, 1);
+  }
+
+  private async joinHost(): Promise<void> {
+    if (await this.becomeAgent()) return;
+    await this.renew();
+  }
+
+  /** Takes the host's discovery port if it is free. Resolves true when this process is now the agent. */
+  private async becomeAgent(takeover = false): Promise<boolean> {
+    const { listen, host, network, seeds } = this.options;
+    const endpoint = `tcp://${listen}:${this.discoveryPort}`;
+    // Bound in this order on one socket: the tcp port decides who is the agent;
+    // the ipc path is only taken after it (binding ipc would steal the socket
+    // file of a live agent).
+    const addresses = process.platform === "win32" ? [endpoint] : [endpoint, this.discoveryIpc];
+    let listener: ZmqListener;
+    try {
+      listener = await ZmqListener.bind(addresses, (env) => this.container.direct.dispatch(env), { onDrop: (r) => this.drop(r) });
+    } catch {
+      return false; // another process holds the port: it is the agent
+    }
+    this.discoveryListener = listener;
+    this.container.addTransport(listener);
+    this.container.table.setSource("agent", []); // our own table is now the host's
+    const incarnation = Date.now();
+    const gossip = this.options.makeGossip?.({ host, endpoint, network, incarnation }, seeds);
+    this.agent = new HostAgent(this.container, { host, endpoint, log: this.log, ...(gossip ? { gossip } : {}) });
+    this.agent.start();
+    this.role = "agent";
+    const says = `host agent for ${host} at ${listener.endpoints.join(" ")}${seeds.length ? `, seeds ${seeds.join(" ")}` : ""}`;
+    // Taking over from an agent that stopped answering is worth an operator's attention.
+    if (takeover) this.log.warn(`${says} (took over: the previous agent stopped answering)`);
+    else this.log.info(says);
+    return true;
+  }
+
+  /** One lease renewal (and a pull when the agent's table moved); schedules the next. */
+  private async renew(): Promise<void> {
+    if (this.closing || this.role === "agent") return;
+    const caller = this.container.caller;
+    const leaseMs = this.options.leaseMs ?? 3000;
+    const renewMs = this.options.renewMs ?? 1000;
+    try {
+      const own = this.container.table.sourceEntries(LOCAL);
+      const schemas = [...new Set(own.map((n) => n.schema))].map((id) => ({ id, json: this.container.table.schema(id)!.json }));
+      const reply = (await caller.callEndpoint({
+        method: REGISTER,
+        to: "",
+        via: this.discoveryIpc,
+        plane: Plane.CONTROL,
+        request: { nodes: own, schemas, leaseMs, seeds: this.options.seeds, container: this.container.id },
+        options: { timeoutMs: renewMs },
+      })) as { version: number };
+      if (reply.version !== this.pulledVersion) {
+        const pulled = await caller.callEndpoint({ method: PULL, to: "", via: this.discoveryIpc, plane: Plane.CONTROL, request: { knownVersion: this.pulledVersion }, options: { timeoutMs: renewMs } });
+        this.pulledVersion = this.container.table.mergePull(pulled as never, undefined, "agent").version;
+      }
+    } catch (err) {
+      this.log.debug(`host agent did not answer (${NodeBinError.from(err)}); trying to take over`);
+      if (!this.closing && (await this.becomeAgent(true))) return;
+    }
+    if (this.closing) return;
+    this.renewTimer = setTimeout(() => void this.renew(), renewMs);
+  }
+
+  /** Where this process can be reached, and its role on the host. */
+  describe(): { id: string; node: string; endpoints: string[]; role: Role; discovery?: string[] } {
+    return {
+      id: this.container.id,
+      node: this.container.localNodes()[0]?.id ?? "",
+      endpoints: this.container.endpoints,
+      role: this.role,
+      ...(this.discoveryListener ? { discovery: this.discoveryListener.endpoints } : {}),
+    };
+  }
+
+  /**
+   * Leaves cleanly: deregisters (so callers stop choosing this node), drains
+   * the node (new messages get UNAVAILABLE, queued ones are finished), closes
+   * every socket. Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    clearTimeout(this.renewTimer);
+    if (this.role === "member" && this.nodeListener) {
+      try {
+        await this.container.caller.callEndpoint({ method: DEREGISTER, to: "", via: this.discoveryIpc, plane: Plane.CONTROL, request: { container: this.container.id }, options: { timeoutMs: 1000 } });
+      } catch {
+        // The agent is gone too: our lease simply runs out.
+      }
+    }
+    this.agent?.close();
+    await this.container.close();
+    for (const l of [this.nodeListener, this.discoveryListener]) {
+      for (const e of l?.endpoints ?? []) if (e.startsWith("ipc://")) rmSync(e.slice("ipc://".length), { force: true });
+    }
+  }
+
+  private drop(reason: string): void {
+    this.dropped++;
+    this.log.debug(`dropped a frame: ${reason}`, { dropped: this.dropped });
+  }
+}

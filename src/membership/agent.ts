@@ -1,0 +1,195 @@
+/**
+ * The host agent: the discovery endpoint of one host, served by whichever
+ * process holds the host's discovery port (a container today, the governor
+ * later). It keeps
+ * - the leases of the containers on this host (Register over ipc, renewed;
+ *   a lease that runs out takes its nodes out of the table),
+ * - the gossip with other hosts' agents (their nodes come in, ours go out),
+ * and it writes both into the hosting process's membership table, which it
+ * serves to containers and clients through nodebin.Control/Pull.
+ */
+import type protobuf from "protobufjs";
+import type { Logger } from "../component/context.ts";
+import { DEREGISTER, GOSSIP, REGISTER } from "../wire/control.ts";
+import { Kind, Plane, encodeEnvelope, envelope, nodebinRoot, type Envelope } from "../wire/envelope.ts";
+import { NodeBinError } from "../wire/errors.ts";
+import { Mode, type MethodSchema } from "../wire/schema.ts";
+import { LOCAL, type MembershipTable, type NodeEntry } from "./table.ts";
+
+/** What the agent needs of the process hosting it (a Container satisfies it). */
+export interface AgentHost {
+  readonly id: string;
+  readonly table: MembershipTable;
+  serveControl(method: MethodSchema, handler: (request: protobuf.Message, env: Envelope) => unknown): void;
+  /** Sends a frame to the process at a network endpoint. */
+  sendVia(endpoint: string, frame: Uint8Array): void;
+}
+
+/** The gossip layer as the agent uses it (see gossip.ts). */
+export interface GossipLayer {
+  setLocalNodes(nodes: NodeEntry[], schemas: { id: string; json: string }[]): void;
+  tick(): { endpoint: string; bytes: Uint8Array }[];
+  receive(bytes: Uint8Array, fromEndpoint: string): { endpoint: string; bytes: Uint8Array }[];
+  nextDelayMs(): number;
+  onChange(listener: (event: { type: "added" | "updated" | "removed"; host: { host: string; nodes: NodeEntry[]; schemas: { id: string; json: string }[] } }) => void): () => void;
+  stats(): Record<string, number>;
+}
+
+export interface AgentOptions {
+  /** This host's id. */
+  host: string;
+  /** This agent's discovery endpoint, as other hosts reach it ("tcp://10.0.0.5:7400"). */
+  endpoint: string;
+  gossip?: GossipLayer;
+  log: Logger;
+  /** How often expired leases are swept (default 250 ms). */
+  sweepMs?: number;
+}
+
+interface Lease {
+  nodes: NodeEntry[];
+  expires: number;
+  seeds: string[];
+}
+
+const RegisterRequest = nodebinRoot.lookupType("nodebin.RegisterRequest");
+const GossipFrame = nodebinRoot.lookupType("nodebin.GossipFrame");
+const LEASE = "lease:";
+const REMOTE = "host:";
+
+export class HostAgent {
+  private readonly leases = new Map<string, Lease>();
+  private readonly gossip: GossipLayer | undefined;
+  private sweepTimer: ReturnType<typeof setInterval> | undefined;
+  private gossipTimer: ReturnType<typeof setTimeout> | undefined;
+  private offTable: (() => void) | undefined;
+  private offGossip: (() => void) | undefined;
+  private closed = false;
+  /** Seeds learnt from the containers that registered (a taking-over agent needs them). */
+  readonly seeds = new Set<string>();
+
+  constructor(
+    private readonly process: AgentHost,
+    private readonly options: AgentOptions,
+  ) {
+    this.gossip = options.gossip;
+  }
+
+  /** Serves Register, Deregister and Gossip, and starts the lease sweep and gossip rounds. */
+  start(): void {
+    const table = this.process.table;
+    this.process.serveControl(REGISTER, (request) => this.register(request));
+    this.process.serveControl(DEREGISTER, (request) => {
+      const { container } = request as unknown as { container: string };
+      this.drop(container, "deregistered");
+      return {};
+    });
+    this.process.serveControl(GOSSIP, (request, env) => {
+      const { payload } = request as unknown as { payload: Uint8Array };
+      this.send(this.gossip?.receive(payload, env.control.endpoint ?? "") ?? []);
+    });
+    this.sweepTimer = setInterval(() => this.sweep(), this.options.sweepMs ?? 250);
+    this.sweepTimer.unref?.();
+    if (this.gossip) {
+      this.offGossip = this.gossip.onChange(({ type, host }) => {
+        if (host.host === this.options.host) return;
+        table.setSource(REMOTE + host.host, type === "removed" ? [] : host.nodes, host.schemas);
+        if (type === "removed") this.options.log.warn(`host ${host.host} is gone: its nodes left the table`);
+      });
+      // Our own nodes change when a lease or the hosting process's nodes do.
+      let last = "";
+      this.offTable = table.onChange(() => {
+        const nodes = this.hostNodes();
+        const key = nodes.map((n) => `${n.id}:${n.schema}`).sort().join(",");
+        if (key === last) return;
+        last = key;
+        const schemas = [...new Set(nodes.map((n) => n.schema))].map((id) => ({ id, json: table.schema(id)!.json }));
+        this.gossip!.setLocalNodes(nodes, schemas);
+      });
+      this.round();
+    }
+  }
+
+  /** The nodes of this host: the hosting process's own and those leased by other containers. */
+  hostNodes(): NodeEntry[] {
+    const table = this.process.table;
+    return [...table.sourceEntries(LOCAL), ...[...this.leases.keys()].flatMap((c) => table.sourceEntries(LEASE + c))];
+  }
+
+  stats(): Record<string, number> {
+    return { leases: this.leases.size, ...(this.gossip?.stats() ?? {}) };
+  }
+
+  close(): void {
+    this.closed = true;
+    clearInterval(this.sweepTimer);
+    clearTimeout(this.gossipTimer);
+    this.offTable?.();
+    this.offGossip?.();
+  }
+
+  private register(message: protobuf.Message) {
+    const request = RegisterRequest.toObject(message, { arrays: true, defaults: true }) as {
+      nodes: NodeEntry[];
+      schemas: { id: string; json: string }[];
+      leaseMs: number;
+      seeds: string[];
+      container: string;
+    };
+    if (!request.container) throw new NodeBinError("INVALID_ARGUMENT", "Register needs the container's id", { details: { field: "container" } });
+    if (!(request.leaseMs > 0)) throw new NodeBinError("INVALID_ARGUMENT", "Register needs lease_ms > 0", { details: { field: "leaseMs" } });
+    // The hosting process itself (a renewal it sent just before it took over): its nodes are LOCAL already.
+    if (request.container === this.process.id) return { version: this.process.table.version, host: this.options.host };
+    for (const node of request.nodes) node.load ??= { queued: 0, capacity: 0 };
+    const isNew = !this.leases.has(request.container);
+    this.leases.set(request.container, { nodes: request.nodes, expires: Date.now() + request.leaseMs, seeds: request.seeds });
+    for (const seed of request.seeds) this.seeds.add(seed);
+    this.process.table.setSource(LEASE + request.container, request.nodes, request.schemas);
+    if (isNew) this.options.log.info(`container ${request.container} registered ${request.nodes.map((n) => n.id).join(", ") || "no nodes"}`);
+    return { version: this.process.table.version, host: this.options.host };
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [container, lease] of this.leases) if (lease.expires <= now) this.drop(container, "lease expired");
+  }
+
+  private drop(container: string, why: string): void {
+    if (!this.leases.delete(container)) return;
+    this.process.table.setSource(LEASE + container, []);
+    this.options.log.info(`container ${container} left (${why})`);
+  }
+
+  private round(): void {
+    if (this.closed || !this.gossip) return;
+    try {
+      this.send(this.gossip.tick());
+    } catch (err) {
+      this.options.log.warn(`gossip round failed: ${NodeBinError.from(err)}`);
+    }
+    this.gossipTimer = setTimeout(() => this.round(), this.gossip.nextDelayMs());
+    this.gossipTimer.unref?.();
+  }
+
+  /** Sends gossip messages one-way to other agents' control endpoints. */
+  private send(messages: { endpoint: string; bytes: Uint8Array }[]): void {
+    for (const { endpoint, bytes } of messages) {
+      const frame = encodeEnvelope(
+        envelope({
+          plane: Plane.CONTROL,
+          mode: Mode.ASYNC,
+          kind: Kind.REQUEST,
+          from: this.process.id,
+          method: GOSSIP.fullName,
+          value: GossipFrame.encode({ payload: bytes }).finish(),
+          control: { endpoint: this.options.endpoint },
+        }),
+      );
+      try {
+        this.process.sendVia(endpoint, frame);
+      } catch (err) {
+        this.options.log.debug(`gossip to ${endpoint} not sent: ${NodeBinError.from(err)}`);
+      }
+    }
+  }
+}
