@@ -56,6 +56,7 @@ export class ContainerProcess {
   private agent: HostAgent | undefined;
   private renewTimer: ReturnType<typeof setTimeout> | undefined;
   private pulledVersion = 0;
+  private readonly nodeEndpoints = new Set<string>();
   private closing = false;
   role: Role = "member";
   dropped = 0;
@@ -99,6 +100,22 @@ export class ContainerProcess {
     return p;
   }
 
+  /**
+   * Closes connections to node endpoints no node in the table has any more
+   * (nodes that left): a DEALER to a dead peer would otherwise reconnect
+   * forever. Only endpoints that belonged to nodes are pruned: the discovery
+   * endpoints the agent gossips with never appear in entries.
+   */
+  private pruneConnections(): void {
+    const used = new Set(this.container.table.entries().flatMap((e) => e.endpoints));
+    for (const endpoint of this.nodeEndpoints) {
+      if (used.has(endpoint)) continue;
+      this.nodeEndpoints.delete(endpoint);
+      this.connector.disconnect(endpoint);
+    }
+    for (const endpoint of used) this.nodeEndpoints.add(endpoint);
+  }
+
   private async startNode(): Promise<void> {
     const { runtimeDir, listen } = this.options;
     const addresses = [`tcp://${listen}:0`];
@@ -107,6 +124,7 @@ export class ContainerProcess {
     this.container.endpoints = this.nodeListener.endpoints;
     this.container.addTransport(this.nodeListener);
     this.container.addTransport(this.connector);
+    this.container.table.onChange(() => this.pruneConnections());
     await this.container.addComponent(this.options.component, 1);
   }
 

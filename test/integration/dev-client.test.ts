@@ -1,9 +1,9 @@
 // node-bin dev as a real child process, driven by `node-bin client` as a user would.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
-import { EXAMPLES, ROOT, privateRuntime, runCli, startDev } from "../lib/processes.ts";
+import { EXAMPLES, privateRuntime, runCli, startDev } from "../lib/processes.ts";
 
 /** Writes a components directory of the given files ({"shout/shout.proto": "..."}), removed at teardown. */
 function componentsDir(tt: { teardown(fn: () => unknown): void }, files: Record<string, string>): string {
@@ -202,20 +202,3 @@ t.test("client - dev killed mid-call: UNAVAILABLE at once, not at the deadline",
   t.ok(Date.now() - started < 15_000, "failed well before its 25 s deadline");
 });
 
-t.test("cli - --help and --version on every subcommand; unknown commands are usage errors", async (t) => {
-  const env = privateRuntime(t);
-  const version = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { version: string }).version;
-  for (const args of [[], ["dev"], ["client"], ["client", "call"], ["client", "send"], ["client", "list"], ["client", "nodes"]]) {
-    const v = await runCli([...args, "--version"], env);
-    t.equal(v.code, 0, `${args.join(" ")} --version exits 0`);
-    t.equal(v.stdout.trim(), version, `${args.join(" ")} --version prints the version`);
-    const h = await runCli([...args, "--help"], env);
-    t.equal(h.code, 0, `${args.join(" ")} --help exits 0`);
-    t.match(h.stdout, /Usage/, `${args.join(" ")} --help prints usage`);
-  }
-  for (const args of [["deev"], ["client", "cal"], ["client"], ["dev", "--instances", "0"], ["client", "call", "x", "--scope", "galaxy"]]) {
-    const r = await runCli(args, env);
-    t.equal(r.code, 64, `${args.join(" ")}: usage error`);
-    t.match(r.stderr, /^error: /m, `${args.join(" ")}: says what is wrong`);
-  }
-});
