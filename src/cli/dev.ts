@@ -3,12 +3,11 @@
  * pseudo-network, plus a local ZeroMQ endpoint that `node-bin client` finds by
  * itself. Components that fail to load are reported; the others serve.
  */
-import { rmSync, writeFileSync } from "node:fs";
 import { cac } from "cac";
 import { loadComponents } from "../component/loader.ts";
 import { Container } from "../container/container.ts";
 import { consoleLogger } from "../container/log.ts";
-import { devEndpoint, devPidFile, ensureRuntimeDir, runningDevPid } from "../transport/runtime-dir.ts";
+import { claimIpc, devEndpoint, ensureRuntimeDir, ipcOwner, releaseIpc } from "../transport/runtime-dir.ts";
 import { ZmqListener } from "../transport/zmq.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
@@ -50,12 +49,10 @@ async function serve(componentsDir: string, endpointFlag: string | undefined, in
   const log = consoleLogger("dev");
   const wellKnown = endpointFlag === undefined;
   const endpoint = endpointFlag ?? devEndpoint();
-  if (wellKnown) {
-    ensureRuntimeDir();
-    const other = runningDevPid();
-    if (other !== undefined) {
-      throw new NodeBinError("ALREADY_EXISTS", `node-bin dev (pid ${other}) already serves at ${endpoint}; stop it, or give this one --endpoint`, { details: { pid: String(other) } });
-    }
+  if (wellKnown) ensureRuntimeDir();
+  const other = ipcOwner(endpoint);
+  if (other !== undefined) {
+    throw new NodeBinError("ALREADY_EXISTS", `process ${other} already serves at ${endpoint}; stop it, or give this one another --endpoint`, { details: { pid: String(other) } });
   }
   const { components, errors } = await loadComponents(componentsDir);
   for (const e of errors) log.error(`skipped: ${e.message}`, { code: e.code });
@@ -73,7 +70,7 @@ async function serve(componentsDir: string, endpointFlag: string | undefined, in
   });
   container.endpoints = listener.endpoints;
   container.addTransport(listener);
-  if (wellKnown) writeFileSync(devPidFile(), `${process.pid}\n`);
+  for (const e of listener.endpoints) claimIpc(e);
 
   let stopping = false;
   const stopped = new Promise<void>((resolve) => {
@@ -99,11 +96,8 @@ async function serve(componentsDir: string, endpointFlag: string | undefined, in
     await stopped;
   } finally {
     await container.close();
-    if (wellKnown && runningDevPid() === process.pid) {
-      rmSync(devPidFile(), { force: true });
-      // libzmq leaves the socket file behind; a client would then wait for an answer that never comes.
-      if (endpoint.startsWith("ipc://")) rmSync(endpoint.slice("ipc://".length), { force: true });
-    }
+    // libzmq leaves the socket file behind; a client would then wait for an answer that never comes.
+    for (const e of listener.endpoints) releaseIpc(e);
   }
   return 0;
 }

@@ -12,7 +12,7 @@ import { MembershipTable, reachableEndpoint, type NodeEntry } from "../membershi
 import { RoutingCaller } from "../routing/caller.ts";
 import { Router } from "../routing/router.ts";
 import { DirectTransport } from "../transport/direct.ts";
-import { devEndpoint, runningDevPid } from "../transport/runtime-dir.ts";
+import { devEndpoint, ipcOwner, ipcOwnerFile } from "../transport/runtime-dir.ts";
 import { TransportStack } from "../transport/stack.ts";
 import { ZmqConnector } from "../transport/zmq.ts";
 import { PULL } from "../wire/control.ts";
@@ -70,7 +70,8 @@ export class Client {
     this.endpoint = options.endpoint ?? devEndpoint();
     this.connectTimeoutMs = options.connectTimeoutMs ?? 5000;
     this.host = options.host ?? (process.env.NODEBIN_HOST || hostname());
-    const id = `client-${this.host}-${process.pid}-${randomBytes(3).toString("hex")}`;
+    // Short: it travels in every request frame (zeromq.js copies frames up to 128 bytes, and zero-copies larger ones at a cost).
+    const id = `client-${randomBytes(6).toString("base64url")}`;
     const endpointOf = (to: string) => {
       if (to === "") return this.endpoint;
       const entry = this.table.get(to);
@@ -82,7 +83,7 @@ export class Client {
       (lost) => this.caller.failCallsTo((to, via) => (via ?? endpointOf(to)) === lost, `connection to ${lost} lost`),
     );
     this.stack = new TransportStack([this.direct, connector]);
-    this.router = new Router(this.table, { inProcess: () => false, host: hostname(), network: "" });
+    this.router = new Router(this.table, { inProcess: () => false, host: this.host, network: "" });
     this.caller = new RoutingCaller({ id, router: this.router, sender: this.stack, ...(options.timeoutMs ? { defaultTimeoutMs: options.timeoutMs } : {}) });
     this.direct.attach(id, (env) => {
       if (env.kind === Kind.RESPONSE) this.caller.handleResponse(env);
@@ -107,8 +108,9 @@ export class Client {
   /** Pulls the membership table again. */
   async refresh(): Promise<void> {
     const ipcPath = this.endpoint.startsWith("ipc://") ? this.endpoint.slice("ipc://".length) : undefined;
-    const noDev = this.endpoint === devEndpoint() && runningDevPid() === undefined;
-    if ((ipcPath && !existsSync(ipcPath)) || noDev) {
+    // An ipc socket with no live owner (none yet, or left by a crashed process) would just swallow the pull.
+    const ownerless = ipcPath !== undefined && (!existsSync(ipcPath) || (existsSync(ipcOwnerFile(this.endpoint)!) && ipcOwner(this.endpoint) === undefined) || (this.endpoint === devEndpoint() && ipcOwner(this.endpoint) === undefined));
+    if (ownerless) {
       throw new NodeBinError("UNAVAILABLE", `nothing listens at ${this.endpoint}: start \`node-bin dev\` (or pass --endpoint)`, { details: { endpoint: this.endpoint } });
     }
     let reply;
@@ -149,14 +151,12 @@ export class Client {
    * (a NOT_FOUND raised here, not by a node), pulls the table again and tries
    * once more: the node may have joined since the last pull.
    */
-  private async withFreshTable<T>(attempt: () => Promise<T>): Promise<T> {
-    try {
-      return await attempt();
-    } catch (err) {
+  private withFreshTable<T>(attempt: () => Promise<T>): Promise<T> {
+    return attempt().catch(async (err: unknown) => {
       if (!(err instanceof NodeBinError) || err.code !== "NOT_FOUND" || err.origin !== "") throw err;
       await this.refresh();
       return attempt();
-    }
+    });
   }
 
   /** Services known from the table, with their methods and request fields. */

@@ -3,7 +3,7 @@
  * sockets and pid files live. Mode 0700 and owned by the user, because anyone
  * who can open an ipc socket can call every component behind it.
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync } from "node:fs";
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { NodeBinError } from "../wire/errors.ts";
@@ -46,15 +46,21 @@ export function devEndpoint(env: Env = process.env): string {
   return process.platform === "win32" ? "tcp://127.0.0.1:7399" : `ipc://${join(runtimeDirPath(env), "dev.sock")}`;
 }
 
-/** The pid file beside the dev endpoint: tells a second `dev` and the client whether one runs. */
-export function devPidFile(env: Env = process.env): string {
-  return join(runtimeDirPath(env), "dev.pid");
+/**
+ * The owner file beside an ipc socket ("<socket path>.pid"): which process
+ * serves it. libzmq binds an ipc path by unlinking whatever socket is there,
+ * so without it a second process would silently steal a live one's socket,
+ * and a client could not tell a live socket from one a crashed process left.
+ * Undefined for endpoints that are not ipc.
+ */
+export function ipcOwnerFile(endpoint: string): string | undefined {
+  return endpoint.startsWith("ipc://") ? `${endpoint.slice("ipc://".length)}.pid` : undefined;
 }
 
-/** The pid of a live `node-bin dev` at the well-known endpoint, if any (a stale pid file from a crash does not count). */
-export function runningDevPid(env: Env = process.env): number | undefined {
-  const file = devPidFile(env);
-  if (!existsSync(file)) return undefined;
+/** The pid of the live process serving this ipc endpoint, per its owner file (a stale file from a crash does not count). */
+export function ipcOwner(endpoint: string): number | undefined {
+  const file = ipcOwnerFile(endpoint);
+  if (!file || !existsSync(file)) return undefined;
   const pid = Number(readFileSync(file, "utf8").trim());
   if (!Number.isInteger(pid) || pid <= 0) return undefined;
   if (pid === process.pid) return pid;
@@ -65,4 +71,18 @@ export function runningDevPid(env: Env = process.env): number | undefined {
     // EPERM: alive but someone else's; ESRCH: gone.
     return (err as NodeJS.ErrnoException).code === "EPERM" ? pid : undefined;
   }
+}
+
+/** Writes the owner file of an ipc endpoint this process now serves. */
+export function claimIpc(endpoint: string): void {
+  const file = ipcOwnerFile(endpoint);
+  if (file) writeFileSync(file, `${process.pid}\n`);
+}
+
+/** Removes an ipc endpoint's socket and owner file, if this process owns it. */
+export function releaseIpc(endpoint: string): void {
+  const file = ipcOwnerFile(endpoint);
+  if (!file || ipcOwner(endpoint) !== process.pid) return;
+  rmSync(file, { force: true });
+  rmSync(endpoint.slice("ipc://".length), { force: true });
 }

@@ -176,8 +176,25 @@ t.test("dev - refuses a second dev at the same endpoint; SIGTERM exits 0 and cle
   t.equal(second.code, 6, "ALREADY_EXISTS");
   t.match(second.stderr, /ALREADY_EXISTS/);
   t.equal(await dev.stop(), 0, "graceful exit");
-  t.notOk(existsSync(join(env.NODEBIN_RUNTIME_DIR!, "dev.pid")), "pid file removed");
+  t.notOk(existsSync(join(env.NODEBIN_RUNTIME_DIR!, "dev.sock.pid")), "owner file removed");
   t.notOk(existsSync(join(env.NODEBIN_RUNTIME_DIR!, "dev.sock")), "socket removed");
+});
+
+t.test("dev - an explicit ipc endpoint is guarded too: no second dev steals it; a stale one fails at once", async (t) => {
+  const env = privateRuntime(t);
+  const endpoint = `ipc://${join(env.NODEBIN_RUNTIME_DIR!, "mine.sock")}`;
+  const dev = await startDev(t, ["--components", EXAMPLES, "--endpoint", endpoint], env);
+  const second = await runCli(["dev", "--components", EXAMPLES, "--endpoint", endpoint], env);
+  t.equal(second.code, 6, "ALREADY_EXISTS");
+  const ok = await runCli(["client", "call", "demo.Greeter/Hello", '{"name":"x"}', "--endpoint", endpoint, "--json"], env);
+  t.equal(ok.code, 0, "the first dev still serves its socket");
+  dev.child.kill("SIGKILL");
+  await dev.stop();
+  t.ok(existsSync(join(env.NODEBIN_RUNTIME_DIR!, "mine.sock")), "a killed dev leaves its socket behind");
+  const started = Date.now();
+  const stale = await runCli(["client", "list", "--endpoint", endpoint, "--json"], env);
+  t.equal(stale.code, 14, "UNAVAILABLE");
+  t.ok(Date.now() - started < 4000, "at once, not after the connect timeout");
 });
 
 t.test("dev - serves at an explicit tcp endpoint too", async (t) => {
