@@ -81,12 +81,20 @@ export class Container {
     this.direct.attach(this.caller.id, (env) => this.answerOnly(this.caller, env));
     this.direct.attach("", (env) => this.control(env));
     this.serveControl(PULL, (request) => {
-      for (const node of this.nodes.values()) {
-        const entry = this.table.get(node.id);
-        if (entry) entry.load.queued = node.getStats().queued;
-      }
+      this.refreshLoad();
       return this.table.encodePull((request as unknown as { knownVersion: number }).knownVersion);
     });
+  }
+
+  /**
+   * Brings the advertised load of this process's nodes up to date (their queue
+   * lengths), before it is sent anywhere: routers elsewhere pick by it.
+   */
+  refreshLoad(): void {
+    for (const node of this.nodes.values()) {
+      const entry = this.table.get(node.id);
+      if (entry) entry.load.queued = node.getStats().queued;
+    }
   }
 
   /** Serves a control method at this process's control endpoint (replacing any handler it had). */

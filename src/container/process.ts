@@ -14,6 +14,7 @@ import { join } from "node:path";
 import type { Logger } from "../component/context.ts";
 import type { Component } from "../component/loader.ts";
 import { HostAgent, type GossipLayer } from "../membership/agent.ts";
+import { Gossip } from "../membership/gossip.ts";
 import { LOCAL, reachableEndpoint } from "../membership/table.ts";
 import { ZmqConnector, ZmqListener } from "../transport/zmq.ts";
 import { DEREGISTER, PULL, REGISTER } from "../wire/control.ts";
@@ -41,7 +42,7 @@ export interface ContainerProcessOptions {
   renewMs?: number;
   /** How long a call for a method nobody serves waits for membership to settle (default 2000 ms). */
   settleMs?: number;
-  /** Makes the gossip layer when this process becomes the host agent. */
+  /** Makes the gossip layer when this process becomes the host agent (default: Gossip with its defaults). */
   makeGossip?: (self: { host: string; endpoint: string; network: string; incarnation: number }, seeds: string[]) => GossipLayer;
 }
 
@@ -151,8 +152,9 @@ export class ContainerProcess {
     this.container.addTransport(listener);
     this.container.table.setSource("agent", []); // our own table is now the host's
     const incarnation = Date.now();
-    const gossip = this.options.makeGossip?.({ host, endpoint, network, incarnation }, seeds);
-    this.agent = new HostAgent(this.container, { host, endpoint, log: this.log, ...(gossip ? { gossip } : {}) });
+    const self = { host, endpoint, network, incarnation };
+    const gossip = this.options.makeGossip ? this.options.makeGossip(self, seeds) : new Gossip({ self, seeds, now: Date.now });
+    this.agent = new HostAgent(this.container, { host, endpoint, log: this.log, gossip });
     this.agent.start();
     this.role = "agent";
     const says = `host agent for ${host} at ${listener.endpoints.join(" ")}${seeds.length ? `, seeds ${seeds.join(" ")}` : ""}`;
@@ -169,6 +171,7 @@ export class ContainerProcess {
     const leaseMs = this.options.leaseMs ?? 3000;
     const renewMs = this.options.renewMs ?? 1000;
     try {
+      this.container.refreshLoad();
       const own = this.container.table.sourceEntries(LOCAL);
       const schemas = [...new Set(own.map((n) => n.schema))].map((id) => ({ id, json: this.container.table.schema(id)!.json }));
       const reply = (await caller.callEndpoint({
