@@ -33,7 +33,7 @@ export interface PhiParameters {
   /** Silence at which a host is dead whatever phi says (>= minFailMs). */
   maxFailMs: number;
   /**
-   * Intervals to observe before phi is trusted (default 8): until then only
+   * Intervals to observe before phi is trusted (default 2): until then only
    * maxFailMs declares a host dead. A host just learnt of, through a record
    * relayed while the cluster forms, has no history worth judging by.
    */
@@ -42,7 +42,7 @@ export interface PhiParameters {
 
 /** Intervals that count (Akka keeps up to 1000; fewer adapt faster to a changed cluster). */
 const DEFAULT_WINDOW = 50;
-const DEFAULT_MIN_SAMPLES = 8;
+const DEFAULT_MIN_SAMPLES = 2;
 
 /**
  * phi for a silence of `elapsed` ms given the interval statistics, with the

@@ -36,9 +36,13 @@
  * the last few rounds (so changes spread in O(log N) rounds at any size).
  * The period stays at basePeriodMs unless even MIN_DIGESTS per SYN would not
  * fit the budget; then it grows. A token bucket (one second of budget) trims
- * messages when a host is asked more than planned. What grows with N instead
- * is the interval at which an observer hears each host's heartbeat, hence
- * the detection time: see gossipPlan() for the bound.
+ * messages when a host is asked more than planned, records first (they may
+ * use only what is left beyond one round of planned digests, so a host
+ * catching up never starves the heartbeats). What grows with N instead is
+ * the interval at which an observer hears each host's heartbeat, hence the
+ * detection time: see gossipPlan() for the bound. Record bodies are relayed
+ * as opaque bytes; a schema's JSON travels with the records that use it,
+ * except to a host that listed it as held (it does while its view changes).
  */
 import { join } from "node:path";
 import { NODEBIN_PROTO_DIR, loadProtoFiles } from "../wire/proto.ts";
@@ -470,17 +474,19 @@ export class Gossip {
         } else this.counters.conflicts++;
         return [];
       }
-      if (typeof fromEndpoint === "string" && fromEndpoint) this.endpointHosts.set(fromEndpoint, message.host);
+      // Replies go where the message came from; a transport that cannot tell uses the endpoint the sender gives.
+      const replyTo = typeof fromEndpoint === "string" && fromEndpoint ? fromEndpoint : message.endpoint;
       if (this.endpointHosts.size > 4 * this.records.size + 64) this.endpointHosts.clear(); // bounded: it is only a hint
+      if (replyTo) this.endpointHosts.set(replyTo, message.host);
       this.counters[`${message.kind}Received`]++;
-      if (message.kind === "syn") return [this.ack(message, fromEndpoint, now)];
+      if (message.kind === "syn") return [this.ack(message, replyTo, now)];
       for (const record of message.records) this.merge(record, message, now);
       if (message.kind === "ack2") return [];
       for (const digest of message.digests) this.applyDigest(digest, message, now);
       if (message.requests.length === 0) return [];
       const wanted = new Set(message.requests);
       const states = [...wanted].map((h) => this.records.get(h)).filter((s): s is HostState => s !== undefined);
-      return states.length ? [this.ack2(states, fromEndpoint, message.held)] : [];
+      return states.length ? [this.ack2(states, replyTo, message.held)] : [];
     } catch {
       this.counters.internalErrors++;
       return [];
@@ -663,8 +669,8 @@ export class Gossip {
 
   /**
    * A SYN for `target`: ourselves, the target (so it corrects what we hold of
-   * it), recently changed hosts (at most half), then the next slice of the
-   * sorted ring from the cursor, or everything when it all fits.
+   * it), recently changed hosts (at most a quarter), then the next slice of
+   * the sorted ring from the cursor, or everything when it all fits.
    */
   private syn(target: Target, plan: GossipPlan, now: number): Outgoing {
     const ring = this.ring;
@@ -770,6 +776,7 @@ export class Gossip {
           }
           if (d.incarnation === tomb.state.incarnation && d.version === tomb.state.version) {
             this.revive(tomb, d.heartbeat, now);
+            tomb.state.listed = stamp;
             continue;
           }
         }
@@ -1290,7 +1297,8 @@ function parseRecord(r: Record<string, unknown> | null): WireRecord | undefined 
   const heartbeat = u32(r.heartbeat);
   const { host, endpoint, network, schemas, body } = r;
   if (!validId(host) || incarnation === undefined || version === undefined || heartbeat === undefined) return undefined;
-  if (typeof endpoint !== "string" || endpoint.length > MAX_ENDPOINT_LENGTH || typeof network !== "string" || network.length > MAX_ENDPOINT_LENGTH) return undefined;
+  // A record without an endpoint would be a peer nobody can reach.
+  if (typeof endpoint !== "string" || !endpoint || endpoint.length > MAX_ENDPOINT_LENGTH || typeof network !== "string" || network.length > MAX_ENDPOINT_LENGTH) return undefined;
   if (!Array.isArray(schemas) || schemas.length > MAX_ENTRIES || !schemas.every(validId) || !(body instanceof Uint8Array)) return undefined;
   // A copy: the decoded bytes share the whole message's buffer, which a kept record would pin.
   return { host, endpoint, network, incarnation, version, heartbeat, schemaIds: schemas as string[], body: new Uint8Array(body) };
