@@ -46,9 +46,8 @@ const DEFAULT_MIN_SAMPLES = 2;
 
 /**
  * phi for a silence of `elapsed` ms given the interval statistics, with the
- * logistic approximation of the normal CDF Akka uses (no erf needed; within
- * 0.1% of it in the range that matters). Infinity when the silence is
- * hopeless.
+ * logistic approximation of the normal CDF that Akka uses (no erf needed).
+ * Infinity when the silence is hopeless.
  */
 export function phi(elapsed: number, mean: number, stdDev: number): number {
   const y = (elapsed - mean) / stdDev;
@@ -176,5 +175,4 @@ export class PhiAccrualDetector {
   isDead(now: number, params: PhiParameters): boolean {
     return now - this.lastArrival >= this.failAfterMs(params);
   }
-
 }

@@ -383,6 +383,7 @@ t.test("gossip - a stale digest relayed by a slower host does not bring a dead h
   t.same(fast.changes.filter((c) => c.host.host === "victim").map((c) => c.type), ["added", "removed"], "never re-added");
   t.equal(fast.gossip.stats().tombstones, 1);
   t.equal(fast.gossip.stats().revived, 0);
+  t.ok(fast.gossip.stats().staleIgnored! > 0, `stale copies came and were ignored (${fast.gossip.stats().staleIgnored})`);
 });
 
 t.test("gossip - a partition heals", async (t) => {
