@@ -229,7 +229,15 @@ export class ZmqConnector implements Transport {
       heartbeatInterval: 1000,
       heartbeatTimeout: 3000,
     });
-    socket.events.on("disconnect", () => this.onLost(endpoint));
+    socket.events.on("disconnect", () => {
+      // The calls waiting on this peer are failed (UNAVAILABLE); their requests
+      // must not arrive later. libzmq keeps a connecting socket's queue across
+      // reconnects and would deliver them when the link returns, where a
+      // relative deadline makes them look fresh. So the socket and its queue
+      // go; the next send makes a new one.
+      if (this.sockets.get(endpoint)?.socket === socket) this.disconnect(endpoint);
+      this.onLost(endpoint);
+    });
     socket.connect(endpoint);
     const onDrop = this.options.onDrop ?? (() => {});
     const writer = new Writer(socket as never, this.options.queueLimit ?? DEFAULTS.queueLimit, endpoint, (err) => onDrop(`send to ${endpoint} failed: ${(err as Error).message}`));

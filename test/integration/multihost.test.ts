@@ -91,5 +91,9 @@ t.test("multihost - hosts seeded in a chain learn each other; calls cross hosts;
   t.pass(`h2 rejoined in ${rejoined} ms`);
   const after = await cli(h4, ["call", "demo.Welcome/Visit", '{"name":"Cy"}', "--seed", h3.address, "--json"]);
   t.equal(after.code, 0, after.stderr);
-  t.equal((JSON.parse(after.stdout) as { visitor: string }).visitor, "2", "the counter on h2 kept its state through the cut");
+  // At least 2: state kept (a fresh counter would say 1). It may be 3: the Add of the call that failed
+  // during the cut can still run when the link returns (TCP retransmits bytes already written, and the
+  // relative deadline cannot tell they are late). Calls are maybe-once across a cut link; see README.
+  const visitor = Number((JSON.parse(after.stdout) as { visitor: string }).visitor);
+  t.ok(visitor === 2 || visitor === 3, `the counter on h2 kept its state through the cut (visitor ${visitor})`);
 });
