@@ -26,6 +26,8 @@ export async function runContainer(argv: string[]): Promise<number> {
     .option("--network <name>", "network name (default: none)")
     .option("--host <id>", "this host's id (default: $NODEBIN_HOST, else the host name)")
     .option("--discovery-port <port>", "the host's discovery port (default 7400)")
+    .option("--governor <endpoint>", "the governor's local socket (set by the governor when it starts this container)")
+    .option("--hold", "queue messages but handle none until a predecessor's state arrives (set by the governor during a rolling deploy)")
     .option("-v, --version", "print the version")
     .help();
   const output = stdio(false);
@@ -68,6 +70,8 @@ export async function runContainer(argv: string[]): Promise<number> {
       runtimeDir,
       logger: (source) => consoleLogger(source),
       ...(discoveryPort ? { discoveryPort } : {}),
+      ...(typeof o.governor === "string" && o.governor ? { governor: o.governor } : {}),
+      ...(o.hold ? { hold: true } : {}),
     });
     const stopped = new Promise<string>((resolve) => {
       process.once("SIGINT", () => resolve("SIGINT"));

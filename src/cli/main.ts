@@ -1,11 +1,13 @@
 /**
  * The node-bin command line: one entry point whose first word picks the role
- * (dev, client; container, governor and deploy come with their issues).
+ * (dev, container, governor, deploy, client).
  */
 import { closest } from "../wire/message.ts";
 import { runClient } from "./client.ts";
 import { runContainer } from "./container.ts";
+import { runDeploy } from "./deploy.ts";
 import { runDev } from "./dev.ts";
+import { runGovernor } from "./governor.ts";
 import { EXIT_USAGE } from "./output.ts";
 import { VERSION } from "./version.ts";
 
@@ -16,6 +18,12 @@ const OVERVIEW = `node-bin ${VERSION}: protobuf components, in one process or ac
 Usage: node-bin <command> [options]
 
 Commands:
+  governor             run this host's governor: keeps the components of the
+                       components directory running, one node per process;
+                       grows, shrinks, heals and redeploys them (--seed ip of
+                       another host; status | set | stop manage it)
+  deploy SRC_DIR       copy a component into the components directory safely;
+                       a running governor rolls it out with state hand-over
   dev                  run every component in one process, for development
   container --component NAME
                        run one node of a component in this process, joined to
@@ -33,7 +41,7 @@ Environment:
   NODEBIN_LOG           debug | info | warn | error | silent (default info)
   NODEBIN_RUNTIME_DIR   private directory of ipc sockets (default $XDG_RUNTIME_DIR/node-bin)`;
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { dev: runDev, container: runContainer, client: runClient };
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { governor: runGovernor, deploy: runDeploy, dev: runDev, container: runContainer, client: runClient };
 
 /** Runs the command line; resolves with the exit status. Never throws. */
 export async function main(argv: string[]): Promise<number> {

@@ -12,7 +12,7 @@ import { MembershipTable, reachableEndpoint, type NodeEntry } from "../membershi
 import { RoutingCaller } from "../routing/caller.ts";
 import { Router } from "../routing/router.ts";
 import { DirectTransport } from "../transport/direct.ts";
-import { devEndpoint, ipcOwner, ipcOwnerFile } from "../transport/runtime-dir.ts";
+import { devEndpoint, discoveryIpc, ipcOwner, ipcOwnerFile, runtimeDirPath } from "../transport/runtime-dir.ts";
 import { TransportStack } from "../transport/stack.ts";
 import { ZmqConnector } from "../transport/zmq.ts";
 import { PULL } from "../wire/control.ts";
@@ -67,7 +67,7 @@ export class Client {
   private readonly connectTimeoutMs: number;
 
   private constructor(options: ClientOptions) {
-    this.endpoint = options.endpoint ?? devEndpoint();
+    this.endpoint = options.endpoint ?? defaultEndpoint();
     this.connectTimeoutMs = options.connectTimeoutMs ?? 5000;
     this.host = options.host ?? (process.env.NODEBIN_HOST || hostname());
     // Short: it travels in every request frame (zeromq.js copies frames up to 128 bytes, and zero-copies larger ones at a cost).
@@ -111,7 +111,7 @@ export class Client {
     // An ipc socket with no live owner (none yet, or left by a crashed process) would just swallow the pull.
     const ownerless = ipcPath !== undefined && (!existsSync(ipcPath) || (existsSync(ipcOwnerFile(this.endpoint)!) && ipcOwner(this.endpoint) === undefined) || (this.endpoint === devEndpoint() && ipcOwner(this.endpoint) === undefined));
     if (ownerless) {
-      throw new NodeBinError("UNAVAILABLE", `nothing listens at ${this.endpoint}: start \`node-bin dev\` (or pass --endpoint)`, { details: { endpoint: this.endpoint } });
+      throw new NodeBinError("UNAVAILABLE", `nothing listens at ${this.endpoint}: start \`node-bin dev\` or \`node-bin governor\` (or pass --endpoint / --seed)`, { details: { endpoint: this.endpoint } });
     }
     let reply;
     try {
@@ -122,6 +122,14 @@ export class Client {
       throw new NodeBinError("UNAVAILABLE", `no answer from ${this.endpoint} within ${this.connectTimeoutMs} ms: is node-bin running there?`, { details: { endpoint: this.endpoint }, cause: e });
     }
     this.table.mergePull(reply as Parameters<MembershipTable["mergePull"]>[0], this.endpoint);
+  }
+
+  /**
+   * Calls a control-plane method of the process at this client's endpoint
+   * (the governor's Status, say): no node selection, no table refresh.
+   */
+  callControl(method: MethodSchema, request: unknown, options?: { timeoutMs?: number }): Promise<unknown> {
+    return this.caller.callEndpoint({ method, to: "", plane: Plane.CONTROL, request, ...(options ? { options } : {}) });
   }
 
   /** Calls a SYNC method; resolves with the decoded reply (a protobufjs message). */
@@ -195,4 +203,17 @@ export class Client {
     this.caller.close();
     await this.stack.close();
   }
+}
+
+/**
+ * Where a client connects when told nothing: the local `node-bin dev` when
+ * one runs, else the local governor's discovery socket (the host's agent,
+ * default port) when it exists, else the dev socket (whose absence the
+ * connect then reports).
+ */
+function defaultEndpoint(): string {
+  const dev = devEndpoint();
+  if (ipcOwner(dev) !== undefined) return dev;
+  const discovery = discoveryIpc(runtimeDirPath());
+  return existsSync(discovery.slice("ipc://".length)) ? discovery : dev;
 }

@@ -26,7 +26,20 @@ export interface NodeOptions {
   log: Logger;
   /** Queue limit; default the manifest's limits.queue. */
   queueLimit?: number;
+  /**
+   * Start held: messages are accepted and queued but not handled until
+   * resume() (or importState on a hand-over). A rolling deploy starts the new
+   * node held, so nothing runs before its predecessor's state arrives.
+   */
+  hold?: boolean;
 }
+
+/**
+ * The error detail a node sets when it refuses a request before handling it
+ * (draining, starting, queue full): the caller may safely send it elsewhere.
+ * The routing layer's retries key on it.
+ */
+export const UNHANDLED_DETAIL = "unhandled";
 
 export interface NodeStats {
   queued: number;
@@ -36,6 +49,11 @@ export interface NodeStats {
   rejected: number;
   /** Messages that arrived but could not be answered (no route back, malformed). */
   dropped: number;
+  /** Age of the oldest queued message (ms); 0 when the queue is empty. */
+  queueWaitMs: number;
+  /** Time since the node last took or finished a message (ms). */
+  idleMs: number;
+  phase: "starting" | "holding" | "serving" | "draining" | "closed";
 }
 
 interface Pending {
@@ -43,6 +61,8 @@ interface Pending {
   method: MethodSchema;
   handler: Handler;
   deadline: number;
+  /** When it was queued (epoch ms). */
+  arrived: number;
 }
 
 type NodeStatus = "new" | "serving" | "draining" | "closed";
@@ -65,6 +85,8 @@ export class ComponentNode {
   private closing: Promise<void> | undefined;
   private readonly nodeContext: NodeContext;
   private readonly stats = { handled: 0, failed: 0, rejected: 0, dropped: 0 };
+  private held: boolean;
+  private lastActivity = Date.now();
   /** The cross-message environment of this node (ctx.state). */
   state: Record<string, unknown> = {};
 
@@ -76,6 +98,7 @@ export class ComponentNode {
     this.log = options.log;
     this.capacity = options.queueLimit ?? options.component.manifest.limits.queue;
     this.nodeContext = new LifecycleContext(this);
+    this.held = options.hold ?? false;
   }
 
   /** Runs the component's init hook, then serves. Throws what init throws (as INTERNAL). */
@@ -91,7 +114,35 @@ export class ComponentNode {
   }
 
   getStats(): NodeStats {
-    return { queued: this.queue.length, capacity: this.capacity, ...this.stats };
+    const now = Date.now();
+    const head = this.queue.peek();
+    const phase = this.status === "new" ? "starting" : this.status === "serving" && this.held ? "holding" : this.status;
+    return {
+      queued: this.queue.length,
+      capacity: this.capacity,
+      ...this.stats,
+      queueWaitMs: head ? Math.max(0, now - head.arrived) : 0,
+      idleMs: this.running ? 0 : Math.max(0, now - this.lastActivity),
+      phase,
+    };
+  }
+
+  /** Whether the node is held (see NodeOptions.hold). */
+  get isHeld(): boolean {
+    return this.held;
+  }
+
+  /** Lets a held node handle its queue. */
+  resume(): void {
+    if (!this.held) return;
+    this.held = false;
+    this.kick();
+  }
+
+  private kick(): void {
+    if (this.running || this.held || this.queue.length === 0) return;
+    this.running = true;
+    queueMicrotask(() => void this.drain());
   }
 
   /** Entry point for every envelope addressed to this node. Never throws. */
@@ -112,9 +163,10 @@ export class ComponentNode {
       return;
     }
     const method = this.component.schema.methods.get(env.method)!;
-    this.queue.push({ env, method, handler: this.component.handlers.get(env.method)!, deadline: env.deadlineMs > 0 ? now + env.deadlineMs : Infinity });
+    this.queue.push({ env, method, handler: this.component.handlers.get(env.method)!, deadline: env.deadlineMs > 0 ? now + env.deadlineMs : Infinity, arrived: now });
+    this.lastActivity = now;
     if (env.mode === Mode.ASYNC) this.reply(env, undefined, undefined); // acceptance
-    if (!this.running) {
+    if (!this.running && !this.held) {
       this.running = true;
       queueMicrotask(() => void this.drain());
     }
@@ -122,7 +174,7 @@ export class ComponentNode {
 
   /** Why a request cannot be queued, or undefined when it can. */
   private admit(env: Envelope): NodeBinError | undefined {
-    if (this.status !== "serving") return this.error("UNAVAILABLE", `node ${this.id} is ${this.status === "new" ? "starting" : "shutting down"}`);
+    if (this.status !== "serving") return this.error("UNAVAILABLE", `node ${this.id} is ${this.status === "new" ? "starting" : "shutting down"}`, { [UNHANDLED_DETAIL]: "true" });
     if (env.plane !== Plane.APPLICATION) return this.error("UNIMPLEMENTED", `node ${this.id} serves no control method ${env.method}`);
     const method = this.component.schema.methods.get(env.method);
     if (!method || !this.component.handlers.has(env.method)) {
@@ -135,7 +187,7 @@ export class ComponentNode {
       return this.error("UNIMPLEMENTED", `${env.method} is ${modeName(method.mode)}; this version of node-bin serves SYNC and ASYNC methods only`, { method: env.method });
     }
     if (this.queue.length >= this.capacity) {
-      return this.error("RESOURCE_EXHAUSTED", `node ${this.id} queue is full (${this.capacity} messages)`, { queued: String(this.queue.length), capacity: String(this.capacity) });
+      return this.error("RESOURCE_EXHAUSTED", `node ${this.id} queue is full (${this.capacity} messages)`, { queued: String(this.queue.length), capacity: String(this.capacity), [UNHANDLED_DETAIL]: "true" });
     }
     return undefined;
   }
@@ -153,6 +205,7 @@ export class ComponentNode {
       }
     }
     this.running = false;
+    this.lastActivity = Date.now();
     this.idle?.();
   }
 
@@ -235,19 +288,43 @@ export class ComponentNode {
   }
 
   /**
-   * Stops taking new messages (they get UNAVAILABLE), finishes what is
-   * queued, then runs the shutdown hook. Idempotent.
+   * Stops taking new messages (they get UNAVAILABLE, marked unhandled so
+   * callers re-route), finishes what is queued (a held node is let go first),
+   * then runs the shutdown hook. Idempotent.
    */
   close(): Promise<void> {
     return (this.closing ??= this.drainAndShutdown());
   }
 
+  /**
+   * close(), and the state snapshot taken after the last queued message and
+   * before the shutdown hook: what a rolling deploy hands to the successor.
+   */
+  async handOff(): Promise<unknown> {
+    let snapshot: unknown;
+    let failure: unknown;
+    this.beforeShutdown ??= async () => {
+      try {
+        snapshot = await this.exportState();
+      } catch (err) {
+        failure = err;
+      }
+    };
+    await this.close();
+    if (failure !== undefined) throw new NodeBinError("INTERNAL", `${this.component.name}: exportState failed: ${(failure as Error)?.message ?? String(failure)}`, { origin: this.id, cause: failure });
+    return snapshot;
+  }
+
+  private beforeShutdown: (() => Promise<void>) | undefined;
+
   private async drainAndShutdown(): Promise<void> {
     const wasServing = this.status === "serving";
     this.status = "draining";
+    this.resume();
     if (this.running) await new Promise<void>((r) => (this.idle = r));
     this.status = "closed";
     if (!wasServing) return;
+    await this.beforeShutdown?.();
     try {
       await this.component.hooks.shutdown?.(this.nodeContext);
     } catch (err) {

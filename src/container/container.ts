@@ -18,7 +18,7 @@ import { TransportStack } from "../transport/stack.ts";
 import type { Transport } from "../transport/transport.ts";
 import type protobuf from "protobufjs";
 import { PULL } from "../wire/control.ts";
-import { Kind, Plane, encodeResponse, type Envelope } from "../wire/envelope.ts";
+import { Kind, Plane, encodeEnvelope, encodeResponse, envelope, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { decodeMessage, encodeMessage } from "../wire/message.ts";
 import { Mode, type MethodSchema } from "../wire/schema.ts";
@@ -107,18 +107,25 @@ export class Container {
     this.stack.push(transport);
   }
 
+  /** Takes a transport out of the stack and closes it. */
+  async removeTransport(transport: Transport): Promise<void> {
+    this.stack.remove(transport);
+    await transport.close();
+  }
+
   /**
    * Starts `count` nodes of `component` and announces them in the table.
    * Throws INTERNAL when a node's init hook fails (the others stay up).
    */
-  async addComponent(component: Component, count = 1): Promise<ComponentNode[]> {
+  async addComponent(component: Component, count = 1, options: { hold?: boolean } = {}): Promise<ComponentNode[]> {
     const started: ComponentNode[] = [];
     for (let i = 0; i < count; i++) {
       const id = `${component.name}-${randomBytes(3).toString("hex")}`;
       const caller = this.newCaller(id);
-      const node = new ComponentNode({ id, component, caller, outbox: (to, frame) => this.stack.send(to, frame), log: this.makeLogger(id) });
+      const node = new ComponentNode({ id, component, caller, outbox: (to, frame) => this.stack.send(to, frame), log: this.makeLogger(id), ...(options.hold ? { hold: true } : {}) });
       await node.start();
-      this.direct.attach(id, (env) => node.receive(env));
+      // Control-plane requests addressed to a node (a capacity request, say) are its process's business.
+      this.direct.attach(id, (env) => (env.plane === Plane.CONTROL && env.kind === Kind.REQUEST ? this.control(env) : node.receive(env)));
       this.nodes.set(id, node);
       this.table.upsert(this.entryOf(node), component.schema);
       started.push(node);
@@ -167,6 +174,26 @@ export class Container {
   /** Sends a frame to the process at a network endpoint (its control endpoint, unless the frame says otherwise). */
   sendVia(endpoint: string, frame: Uint8Array): void {
     this.stack.send("", frame, endpoint);
+  }
+
+  /**
+   * Sends a one-way (ASYNC) control request to the control endpoint of the
+   * process at `endpoint` (or to endpoint id `to` through the table): nothing
+   * is answered, nothing waited for. Throws when it cannot be sent.
+   */
+  sendControl(method: MethodSchema, request: unknown, target: { via?: string; to?: string }): void {
+    const frame = encodeEnvelope(
+      envelope({
+        plane: Plane.CONTROL,
+        mode: Mode.ASYNC,
+        kind: Kind.REQUEST,
+        from: this.id,
+        to: target.to ?? "",
+        method: method.fullName,
+        value: encodeMessage(method.requestType, request, `request of ${method.fullName}`),
+      }),
+    );
+    this.stack.send(target.to ?? "", frame, target.via);
   }
 
   /**

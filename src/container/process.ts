@@ -10,6 +10,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
+import { deserialize, serialize } from "node:v8";
 import { join } from "node:path";
 import type { Logger } from "../component/context.ts";
 import type { Component } from "../component/loader.ts";
@@ -17,12 +18,16 @@ import { HostAgent, type GossipLayer } from "../membership/agent.ts";
 import { Gossip } from "../membership/gossip.ts";
 import { LOCAL, reachableEndpoint } from "../membership/table.ts";
 import { ZmqConnector, ZmqListener } from "../transport/zmq.ts";
-import { DEREGISTER, PULL, REGISTER } from "../wire/control.ts";
+import { DEFAULT_DISCOVERY_PORT, discoveryIpc } from "../transport/runtime-dir.ts";
+import { CONTROL_SCHEMA, DEREGISTER, DRAIN, GOVERNOR_CAPACITY, IMPORT_STATE, PING, PULL, REGISTER, REQUEST_CAPACITY, YIELD_AGENT } from "../wire/control.ts";
+import type { ComponentNode } from "../component/node.ts";
 import { Plane } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { Container } from "./container.ts";
 
-export const DEFAULT_DISCOVERY_PORT = 7400;
+export { DEFAULT_DISCOVERY_PORT };
+
+const CapacityRequest = CONTROL_SCHEMA.root.lookupType("nodebin.CapacityRequest");
 
 export interface ContainerProcessOptions {
   component: Component;
@@ -42,6 +47,15 @@ export interface ContainerProcessOptions {
   renewMs?: number;
   /** How long a call for a method nobody serves waits for membership to settle (default 2000 ms). */
   settleMs?: number;
+  /**
+   * The governor's private control socket, when a governor started this
+   * process: capacity requests for this node's component go there.
+   */
+  governor?: string;
+  /** Start the node held: it queues messages but handles none until its predecessor's state arrives (ImportState) or holdMs passes. */
+  hold?: boolean;
+  /** Longest a held node waits for its state (default 30 000 ms); then it serves with empty state and says so. */
+  holdMs?: number;
   /** Makes the gossip layer when this process becomes the host agent (default: Gossip with its defaults). */
   makeGossip?: (self: { host: string; endpoint: string; network: string; incarnation: number }, seeds: string[]) => GossipLayer;
 }
@@ -56,6 +70,8 @@ export class ContainerProcess {
   private discoveryListener: ZmqListener | undefined;
   private agent: HostAgent | undefined;
   private renewTimer: ReturnType<typeof setTimeout> | undefined;
+  private holdTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly startedAt = Date.now();
   private pulledVersion = 0;
   private readonly nodeEndpoints = new Set<string>();
   private closing = false;
@@ -85,7 +101,7 @@ export class ContainerProcess {
 
   /** The host agent's ipc endpoint, where the host's containers register. */
   get discoveryIpc(): string {
-    return `ipc://${join(this.options.runtimeDir, `discovery-${this.discoveryPort}.sock`)}`;
+    return discoveryIpc(this.options.runtimeDir, this.discoveryPort);
   }
 
   /** Starts the node, binds its endpoints, joins the host. Throws what the component's init throws. */
@@ -126,7 +142,139 @@ export class ContainerProcess {
     this.container.addTransport(this.nodeListener);
     this.container.addTransport(this.connector);
     this.container.table.onChange(() => this.pruneConnections());
-    await this.container.addComponent(this.options.component, 1);
+    await this.container.addComponent(this.options.component, 1, this.options.hold ? { hold: true } : {});
+    this.serveChildControl();
+    if (this.options.hold) {
+      this.holdTimer = setTimeout(() => {
+        const node = this.node();
+        if (!node?.isHeld) return;
+        this.log.warn(`no state arrived within ${this.options.holdMs ?? 30_000} ms: serving with empty state`);
+        node.resume();
+      }, this.options.holdMs ?? 30_000);
+    }
+  }
+
+  /** This process's node (undefined once it left). */
+  private node(): ComponentNode | undefined {
+    return this.container.localNodes()[0];
+  }
+
+  /** What a governor asks of its children: Ping, Drain, ImportState, YieldAgent; and capacity requests from callers. */
+  private serveChildControl(): void {
+    const c = this.container;
+    c.serveControl(PING, () => {
+      const node = this.node();
+      const s = node?.getStats();
+      return {
+        pid: process.pid,
+        container: c.id,
+        node: node?.id ?? "",
+        component: this.options.component.name,
+        version: this.options.component.manifest.version,
+        phase: s?.phase ?? "closed",
+        handled: s?.handled ?? 0,
+        failed: s?.failed ?? 0,
+        rejected: s?.rejected ?? 0,
+        queued: s?.queued ?? 0,
+        capacity: s?.capacity ?? 0,
+        queueWaitMs: s?.queueWaitMs ?? 0,
+        idleMs: s?.idleMs ?? 0,
+        uptimeMs: Date.now() - this.startedAt,
+        rssBytes: process.memoryUsage().rss,
+        endpoints: c.endpoints,
+        role: this.role,
+        min: this.options.component.manifest.limits.min,
+        max: this.options.component.manifest.limits.max,
+      };
+    });
+    c.serveControl(DRAIN, async (request) => {
+      const { exportState } = request as unknown as { exportState: boolean };
+      const node = this.node();
+      if (!node) throw new NodeBinError("FAILED_PRECONDITION", `${c.id} has no node left to drain`);
+      // Out of the table first (the agent hears it with the next renewal, sent now), then
+      // refuse new messages as unhandled (callers re-route), finish the queue, hand over.
+      c.table.remove(node.id);
+      this.renewNow();
+      this.log.info(`draining ${node.id}${exportState ? " for a hand-over" : ""}`);
+      const snapshot = exportState ? await node.handOff() : await node.close();
+      let state = new Uint8Array();
+      if (exportState && snapshot !== undefined) {
+        try {
+          state = serialize(snapshot);
+        } catch (err) {
+          throw new NodeBinError("INTERNAL", `${node.component.name}: the exported state cannot be transferred (${(err as Error).message}); return plain data from exportState`, { cause: err });
+        }
+      }
+      return { state, handled: node.getStats().handled };
+    });
+    c.serveControl(IMPORT_STATE, async (request) => {
+      const { state } = request as unknown as { state: Uint8Array };
+      const node = this.node();
+      if (!node) throw new NodeBinError("FAILED_PRECONDITION", `${c.id} has no node`);
+      // Importing into a node already serving would overwrite what it did since.
+      if (!node.isHeld) throw new NodeBinError("FAILED_PRECONDITION", `${node.id} is not held (it serves already): state not imported`);
+      clearTimeout(this.holdTimer);
+      if (state.length) {
+        let snapshot: unknown;
+        try {
+          snapshot = deserialize(state);
+        } catch (err) {
+          throw new NodeBinError("INVALID_ARGUMENT", `state cannot be read: ${(err as Error).message}`);
+        }
+        await node.importState(snapshot);
+      }
+      node.resume();
+      this.log.info(`${node.id} took over ${state.length} bytes of state and serves`);
+      return {};
+    });
+    c.serveControl(YIELD_AGENT, () => {
+      // Answer first (through the listener about to close), then give the role back.
+      if (this.role === "agent") setTimeout(() => void this.yieldAgent(), 20);
+      return {};
+    });
+    c.serveControl(REQUEST_CAPACITY, (request) => {
+      const wanted = CapacityRequest.toObject(request, { arrays: true, defaults: true });
+      if (!this.options.governor) {
+        this.log.debug(`capacity wanted for ${wanted.component as string}, but no governor runs this process`);
+        return;
+      }
+      try {
+        c.sendControl(GOVERNOR_CAPACITY, wanted, { via: this.options.governor });
+      } catch (err) {
+        this.log.debug(`capacity request not passed to the governor: ${NodeBinError.from(err)}`);
+      }
+    });
+  }
+
+  /**
+   * Gives the host agent role back (a governor came back and wants the
+   * discovery endpoint): closes the discovery listener, forgets the leases and
+   * remote hosts the agent kept, and registers with the new agent.
+   */
+  private async yieldAgent(): Promise<void> {
+    if (this.role !== "agent" || this.closing) return;
+    this.agent?.close();
+    this.agent = undefined;
+    const listener = this.discoveryListener;
+    this.discoveryListener = undefined;
+    this.role = "member";
+    const table = this.container.table;
+    for (const source of table.sourceNames()) if (source.startsWith("lease:") || source.startsWith("host:")) table.setSource(source, []);
+    if (listener) {
+      await this.container.removeTransport(listener);
+      for (const e of listener.endpoints) if (e.startsWith("ipc://")) rmSync(e.slice("ipc://".length), { force: true });
+    }
+    this.log.info("gave the host agent role back");
+    this.pulledVersion = 0;
+    clearTimeout(this.renewTimer);
+    this.renewTimer = setTimeout(() => void this.renew(), this.options.renewMs ?? 1000);
+  }
+
+  /** Renews the lease now (the node set changed), instead of at the next period. */
+  private renewNow(): void {
+    if (this.role !== "member" || this.closing) return;
+    clearTimeout(this.renewTimer);
+    void this.renew();
   }
 
   private async joinHost(): Promise<void> {
@@ -167,6 +315,30 @@ export class ContainerProcess {
   /** One lease renewal (and a pull when the agent's table moved); schedules the next. */
   private async renew(): Promise<void> {
     if (this.closing || this.role === "agent") return;
+    // One renewal at a time: a renewNow() during one asks for another right after.
+    if (this.renewing) {
+      this.renewAgain = true;
+      return;
+    }
+    this.renewing = true;
+    let again: boolean;
+    try {
+      await this.renewOnce();
+    } finally {
+      this.renewing = false;
+      again = this.renewAgain;
+      this.renewAgain = false;
+    }
+    if (this.closing || (this.role as Role) === "agent") return;
+    clearTimeout(this.renewTimer);
+    if (again) return this.renew();
+    this.renewTimer = setTimeout(() => void this.renew(), this.options.renewMs ?? 1000);
+  }
+
+  private renewing = false;
+  private renewAgain = false;
+
+  private async renewOnce(): Promise<void> {
     const caller = this.container.caller;
     const leaseMs = this.options.leaseMs ?? 3000;
     const renewMs = this.options.renewMs ?? 1000;
@@ -179,7 +351,7 @@ export class ContainerProcess {
         to: "",
         via: this.discoveryIpc,
         plane: Plane.CONTROL,
-        request: { nodes: own, schemas, leaseMs, seeds: this.options.seeds, container: this.container.id },
+        request: { nodes: own, schemas, leaseMs, seeds: this.options.seeds, container: this.container.id, pid: process.pid },
         options: { timeoutMs: renewMs },
       })) as { version: number };
       if (reply.version !== this.pulledVersion) {
@@ -188,10 +360,8 @@ export class ContainerProcess {
       }
     } catch (err) {
       this.log.debug(`host agent did not answer (${NodeBinError.from(err)}); trying to take over`);
-      if (!this.closing && (await this.becomeAgent(true))) return;
+      if (!this.closing) await this.becomeAgent(true);
     }
-    if (this.closing) return;
-    this.renewTimer = setTimeout(() => void this.renew(), renewMs);
   }
 
   /** Where this process can be reached, and its role on the host. */
@@ -214,6 +384,7 @@ export class ContainerProcess {
     if (this.closing) return;
     this.closing = true;
     clearTimeout(this.renewTimer);
+    clearTimeout(this.holdTimer);
     if (this.role === "member" && this.nodeListener) {
       try {
         await this.container.caller.callEndpoint({ method: DEREGISTER, to: "", via: this.discoveryIpc, plane: Plane.CONTROL, request: { container: this.container.id }, options: { timeoutMs: 1000 } });

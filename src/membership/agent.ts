@@ -44,6 +44,8 @@ export interface AgentOptions {
   log: Logger;
   /** How often expired leases are swept (default 250 ms). */
   sweepMs?: number;
+  /** Told when a container registers for the first time and when its lease ends (the governor tracks its children by it). */
+  onLease?(event: { type: "registered"; container: string; pid: number; nodes: NodeEntry[] } | { type: "left"; container: string; why: string }): void;
 }
 
 interface Lease {
@@ -135,6 +137,7 @@ export class HostAgent {
       leaseMs: number;
       seeds: string[];
       container: string;
+      pid: number;
     };
     if (!request.container) throw new NodeBinError("INVALID_ARGUMENT", "Register needs the container's id", { details: { field: "container" } });
     if (!(request.leaseMs > 0)) throw new NodeBinError("INVALID_ARGUMENT", "Register needs lease_ms > 0", { details: { field: "leaseMs" } });
@@ -145,7 +148,10 @@ export class HostAgent {
     this.leases.set(request.container, { nodes: request.nodes, expires: Date.now() + request.leaseMs, seeds: request.seeds });
     for (const seed of request.seeds) this.seeds.add(seed);
     this.process.table.setSource(LEASE + request.container, request.nodes, request.schemas);
-    if (isNew) this.options.log.info(`container ${request.container} registered ${request.nodes.map((n) => n.id).join(", ") || "no nodes"}`);
+    if (isNew) {
+      this.options.log.info(`container ${request.container} registered ${request.nodes.map((n) => n.id).join(", ") || "no nodes"}`);
+      this.options.onLease?.({ type: "registered", container: request.container, pid: request.pid, nodes: request.nodes });
+    }
     return { version: this.process.table.version, host: this.options.host };
   }
 
@@ -154,10 +160,16 @@ export class HostAgent {
     for (const [container, lease] of this.leases) if (lease.expires <= now) this.drop(container, "lease expired");
   }
 
+  /** Ends a container's lease now (its process died: callers must stop choosing its nodes at once). */
+  evict(container: string, why: string): void {
+    this.drop(container, why);
+  }
+
   private drop(container: string, why: string): void {
     if (!this.leases.delete(container)) return;
     this.process.table.setSource(LEASE + container, []);
     this.options.log.info(`container ${container} left (${why})`);
+    this.options.onLease?.({ type: "left", container, why });
   }
 
   private round(): void {

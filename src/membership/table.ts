@@ -115,6 +115,11 @@ export class MembershipTable {
     return reply;
   }
 
+  /** The names of the sources that have entries. */
+  sourceNames(): string[] {
+    return [...this.sources.keys()];
+  }
+
   /** The entries of one source. */
   sourceEntries(source: string): NodeEntry[] {
     return [...(this.sources.get(source)?.values() ?? [])];

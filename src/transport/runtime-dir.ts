@@ -86,3 +86,11 @@ export function releaseIpc(endpoint: string): void {
   rmSync(file, { force: true });
   rmSync(endpoint.slice("ipc://".length), { force: true });
 }
+
+/** The discovery port a host agent (the governor, or a container standing in) listens on by default. */
+export const DEFAULT_DISCOVERY_PORT = 7400;
+
+/** The host agent's ipc endpoint for a discovery port: where the host's containers register and local clients pull. */
+export function discoveryIpc(runtimeDir: string, port: number = DEFAULT_DISCOVERY_PORT): string {
+  return `ipc://${join(runtimeDir, `discovery-${port}.sock`)}`;
+}

@@ -19,6 +19,12 @@ export class TransportStack implements Transport {
     this.transports.push(transport);
   }
 
+  /** Takes a transport out of the stack (the caller closes it). */
+  remove(transport: Transport): void {
+    const i = this.transports.indexOf(transport);
+    if (i >= 0) this.transports.splice(i, 1);
+  }
+
   deliver(to: string, frame: Uint8Array): boolean {
     for (const t of this.transports) if (t.deliver(to, frame)) return true;
     return false;

@@ -14,3 +14,20 @@ export const REGISTER = method("Register");
 export const DEREGISTER = method("Deregister");
 /** nodebin.Control/Gossip: one gossip message between host agents (one-way). */
 export const GOSSIP = method("Gossip");
+/** nodebin.Control/Ping: a child's liveness and load, asked by its governor. */
+export const PING = method("Ping");
+/** nodebin.Control/Drain: stop taking messages, finish the queue, answer with the state. */
+export const DRAIN = method("Drain");
+/** nodebin.Control/ImportState: a held node takes its predecessor's state and starts serving. */
+export const IMPORT_STATE = method("ImportState");
+/** nodebin.Control/YieldAgent: a container acting as host agent gives the role back to the governor. */
+export const YIELD_AGENT = method("YieldAgent");
+/** nodebin.Control/RequestCapacity: a caller found every node full (one-way). */
+export const REQUEST_CAPACITY = method("RequestCapacity");
+
+const governorMethod = (name: string): MethodSchema => CONTROL_SCHEMA.methods.get(`nodebin.Governor/${name}`)!;
+/** nodebin.Governor/*: served at the governor's private local socket only. */
+export const GOVERNOR_STATUS = governorMethod("Status");
+export const GOVERNOR_SET = governorMethod("Set");
+export const GOVERNOR_STOP = governorMethod("Stop");
+export const GOVERNOR_CAPACITY = governorMethod("RequestCapacity");

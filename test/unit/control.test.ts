@@ -20,7 +20,13 @@ async function pull(c: Container): Promise<protobuf.Message> {
 }
 
 t.test("control - the control schema serves nodebin.Control/Pull, SYNC", async (t) => {
-  t.same([...CONTROL_SCHEMA.methods.keys()], ["nodebin.Control/Pull", "nodebin.Control/Register", "nodebin.Control/Deregister", "nodebin.Control/Gossip"]);
+  t.same(
+    [...CONTROL_SCHEMA.methods.keys()],
+    [
+      ...["Pull", "Register", "Deregister", "Gossip", "Ping", "Drain", "ImportState", "YieldAgent", "RequestCapacity"].map((m) => `nodebin.Control/${m}`),
+      ...["Status", "Set", "Stop", "RequestCapacity"].map((m) => `nodebin.Governor/${m}`),
+    ],
+  );
   t.equal(PULL, CONTROL_SCHEMA.methods.get("nodebin.Control/Pull"));
   t.equal(PULL.mode, 0);
   t.equal(PULL.responseType, PullReply);

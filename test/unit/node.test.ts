@@ -283,7 +283,7 @@ t.test("node - a full queue is RESOURCE_EXHAUSTED; the message being handled doe
   const queued = [h.deliver("probe.Probe/Echo", { text: "b" }), h.deliver("probe.Probe/Echo", { text: "c" })];
   const err = await h.errorOf(h.deliver("probe.Probe/Echo", { text: "d" }));
   t.equal(err.code, "RESOURCE_EXHAUSTED");
-  t.same(err.details, { queued: "2", capacity: "2" });
+  t.same(err.details, { queued: "2", capacity: "2", unhandled: "true" }, "refused before handling: a caller may send it elsewhere");
   t.match(h.node.getStats(), { queued: 2, capacity: 2, rejected: 1 });
   for (const text of ["a", "b", "c"]) gated.release(text);
   for (const id of [first, ...queued]) t.notOk((await h.result(id)).error, `request ${id} answered`);

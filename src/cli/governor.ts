@@ -1,0 +1,234 @@
+/**
+ * `node-bin governor`: runs this host's governor (see src/governor/governor.ts),
+ * and its management subcommands, which talk to the running governor over its
+ * private local socket:
+ *   node-bin governor status [--json]
+ *   node-bin governor set capacity 8
+ *   node-bin governor set component greeter max 3
+ *   node-bin governor set idle-ms 30000
+ *   node-bin governor stop [--keep-children]
+ */
+import { existsSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { cac } from "cac";
+import { Client } from "../client/client.ts";
+import { consoleLogger } from "../container/log.ts";
+import { DEFAULT_DISCOVERY_PORT } from "../container/process.ts";
+import { Governor, SETTING_KEYS, type Settings } from "../governor/governor.ts";
+import { ensureRuntimeDir, ipcOwner } from "../transport/runtime-dir.ts";
+import { GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP } from "../wire/control.ts";
+import { NodeBinError } from "../wire/errors.ts";
+import { resolveComponentsDir } from "./components-dir.ts";
+import { hostId, intFlag, listenAddress, parseSeeds } from "./net-options.ts";
+import { reportError, stdio, UsageError } from "./output.ts";
+import { VERSION } from "./version.ts";
+
+const USAGE = `[options]            run this host's governor
+  node-bin governor status [--json]    what runs, per component and child
+  node-bin governor set capacity N     most container processes on this host
+  node-bin governor set component NAME min|max N
+  node-bin governor set KEY N          ${Object.keys(SETTING_KEYS).join(", ")}
+  node-bin governor stop [--keep-children]
+
+  The governor keeps the components of its components directory running, one
+  node per child process: it grows them under load, shrinks idle ones, replaces
+  hung (zombie) or crashed ones, and rolls changed code with state hand-over.
+  It holds the host's discovery endpoint; other hosts find it through --seed.
+  Settings come from the manifest limits, then the config file (re-read when it
+  changes), then \`governor set\` (kept until a full \`governor stop\`).`;
+
+export async function runGovernor(argv: string[]): Promise<number> {
+  const sub = argv[0];
+  if (sub === "status" || sub === "set" || sub === "stop") return manage(sub, argv.slice(1));
+  const cli = cac("node-bin governor");
+  cli
+    .usage(USAGE)
+    .option("--components <dir>", "components directory (default: components/ beside node-bin, or ./components)")
+    .option("--seed <ip[:port]>", "discovery endpoint of another host (comma-separated or repeated; default port 7400)")
+    .option("--capacity <n>", "most container processes on this host (default 2 x CPU count)")
+    .option("--network <name>", "network name (default: none)")
+    .option("--listen <ip>", "address to listen on and advertise (default: this host's first non-internal IPv4)")
+    .option("--host <id>", "this host's id (default: $NODEBIN_HOST, else the host name)")
+    .option("--discovery-port <port>", "the host's discovery port (default 7400)")
+    .option("--config <file>", "config file, re-read when it changes (default: governor.json beside the components directory)")
+    .option("--plugins <dir>", "strategy plugins (default: plugins/ beside the components directory)")
+    .option("--idle-ms <ms>", "shrink a node idle this long (default 60000)")
+    .option("--ping-ms <ms>", "ping period of the children (default 1000)")
+    .option("--zombie-after-ms <ms>", "a child silent this long is a zombie (default 3000)")
+    .option("--queue-wait-ms <ms>", "grow when queue wait exceeds this on every node (default 200)")
+    .option("--sustain-ms <ms>", "... for this long (default 1000)")
+    .option("-v, --version", "print the version")
+    .help();
+  const output = stdio(false);
+  let parsed;
+  try {
+    parsed = cli.parse(["node", "node-bin governor", ...argv], { run: false });
+  } catch (err) {
+    return reportError(output, err, "run `node-bin governor --help` for usage");
+  }
+  if (parsed.options.help) return 0;
+  if (parsed.options.version) {
+    output.out(VERSION);
+    return 0;
+  }
+  if (parsed.args.length) return reportError(output, new UsageError(`unknown governor command ${JSON.stringify(parsed.args[0])}; expected status, set or stop (or none to run the governor)`), "run `node-bin governor --help` for usage");
+  const o = parsed.options as Record<string, unknown>;
+  const log = consoleLogger("governor");
+  try {
+    const componentsDir = resolveComponentsDir(typeof o.components === "string" ? o.components : undefined);
+    const beside = dirname(componentsDir);
+    const configFile = typeof o.config === "string" ? o.config : join(beside, "governor.json");
+    if (typeof o.config === "string" && !existsSync(o.config)) throw new NodeBinError("NOT_FOUND", `no config file ${o.config}`);
+    const pluginsDir = typeof o.plugins === "string" ? o.plugins : existsSync(join(beside, "plugins")) ? join(beside, "plugins") : undefined;
+    const settings: Partial<Settings> = {};
+    const ms = (flag: string, key: keyof Settings) => {
+      const v = intFlag(o[flag], `--${flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`, 1, 2 ** 31 - 1);
+      if (v !== undefined) settings[key] = v;
+    };
+    ms("idleMs", "idleMs");
+    ms("pingMs", "pingMs");
+    ms("zombieAfterMs", "zombieAfterMs");
+    ms("queueWaitMs", "queueWaitMs");
+    ms("sustainMs", "sustainMs");
+    const capacity = intFlag(o.capacity, "--capacity", 1, 100_000);
+    const discoveryPort = intFlag(o.discoveryPort, "--discovery-port", 1, 65535);
+    const governor = await Governor.start({
+      componentsDir,
+      host: hostId(o.host),
+      network: typeof o.network === "string" ? o.network : "",
+      listen: listenAddress(o.listen),
+      seeds: parseSeeds(o.seed),
+      runtimeDir: ensureRuntimeDir(),
+      configFile,
+      ...(pluginsDir ? { pluginsDir } : {}),
+      ...(capacity ? { capacity } : {}),
+      ...(discoveryPort ? { discoveryPort } : {}),
+      settings,
+    });
+    const status = governor.status() as { discovery: string[]; capacity: number; components: unknown[] };
+    // The readiness line tests and scripts wait for: keep its shape.
+    output.out(`node-bin governor ready: ${governor.container.host} at ${status.discovery.join(" ")}, socket ${governor.socket}, capacity ${status.capacity}, ${status.components.length} component(s)`);
+    process.once("SIGINT", () => void governor.stop());
+    process.once("SIGTERM", () => void governor.stop());
+    // SIGHUP: the governor only: children keep serving (as `governor stop --keep-children`).
+    process.once("SIGHUP", () => void governor.stop({ keepChildren: true }));
+    const { keepChildren } = await governor.whenStopped();
+    log.info(keepChildren ? "governor stopped; its children keep serving" : "governor and its children stopped");
+    return 0;
+  } catch (err) {
+    return reportError(output, err, "run `node-bin governor --help` for usage");
+  }
+}
+
+/** status / set / stop against the running governor. */
+async function manage(sub: "status" | "set" | "stop", argv: string[]): Promise<number> {
+  const cli = cac(`node-bin governor ${sub}`);
+  cli
+    .option("--discovery-port <port>", "the governor's discovery port (default 7400)")
+    .option("--json", "machine-readable output")
+    .option("--keep-children", "stop: recycle only the governor; children keep serving and the next governor adopts them")
+    .option("--timeout <ms>", "time allowed (default 5000)")
+    .help();
+  const json = argv.includes("--json");
+  const output = stdio(json);
+  try {
+    const parsed = cli.parse(["node", `node-bin governor ${sub}`, ...argv], { run: false });
+    if (parsed.options.help) return 0;
+    const port = intFlag(parsed.options.discoveryPort, "--discovery-port", 1, 65535) ?? DEFAULT_DISCOVERY_PORT;
+    const timeoutMs = intFlag(parsed.options.timeout, "--timeout", 1, 2 ** 31 - 1) ?? 5000;
+    const socket = `ipc://${join(ensureRuntimeDir(), `governor-${port}.sock`)}`;
+    let request: unknown = {};
+    if (sub === "set") request = setRequest(parsed.args.map(String));
+    else if (parsed.args.length) throw new UsageError(`governor ${sub} takes no arguments, got ${JSON.stringify(parsed.args[0])}`);
+    if (ipcOwner(socket) === undefined) throw new NodeBinError("UNAVAILABLE", `no governor runs for discovery port ${port} (no live owner of ${socket})`);
+    const client = await Client.connect({ endpoint: socket, connectTimeoutMs: timeoutMs });
+    try {
+      if (sub === "stop") {
+        await client.callControl(GOVERNOR_STOP, { keepChildren: Boolean(parsed.options.keepChildren) }, { timeoutMs });
+        const pid = ipcOwner(socket);
+        // Wait for it to go (its children first, unless kept).
+        const until = Date.now() + Math.max(timeoutMs, 30_000);
+        while (ipcOwner(socket) !== undefined && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+        if (ipcOwner(socket) !== undefined) throw new NodeBinError("DEADLINE_EXCEEDED", `the governor (pid ${pid}) is still stopping`);
+        output.out(json ? JSON.stringify({ stopped: true, keptChildren: Boolean(parsed.options.keepChildren) }) : parsed.options.keepChildren ? "governor stopped; children keep serving" : "governor and children stopped");
+        return 0;
+      }
+      const method = sub === "status" ? GOVERNOR_STATUS : GOVERNOR_SET;
+      const reply = (await client.callControl(method, request, { timeoutMs })) as { json: string };
+      const status = JSON.parse(reply.json) as Status;
+      output.out(json ? JSON.stringify(status) : formatStatus(status));
+      return 0;
+    } finally {
+      await client.close();
+    }
+  } catch (err) {
+    return reportError(output, err, "run `node-bin governor --help` for usage");
+  }
+}
+
+function setRequest(args: string[]): { key: string; component: string; value: number } {
+  const number = (v: string | undefined, what: string) => {
+    const n = Number(v);
+    if (v === undefined || !Number.isInteger(n) || n < 0) throw new UsageError(`${what} takes a whole number >= 0, got ${JSON.stringify(v ?? "nothing")}`);
+    return n;
+  };
+  if (args[0] === "component") {
+    const [, component, key, value] = args;
+    if (!component || (key !== "min" && key !== "max")) throw new UsageError("usage: node-bin governor set component NAME min|max N");
+    return { key, component, value: number(value, `set component ${component} ${key}`) };
+  }
+  const [key, value] = args;
+  if (!key) throw new UsageError(`usage: node-bin governor set capacity N | component NAME min|max N | ${Object.keys(SETTING_KEYS).join(" N | ")} N`);
+  if (key !== "capacity" && !SETTING_KEYS[key]) throw new UsageError(`unknown setting ${JSON.stringify(key)}; known: capacity, component NAME min|max, ${Object.keys(SETTING_KEYS).join(", ")}`);
+  return { key, component: "", value: number(value, `set ${key}`) };
+}
+
+interface Status {
+  host: string;
+  pid: number;
+  capacity: number;
+  used: number;
+  locked: boolean;
+  discovery: string[];
+  components: {
+    name: string;
+    min: number;
+    max: number;
+    desired: number;
+    running: number;
+    queued: number;
+    restarts: number;
+    rolling: boolean;
+    failed?: string;
+    deployError?: string;
+    children: { pid: number; node: string; phase: string; uptimeMs: number; handled: number; queued: number; lastPongMsAgo: number | null; restarts: number; rssBytes: number }[];
+  }[];
+}
+
+function formatStatus(s: Status): string {
+  const lines = [`governor pid ${s.pid} on ${s.host} at ${s.discovery.join(" ")}: ${s.used}/${s.capacity} processes${s.locked ? " (deploy lock held: spawning paused)" : ""}`];
+  if (!s.components.length) lines.push("no components");
+  for (const c of s.components) {
+    lines.push("");
+    lines.push(`${c.name}: ${c.running} running (min ${c.min}, max ${c.max}, want ${c.desired}), ${c.queued} queued, ${c.restarts} restarts${c.rolling ? ", rolling" : ""}`);
+    if (c.failed) lines.push(`  FAILED: ${c.failed}`);
+    if (c.deployError) lines.push(`  DEPLOY FAILED: ${c.deployError}`);
+    const rows = [["PID", "NODE", "PHASE", "UPTIME", "HANDLED", "QUEUED", "PONG", "RESTARTS", "RSS"]];
+    for (const k of c.children) {
+      rows.push([String(k.pid), k.node || "-", k.phase, duration(k.uptimeMs), String(k.handled), String(k.queued), k.lastPongMsAgo === null ? "-" : `${k.lastPongMsAgo} ms ago`, String(k.restarts), `${Math.round(k.rssBytes / 1048576)} MiB`]);
+    }
+    if (c.children.length) {
+      const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+      for (const r of rows) lines.push(`  ${r.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd()}`);
+    }
+  }
+  return lines.join("\n");
+}
+
+function duration(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${s % 60}s`;
+  return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
+}
+
