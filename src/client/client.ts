@@ -30,6 +30,12 @@ export interface ClientOptions {
   connectTimeoutMs?: number;
   /** This client's host id, to reach same-host nodes over ipc (default $NODEBIN_HOST or the host name). */
   host?: string;
+  /**
+   * How often the table is pulled again in the background, so that nodes
+   * that joined (a component grown by its governor, a rolled deploy) get
+   * calls (default 1000 ms; 0: never). Cheap: unchanged tables are not resent.
+   */
+  refreshMs?: number;
 }
 
 export interface FieldInfo {
@@ -65,10 +71,15 @@ export class Client {
   private readonly router: Router;
   private readonly caller: RoutingCaller;
   private readonly connectTimeoutMs: number;
+  private readonly refreshMs: number;
+  private refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  private pulledVersion = 0;
+  private closed = false;
 
   private constructor(options: ClientOptions) {
     this.endpoint = options.endpoint ?? defaultEndpoint();
     this.connectTimeoutMs = options.connectTimeoutMs ?? 5000;
+    this.refreshMs = options.refreshMs ?? 1000;
     this.host = options.host ?? (process.env.NODEBIN_HOST || hostname());
     // Short: it travels in every request frame (zeromq.js copies frames up to 128 bytes, and zero-copies larger ones at a cost).
     const id = `client-${randomBytes(6).toString("base64url")}`;
@@ -102,11 +113,29 @@ export class Client {
       await client.close();
       throw err;
     }
+    client.scheduleRefresh();
     return client;
   }
 
+  private scheduleRefresh(): void {
+    if (!this.refreshMs || this.closed) return;
+    this.refreshTimer = setTimeout(() => {
+      this.pull(true)
+        .catch(() => {
+          // The endpoint is away for now: calls to known nodes go on; the next round tries again.
+        })
+        .finally(() => this.scheduleRefresh());
+    }, this.refreshMs);
+    // A client's background refresh never keeps its process alive.
+    this.refreshTimer.unref?.();
+  }
+
   /** Pulls the membership table again. */
-  async refresh(): Promise<void> {
+  refresh(): Promise<void> {
+    return this.pull(false);
+  }
+
+  private async pull(ifChanged: boolean): Promise<void> {
     const ipcPath = this.endpoint.startsWith("ipc://") ? this.endpoint.slice("ipc://".length) : undefined;
     // An ipc socket with no live owner (none yet, or left by a crashed process) would just swallow the pull.
     const ownerless = ipcPath !== undefined && (!existsSync(ipcPath) || (existsSync(ipcOwnerFile(this.endpoint)!) && ipcOwner(this.endpoint) === undefined) || (this.endpoint === devEndpoint() && ipcOwner(this.endpoint) === undefined));
@@ -115,13 +144,13 @@ export class Client {
     }
     let reply;
     try {
-      reply = await this.caller.callEndpoint({ method: PULL, to: "", plane: Plane.CONTROL, request: {}, options: { timeoutMs: this.connectTimeoutMs } });
+      reply = await this.caller.callEndpoint({ method: PULL, to: "", plane: Plane.CONTROL, request: { knownVersion: ifChanged ? this.pulledVersion : 0 }, options: { timeoutMs: this.connectTimeoutMs } });
     } catch (err) {
       const e = NodeBinError.from(err);
       if (e.code !== "DEADLINE_EXCEEDED") throw e;
       throw new NodeBinError("UNAVAILABLE", `no answer from ${this.endpoint} within ${this.connectTimeoutMs} ms: is node-bin running there?`, { details: { endpoint: this.endpoint }, cause: e });
     }
-    this.table.mergePull(reply as Parameters<MembershipTable["mergePull"]>[0], this.endpoint);
+    this.pulledVersion = this.table.mergePull(reply as Parameters<MembershipTable["mergePull"]>[0], this.endpoint).version;
   }
 
   /**
@@ -200,6 +229,8 @@ export class Client {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.refreshTimer);
     this.caller.close();
     await this.stack.close();
   }

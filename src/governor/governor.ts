@@ -964,6 +964,7 @@ export class Governor {
               uptimeMs: now - k.startedAt,
               handled: k.stats?.handled ?? 0,
               queued: k.stats?.queued ?? 0,
+              idleMs: k.stats?.idleMs ?? null,
               lastPongMsAgo: k.lastPongAt ? now - k.lastPongAt : null,
               restarts: k.restarts,
               rssBytes: k.stats?.rssBytes ?? 0,

@@ -1,0 +1,132 @@
+/**
+ * A real `node-bin governor` for integration tests: its own discovery port
+ * and private runtime directory, awaited on its readiness line, its status
+ * read in-process through its socket (as `node-bin governor status --json`
+ * does), and every child it ever reported killed at teardown: children are
+ * detached and outlive a SIGKILLed governor by design.
+ */
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Client } from "../../src/client/client.ts";
+import { GOVERNOR_STATUS } from "../../src/wire/control.ts";
+import { EXAMPLES, privateRuntime, startNodeBin, type DevProcess } from "./processes.ts";
+
+interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+export interface ChildStatus {
+  pid: number;
+  node: string;
+  phase: string;
+  handled: number;
+  queued: number;
+  /** At the last pong: 0 while a handler runs. */
+  idleMs: number | null;
+  restarts: number;
+  rssBytes: number;
+  adopted: boolean;
+  code: string;
+}
+
+export interface ComponentStatus {
+  name: string;
+  min: number;
+  max: number;
+  desired: number;
+  running: number;
+  restarts: number;
+  rolling: boolean;
+  hash: string;
+  failed?: string;
+  deployError?: string;
+  children: ChildStatus[];
+}
+
+export interface GovernorStatus {
+  pid: number;
+  capacity: number;
+  used: number;
+  components: ComponentStatus[];
+}
+
+/** A test's host: a components directory (copies of examples/fixtures), a port, a runtime dir. */
+export interface TestHost {
+  env: Record<string, string>;
+  port: number;
+  seed: string;
+  components: string;
+  /** The directory holding `components` (governor.json and plugins/ go here). */
+  root: string;
+  /** Pids ever seen as children: killed at teardown. */
+  pids: Set<number>;
+}
+
+export function testHost(t: Teardown, components: { from: string; name?: string }[]): TestHost {
+  const root = mkdtempSync(join(tmpdir(), "nodebin-gov-"));
+  const dir = join(root, "components");
+  for (const c of components) cpSync(c.from, join(dir, c.name ?? c.from.split("/").pop()!), { recursive: true });
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  const host: TestHost = { env: { ...privateRuntime(t), NODEBIN_HOST: "gov-test" }, port, seed: `127.0.0.1:${port}`, components: dir, root, pids: new Set() };
+  t.teardown(() => {
+    for (const pid of host.pids) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // already gone
+      }
+    }
+    rmSync(root, { recursive: true, force: true });
+  });
+  return host;
+}
+
+export const example = (name: string) => ({ from: join(EXAMPLES, name) });
+
+export interface GovernorProcess extends DevProcess {
+  status(): Promise<GovernorStatus>;
+  component(name: string): Promise<ComponentStatus | undefined>;
+  /** Polls the status until `ok` returns a value (not undefined/false); fails after `ms`. */
+  until<T>(ok: (s: GovernorStatus) => T | undefined | false, ms: number, what: string): Promise<T>;
+}
+
+export async function startGovernor(t: Teardown, host: TestHost, args: string[] = []): Promise<GovernorProcess> {
+  const p = await startNodeBin(
+    t,
+    ["governor", "--components", host.components, "--listen", "127.0.0.1", "--discovery-port", String(host.port), ...args],
+    host.env,
+    /governor ready: \S+ at (\S+)/,
+  );
+  const socket = `ipc://${join(host.env.NODEBIN_RUNTIME_DIR!, `governor-${host.port}.sock`)}`;
+  const status = async (): Promise<GovernorStatus> => {
+    const client = await Client.connect({ endpoint: socket, connectTimeoutMs: 3000 });
+    try {
+      const reply = (await client.callControl(GOVERNOR_STATUS, {}, { timeoutMs: 3000 })) as { json: string };
+      const s = JSON.parse(reply.json) as GovernorStatus;
+      for (const c of s.components) for (const k of c.children) host.pids.add(k.pid);
+      return s;
+    } finally {
+      await client.close();
+    }
+  };
+  const until = async <T>(ok: (s: GovernorStatus) => T | undefined | false, ms: number, what: string): Promise<T> => {
+    const end = Date.now() + ms;
+    let last: GovernorStatus | undefined;
+    while (Date.now() < end) {
+      last = await status();
+      const v = ok(last);
+      if (v !== undefined && v !== false) return v;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`governor status did not reach "${what}" within ${ms} ms; last: ${JSON.stringify(last?.components.map((c) => ({ name: c.name, running: c.running, failed: c.failed, children: c.children.map((k) => `${k.pid}:${k.phase}`) })))}\nstderr:\n${p.stderr().slice(-4000)}`);
+  };
+  return { ...p, status, component: async (name) => (await status()).components.find((c) => c.name === name), until };
+}
+
+/** A client of the test host's network (through its discovery port). Closed at teardown. */
+export async function hostClient(t: Teardown, host: TestHost): Promise<Client> {
+  const client = await Client.connect({ endpoint: `tcp://${host.seed}`, host: host.env.NODEBIN_HOST! });
+  t.teardown(() => client.close());
+  return client;
+}
