@@ -15,7 +15,7 @@ import { DirectTransport } from "../transport/direct.ts";
 import { devEndpoint, discoveryIpc, ipcOwner, ipcOwnerFile, runtimeDirPath } from "../transport/runtime-dir.ts";
 import { TransportStack } from "../transport/stack.ts";
 import { ZmqConnector } from "../transport/zmq.ts";
-import { PULL } from "../wire/control.ts";
+import { PULL, REQUEST_CAPACITY, oneWayControlFrame } from "../wire/control.ts";
 import { Kind, Plane } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { messageToJSON } from "../wire/message.ts";
@@ -95,7 +95,15 @@ export class Client {
     );
     this.stack = new TransportStack([this.direct, connector]);
     this.router = new Router(this.table, { inProcess: () => false, host: this.host, network: "" });
-    this.caller = new RoutingCaller({ id, router: this.router, sender: this.stack, ...(options.timeoutMs ? { defaultTimeoutMs: options.timeoutMs } : {}) });
+    this.caller = new RoutingCaller({
+      id,
+      router: this.router,
+      sender: this.stack,
+      ...(options.timeoutMs ? { defaultTimeoutMs: options.timeoutMs } : {}),
+      // A node refused as unhandled and no other is known: the table may be stale.
+      onStale: () => this.staleRefresh(),
+      requestCapacity: (node, method) => this.stack.send(node.id, oneWayControlFrame(REQUEST_CAPACITY, { component: node.component, method: method.fullName, fromHost: this.host }, id, node.id)),
+    });
     this.direct.attach(id, (env) => {
       if (env.kind === Kind.RESPONSE) this.caller.handleResponse(env);
     });
@@ -133,6 +141,13 @@ export class Client {
   /** Pulls the membership table again. */
   refresh(): Promise<void> {
     return this.pull(false);
+  }
+
+  private stalePull: Promise<void> | undefined;
+
+  /** One pull for however many calls found the table stale at once. */
+  private staleRefresh(): Promise<void> {
+    return (this.stalePull ??= this.pull(true).finally(() => (this.stalePull = undefined)));
   }
 
   private async pull(ifChanged: boolean): Promise<void> {

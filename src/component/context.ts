@@ -16,6 +16,12 @@ export interface CallOptions {
   scope?: Scope;
   /** Metadata for the callee, merged over what the calling handler received. */
   meta?: Record<string, string>;
+  /**
+   * When every node is full (RESOURCE_EXHAUSTED), ask the network for
+   * capacity and wait up to this long for room before failing; default 0:
+   * fail at once. Never beyond the call's deadline.
+   */
+  capacityWaitMs?: number;
 }
 
 /** CallOptions as the runtime passes them on: with an absolute deadline and the full metadata. */

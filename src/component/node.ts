@@ -7,7 +7,7 @@
  * whose acceptance is acknowledged and whose failures are logged.
  */
 import { Kind, Plane, encodeResponse, type Envelope } from "../wire/envelope.ts";
-import { NodeBinError } from "../wire/errors.ts";
+import { NodeBinError, UNHANDLED_DETAIL } from "../wire/errors.ts";
 import { decodeMessage, encodeMessage } from "../wire/message.ts";
 import { Mode, modeName, type MethodSchema } from "../wire/schema.ts";
 import type { CallOptions, Caller, Context, Handler, Logger, NodeContext } from "./context.ts";
@@ -34,12 +34,6 @@ export interface NodeOptions {
   hold?: boolean;
 }
 
-/**
- * The error detail a node sets when it refuses a request before handling it
- * (draining, starting, queue full): the caller may safely send it elsewhere.
- * The routing layer's retries key on it.
- */
-export const UNHANDLED_DETAIL = "unhandled";
 
 export interface NodeStats {
   queued: number;

@@ -17,8 +17,8 @@ import { DirectTransport } from "../transport/direct.ts";
 import { TransportStack } from "../transport/stack.ts";
 import type { Transport } from "../transport/transport.ts";
 import type protobuf from "protobufjs";
-import { PULL } from "../wire/control.ts";
-import { Kind, Plane, encodeEnvelope, encodeResponse, envelope, type Envelope } from "../wire/envelope.ts";
+import { PULL, REQUEST_CAPACITY, oneWayControlFrame } from "../wire/control.ts";
+import { Kind, Plane, encodeResponse, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { decodeMessage, encodeMessage } from "../wire/message.ts";
 import { Mode, type MethodSchema } from "../wire/schema.ts";
@@ -166,6 +166,8 @@ export class Container {
       sender: this.stack,
       ...(this.defaultTimeoutMs ? { defaultTimeoutMs: this.defaultTimeoutMs } : {}),
       ...(this.settleMs ? { settleMs: this.settleMs } : {}),
+      // A call that found every node full asks the full node's process for capacity (it tells its governor).
+      requestCapacity: (node, method) => this.sendControl(REQUEST_CAPACITY, { component: node.component, method: method.fullName, fromHost: this.host }, { to: node.id }),
     });
     this.callers.push(caller);
     return caller;
@@ -182,18 +184,7 @@ export class Container {
    * is answered, nothing waited for. Throws when it cannot be sent.
    */
   sendControl(method: MethodSchema, request: unknown, target: { via?: string; to?: string }): void {
-    const frame = encodeEnvelope(
-      envelope({
-        plane: Plane.CONTROL,
-        mode: Mode.ASYNC,
-        kind: Kind.REQUEST,
-        from: this.id,
-        to: target.to ?? "",
-        method: method.fullName,
-        value: encodeMessage(method.requestType, request, `request of ${method.fullName}`),
-      }),
-    );
-    this.stack.send(target.to ?? "", frame, target.via);
+    this.stack.send(target.to ?? "", oneWayControlFrame(method, request, this.id, target.to ?? ""), target.via);
   }
 
   /**

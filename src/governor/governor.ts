@@ -33,9 +33,10 @@ import { consoleLogger } from "../container/log.ts";
 import { DEFAULT_DISCOVERY_PORT } from "../container/process.ts";
 import { HostAgent, type GossipLayer } from "../membership/agent.ts";
 import { Gossip } from "../membership/gossip.ts";
+import { pullReplyData } from "../membership/table.ts";
 import { claimIpc, discoveryIpc, ipcOwner, releaseIpc } from "../transport/runtime-dir.ts";
 import { ZmqConnector, ZmqListener } from "../transport/zmq.ts";
-import { CONTROL_SCHEMA, DRAIN, GOVERNOR_CAPACITY, GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP, IMPORT_STATE, PING, REQUEST_CAPACITY, YIELD_AGENT } from "../wire/control.ts";
+import { CONTROL_SCHEMA, PULL, DRAIN, GOVERNOR_CAPACITY, GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP, IMPORT_STATE, PING, REQUEST_CAPACITY, YIELD_AGENT } from "../wire/control.ts";
 import { Plane } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { ChildrenFile, lastError, pidAlive, spawnChild, type ChildRecord } from "./children.ts";
@@ -104,6 +105,8 @@ const BACKOFF_MAX_MS = 30_000;
 /** A child up this long proves the component starts: its crash counter resets. */
 const STABLE_MS = 10_000;
 const TICK_MS = 250;
+/** How long a drained child lingers before it is told to exit: a renewal period plus a client's refresh period. */
+const DRAIN_GRACE_MS = 2000;
 
 type Phase = ChildView["phase"];
 
@@ -268,8 +271,10 @@ export class Governor {
     this.control = await ZmqListener.bind([this.socket], (env) => this.container.direct.dispatch(env));
     this.container.addTransport(this.control);
     this.serveGovernor();
-    await this.takeDiscovery();
-    await this.adopt();
+    // Adopt first (over the children's own ipc endpoints), so that the table
+    // this governor serves from its first moment has their nodes in it.
+    const leases = await this.adopt();
+    await this.takeDiscovery(leases);
 
     this.scanner = new ComponentScanner({
       dir: this.options.componentsDir,
@@ -288,7 +293,7 @@ export class Governor {
   }
 
   /** Binds the discovery endpoint; a container holding it (it took over while no governor ran) is asked to yield. */
-  private async takeDiscovery(): Promise<void> {
+  private async takeDiscovery(leases: AdoptedLease[]): Promise<void> {
     const { listen, host, network, seeds } = this.options;
     const endpoint = `tcp://${listen}:${this.discoveryPort}`;
     const ipc = discoveryIpc(this.options.runtimeDir, this.discoveryPort);
@@ -326,6 +331,7 @@ export class Governor {
       },
     });
     this.agent.start();
+    for (const lease of leases) this.agent.lease(lease);
   }
 
   // ---------------------------------------------------------------- children
@@ -531,7 +537,7 @@ export class Governor {
 
   /**
    * Drains a child: out of the table, queue finished; with `exportState`,
-   * resolves with its state. Then it is told to exit (SIGTERM).
+   * resolves with its state. It is told to exit (SIGTERM) a grace period later.
    */
   private async drain(child: Child, exportState: boolean): Promise<Uint8Array | undefined> {
     child.ending = "drain";
@@ -544,8 +550,13 @@ export class Governor {
       } catch (err) {
         this.log.warn(`${child.component} pid ${child.pid} did not drain cleanly: ${NodeBinError.from(err)}`);
       }
+      // Drained, it still answers "unhandled" (callers re-route) while the
+      // tables elsewhere catch up with its departure; a process that exited at
+      // once would leave callers with stale tables sending into the void.
+      setTimeout(() => this.kill(child, "SIGTERM"), DRAIN_GRACE_MS);
+    } else {
+      this.kill(child, "SIGTERM");
     }
-    this.kill(child, "SIGTERM");
     return state;
   }
 
@@ -564,8 +575,9 @@ export class Governor {
   }
 
   /** Re-adopts the live children a previous governor recorded: pinged, they answer with their pid. */
-  private async adopt(): Promise<void> {
+  private async adopt(): Promise<AdoptedLease[]> {
     const records = this.childrenFile.read();
+    const leases: AdoptedLease[] = [];
     await Promise.all(
       records.map(async (r) => {
         if (!r.endpoint || !pidAlive(r.pid)) return;
@@ -592,12 +604,22 @@ export class Governor {
             ...(reply.phase === "draining" ? { ending: "drain" as const } : {}),
           });
           this.log.info(`adopted ${r.component} pid ${r.pid} (${reply.node})`);
+          // Its node entry (with schema), from its own table, as a lease until it renews with us.
+          try {
+            const pulled = pullReplyData((await this.container.caller.callEndpoint({ method: PULL, to: "", via: r.endpoint, plane: Plane.CONTROL, request: {}, options: { timeoutMs: 1500 } })) as never);
+            const nodes = pulled.nodes.filter((n) => n.id === reply.node);
+            const schemas = pulled.schemas.filter((x) => nodes.some((n) => n.schema === x.id));
+            if (nodes.length) leases.push({ container: reply.container, pid: r.pid, nodes, schemas, leaseMs: 3000, seeds: [] });
+          } catch {
+            // It registers itself within a renewal period anyway.
+          }
         } catch {
           this.log.warn(`recorded child ${r.component} pid ${r.pid} does not answer at ${r.endpoint}: not adopted (left alone)`);
         }
       }),
     );
     this.saveChildren();
+    return leases;
   }
 
   private saveChildren(): void {
@@ -1094,6 +1116,8 @@ export class Governor {
     if (ipcOwner(this.socket) === process.pid) releaseIpc(this.socket);
   }
 }
+
+type AdoptedLease = Parameters<HostAgent["lease"]>[0];
 
 interface CapacityWanted {
   component: string;

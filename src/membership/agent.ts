@@ -139,6 +139,15 @@ export class HostAgent {
       container: string;
       pid: number;
     };
+    return this.lease(request);
+  }
+
+  /**
+   * Takes or renews a container's lease on its nodes (what Register does; a
+   * governor that adopts running children installs theirs before they renew,
+   * so its table is never empty of them).
+   */
+  lease(request: { nodes: NodeEntry[]; schemas: { id: string; json: string }[]; leaseMs: number; seeds: string[]; container: string; pid: number }): { version: number; host: string } {
     if (!request.container) throw new NodeBinError("INVALID_ARGUMENT", "Register needs the container's id", { details: { field: "container" } });
     if (!(request.leaseMs > 0)) throw new NodeBinError("INVALID_ARGUMENT", "Register needs lease_ms > 0", { details: { field: "leaseMs" } });
     // The hosting process itself (a renewal it sent just before it took over): its nodes are LOCAL already.

@@ -3,10 +3,18 @@
  * and matches the answers that come back to it. Every call ends: with the
  * reply, with the callee's coded error, or with DEADLINE_EXCEEDED from a timer
  * of its own when nothing came back in time.
+ *
+ * A routed call that a node refused before handling it (the error carries
+ * details.unhandled = "true") is sent again, so a retry never runs a handler
+ * twice: UNAVAILABLE (the node is draining, starting, shutting down) goes to
+ * another node; RESOURCE_EXHAUSTED (its queue is full) is retried, nodes
+ * with room first, within the call's capacityWaitMs. Retries keep the call's
+ * first deadline, and its retry state exists only from the first refusal on.
  */
 import type { Caller, CallerOptions, Scope } from "../component/context.ts";
+import type { NodeEntry } from "../membership/table.ts";
 import { Kind, Plane, encodeEnvelope, envelope, type Envelope } from "../wire/envelope.ts";
-import { NodeBinError } from "../wire/errors.ts";
+import { NodeBinError, isUnhandled } from "../wire/errors.ts";
 import { decodeMessage, encodeMessage } from "../wire/message.ts";
 import { Mode, modeName, type MethodSchema } from "../wire/schema.ts";
 import type { Router } from "./router.ts";
@@ -15,6 +23,13 @@ export const DEFAULT_TIMEOUT_MS = 30_000;
 // setTimeout's ceiling (a longer timeout would fire at once), and so the longest
 // timeout a call may have; it also fits Envelope.deadline_ms (uint32).
 const MAX_TIMEOUT_MS = 2_147_483_647;
+
+
+/** The most times one routed call is sent while nodes refuse it as UNAVAILABLE (the first send included). */
+export const MAX_ATTEMPTS = 16;
+/** The wait after a round in which every candidate refused: doubling from the first to the most, never past the deadline. */
+const BACKOFF_FIRST_MS = 20;
+const BACKOFF_MAX_MS = 500;
 
 /** Sends an encoded envelope to endpoint `to`; throws NodeBinError when it cannot. */
 export interface Sender {
@@ -34,6 +49,19 @@ export interface CallerConfig {
    * a call made while the network is still assembling find its node.
    */
   settleMs?: number;
+  /**
+   * The table may be stale: refresh it. Called (not awaited, errors
+   * ignored) once per retry round in which every node refused a call,
+   * before the caller waits for the table to change. The client library
+   * pulls the table again.
+   */
+  onStale?: () => Promise<void>;
+  /**
+   * Sends a capacity request for `method` to the process of `node`, which
+   * answered RESOURCE_EXHAUSTED to a call that may wait for room
+   * (capacityWaitMs). Fire and forget: a throw is ignored.
+   */
+  requestCapacity?: (node: NodeEntry, method: MethodSchema) => void;
 }
 
 /** One call to an explicit endpoint, bypassing node selection (control plane, tests). */
@@ -56,6 +84,12 @@ interface PendingCall {
   to: string;
   via: string | undefined;
   timer: ReturnType<typeof setTimeout>;
+  /** For the first send of a routed call (what a retry needs), else undefined: its errors pass straight through. */
+  value: Uint8Array | undefined;
+  options: CallerOptions | undefined;
+  /** When the call was made and its absolute deadline (epoch ms). */
+  start: number;
+  deadline: number;
 }
 
 export class RoutingCaller implements Caller {
@@ -64,7 +98,12 @@ export class RoutingCaller implements Caller {
   private readonly sender: Sender;
   private readonly defaultTimeoutMs: number;
   private readonly settleMs: number;
+  private readonly onStale: (() => Promise<void>) | undefined;
+  private readonly requestCapacity: ((node: NodeEntry, method: MethodSchema) => void) | undefined;
   private readonly pending = new Map<number, PendingCall>();
+  /** Calls between sends, after a refusal; and the wake-ups of those waiting, which close() calls. */
+  private retrying = 0;
+  private readonly waiting = new Set<() => void>();
   private nextId = 1;
   private closed = false;
 
@@ -74,11 +113,13 @@ export class RoutingCaller implements Caller {
     this.sender = config.sender;
     this.defaultTimeoutMs = config.defaultTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.settleMs = config.settleMs ?? 0;
+    this.onStale = config.onStale;
+    this.requestCapacity = config.requestCapacity;
   }
 
-  /** Calls in flight. */
+  /** Calls in flight (including those between a refusal and their next send). */
   get inFlight(): number {
-    return this.pending.size;
+    return this.pending.size + this.retrying;
   }
 
   call(method: string, request: unknown, options?: CallerOptions): Promise<unknown> {
@@ -103,7 +144,7 @@ export class RoutingCaller implements Caller {
       if (schema.mode !== mode) throw wrongMode(schema, mode);
       const value = encodeMessage(schema.requestType, request, `request of ${schema.fullName}`);
       const node = this.router.pick(route, (options?.scope ?? "any") as Scope);
-      return this.invoke(schema, mode, node.id, undefined, Plane.APPLICATION, value, options);
+      return this.invoke(schema, mode, node.id, undefined, Plane.APPLICATION, value, options, true);
     } catch (err) {
       return Promise.reject(NodeBinError.from(err));
     }
@@ -122,18 +163,23 @@ export class RoutingCaller implements Caller {
   callEndpoint(call: DirectCall): Promise<unknown> {
     try {
       const value = encodeMessage(call.method.requestType, call.request, `request of ${call.method.fullName}`);
-      return this.invoke(call.method, call.method.mode, call.to, call.via, call.plane ?? Plane.APPLICATION, value, call.options);
+      return this.invoke(call.method, call.method.mode, call.to, call.via, call.plane ?? Plane.APPLICATION, value, call.options, false);
     } catch (err) {
       return Promise.reject(NodeBinError.from(err));
     }
   }
 
-  private invoke(method: MethodSchema, mode: Mode, to: string, via: string | undefined, plane: Plane, value: Uint8Array, options: CallerOptions | undefined): Promise<unknown> {
+  /** Sends one request; `retry`: a refusal of it (unhandled) is re-sent by reroute() instead of failing the call. */
+  private invoke(method: MethodSchema, mode: Mode, to: string, via: string | undefined, plane: Plane, value: Uint8Array, options: CallerOptions | undefined, retry: boolean): Promise<unknown> {
     if (this.closed) return Promise.reject(new NodeBinError("CANCELLED", `caller ${this.id} is closed`));
     const now = Date.now();
     const timeoutMs = options?.timeoutMs ?? this.defaultTimeoutMs;
     if (!(timeoutMs > 0 && timeoutMs <= MAX_TIMEOUT_MS)) {
       return Promise.reject(new NodeBinError("INVALID_ARGUMENT", `timeoutMs must be a number of ms from 1 to ${MAX_TIMEOUT_MS} (about 24.8 days), got ${timeoutMs}`));
+    }
+    const capacityWaitMs = options?.capacityWaitMs;
+    if (capacityWaitMs !== undefined && !(typeof capacityWaitMs === "number" && capacityWaitMs >= 0 && capacityWaitMs < Infinity)) {
+      return Promise.reject(new NodeBinError("INVALID_ARGUMENT", `capacityWaitMs must be a finite number of ms, 0 or more, got ${capacityWaitMs}`));
     }
     const deadline = Math.min(now + timeoutMs, options?.deadline ?? Infinity);
     const budget = Math.ceil(deadline - now);
@@ -158,12 +204,13 @@ export class RoutingCaller implements Caller {
     );
     return new Promise<unknown>((resolve, reject) => {
       const timer = setTimeout(() => this.expire(id), budget);
-      this.pending.set(id, { resolve, reject, method, mode, to, via, timer });
+      this.pending.set(id, { resolve, reject, method, mode, to, via, timer, value: retry ? value : undefined, options, start: now, deadline });
       this.router.started(to);
       try {
         this.sender.send(to, frame, via);
       } catch (err) {
-        this.settle(id)?.reject(NodeBinError.from(err, "UNAVAILABLE"));
+        const call = this.settle(id);
+        if (call) this.fail(call, NodeBinError.from(err, "UNAVAILABLE"));
       }
     });
   }
@@ -172,7 +219,7 @@ export class RoutingCaller implements Caller {
     const call = this.settle(env.id);
     if (!call) return; // late (after its deadline) or not ours: nothing waits for it
     if (env.error) {
-      call.reject(NodeBinError.fromWire(env.error));
+      this.fail(call, NodeBinError.fromWire(env.error));
     } else if (call.mode === Mode.ASYNC) {
       call.resolve(undefined);
     } else {
@@ -181,6 +228,152 @@ export class RoutingCaller implements Caller {
       } catch (err) {
         call.reject(new NodeBinError("INTERNAL", NodeBinError.from(err).message, { origin: env.from }));
       }
+    }
+  }
+
+  /** Rejects a settled call with `err`, unless it is a routed call's first send and `err` a refusal worth sending again. */
+  private fail(call: PendingCall, err: NodeBinError): void {
+    if (call.value === undefined || !retryable(err, call.options)) return call.reject(err);
+    this.retrying++;
+    this.reroute(call, err).then(
+      (value) => {
+        this.retrying--;
+        call.resolve(value);
+      },
+      (e: unknown) => {
+        this.retrying--;
+        call.reject(NodeBinError.from(e));
+      },
+    );
+  }
+
+  /**
+   * The retries of a routed call after its first send was refused: sends it
+   * again to nodes that have not refused it in this round (nearest and least
+   * loaded first, as any call); when every candidate has refused, asks for a
+   * fresh table (onStale) and waits for the table to change or a backoff to
+   * pass, then starts a new round. Resolves with the reply; rejects with the
+   * first error that is no refusal, the last refusal once MAX_ATTEMPTS sends
+   * were refused as UNAVAILABLE or the capacity wait ended, or
+   * DEADLINE_EXCEEDED at the deadline.
+   */
+  private async reroute(first: PendingCall, refusal: NodeBinError): Promise<unknown> {
+    const { method, mode, deadline } = first;
+    const value = first.value!;
+    const scope: Scope = first.options?.scope ?? "any";
+    const capacityWaitMs = first.options?.capacityWaitMs ?? 0;
+    const capacityUntil = Math.min(deadline, first.start + capacityWaitMs);
+    // Every later send carries what is left of the first deadline.
+    const options: CallerOptions = { ...first.options, deadline };
+    /** Nodes that refused in this round: not asked again until the next one. */
+    const tried = new Set<string>([first.to]);
+    let last = refusal;
+    let lastTo = first.to;
+    let unavailable = 0;
+    let backoff = BACKOFF_FIRST_MS;
+    let roundEnds = 0; // when waiting: the end of this round's backoff
+    let nextCapacityRequest = 0;
+    for (;;) {
+      // The refusal just received: may the call go on?
+      if (last.code === "RESOURCE_EXHAUSTED") {
+        const now = Date.now();
+        if (now >= capacityUntil) throw this.outOfTime(method, last, lastTo, capacityUntil, deadline);
+        if (now >= nextCapacityRequest) {
+          nextCapacityRequest = now + Math.max(1, capacityWaitMs / 4);
+          this.askCapacity(lastTo, method);
+        }
+      } else if (++unavailable >= MAX_ATTEMPTS) {
+        throw last;
+      }
+      // The next node: one that has not refused in this round, else wait.
+      let node: NodeEntry | undefined;
+      for (;;) {
+        if (this.closed) throw new NodeBinError("CANCELLED", `${method.fullName}: caller ${this.id} closed`);
+        const now = Date.now();
+        const until = last.code === "RESOURCE_EXHAUSTED" ? capacityUntil : deadline;
+        if (now >= until) throw this.outOfTime(method, last, lastTo, until, deadline);
+        node = this.pickUntried(method.fullName, scope, tried);
+        if (node) break;
+        if (roundEnds === 0) {
+          // Every candidate refused: a new round after a backoff, or sooner when the table changes.
+          roundEnds = now + backoff;
+          backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+          const woken = this.waitForChange(Math.min(roundEnds, until) - now);
+          this.staleHint();
+          await woken;
+        } else if (now >= roundEnds) {
+          // Backoff over: everyone may be asked again (a full node may have room now, a starting one be ready).
+          tried.clear();
+          roundEnds = 0;
+        } else {
+          await this.waitForChange(Math.min(roundEnds, until) - now);
+        }
+      }
+      tried.add(node.id);
+      try {
+        return await this.invoke(method, mode, node.id, undefined, Plane.APPLICATION, value, options, false);
+      } catch (err) {
+        const e = NodeBinError.from(err);
+        if (!retryable(e, options)) throw e;
+        last = e;
+        lastTo = node.id;
+      }
+    }
+  }
+
+  /** A node serving `method` within `scope` and not in `tried`, if any (the method may no longer be served at all). */
+  private pickUntried(method: string, scope: Scope, tried: ReadonlySet<string>): NodeEntry | undefined {
+    try {
+      return this.router.pick(this.router.route(method), scope, tried);
+    } catch (err) {
+      if (err instanceof NodeBinError && err.code === "NOT_FOUND") return undefined;
+      throw err;
+    }
+  }
+
+  /**
+   * The error of a call whose time ran out while nodes refused it: the last
+   * refusal when it was its capacity wait that ended (`until` before the
+   * deadline), else DEADLINE_EXCEEDED naming the last refusal.
+   */
+  private outOfTime(method: MethodSchema, last: NodeBinError, lastTo: string, until: number, deadline: number): NodeBinError {
+    if (until < deadline) return last;
+    return new NodeBinError("DEADLINE_EXCEEDED", `${method.fullName}: no node took the call within the deadline (last refusal from ${lastTo}: ${last.code}: ${last.message})`, {
+      details: { method: method.fullName, to: lastTo, refused: last.code },
+    });
+  }
+
+  /** Resolves at the next change of the table, after `ms`, or at close(). */
+  private waitForChange(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        off();
+        this.waiting.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, Math.max(0, ms));
+      const off = this.router.table.onChange(done);
+      this.waiting.add(done);
+    });
+  }
+
+  private staleHint(): void {
+    if (!this.onStale) return;
+    try {
+      this.onStale().catch(() => {});
+    } catch {
+      // a hint: its failure is not the call's
+    }
+  }
+
+  private askCapacity(nodeId: string, method: MethodSchema): void {
+    const node = this.router.table.get(nodeId);
+    if (!node || !this.requestCapacity) return;
+    try {
+      this.requestCapacity(node, method);
+    } catch {
+      // fire and forget
     }
   }
 
@@ -194,6 +387,7 @@ export class RoutingCaller implements Caller {
   /** Fails every call in flight with CANCELLED and refuses new ones. */
   close(): void {
     this.closed = true;
+    for (const wake of [...this.waiting]) wake();
     for (const [id, call] of this.pending) this.settle(id)?.reject(new NodeBinError("CANCELLED", `${call.method.fullName}: caller ${this.id} closed`));
   }
 
@@ -218,6 +412,12 @@ export class RoutingCaller implements Caller {
     } while (this.pending.has(this.nextId));
     return this.nextId;
   }
+}
+
+/** A refusal worth sending again: unhandled, and UNAVAILABLE, or RESOURCE_EXHAUSTED when the call may wait for capacity. */
+function retryable(err: NodeBinError, options: CallerOptions | undefined): boolean {
+  if (!isUnhandled(err)) return false;
+  return err.code === "UNAVAILABLE" || (err.code === "RESOURCE_EXHAUSTED" && (options?.capacityWaitMs ?? 0) > 0);
 }
 
 function wrongMode(method: MethodSchema, used: Mode): NodeBinError {

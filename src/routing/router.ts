@@ -37,10 +37,15 @@ export class Router {
     return routes.get(resolveMethodName(method, routes.keys()))!;
   }
 
-  /** Picks the node for one call. Throws NOT_FOUND when no node within `scope` serves it. */
-  pick(route: MethodRoute, scope: Scope = "any"): NodeEntry {
-    const nodes = route.nodes;
-    if (nodes.length === 1 && scope === "any") return nodes[0]!;
+  /**
+   * Picks the node for one call, never one whose id is in `exclude` (the
+   * nodes that already refused this call). Throws NOT_FOUND when no node
+   * within `scope` serves it, or when every one of them is excluded.
+   */
+  pick(route: MethodRoute, scope: Scope = "any", exclude?: ReadonlySet<string>): NodeEntry {
+    let nodes = route.nodes;
+    if (exclude && exclude.size > 0) nodes = nodes.filter((n) => !exclude.has(n.id));
+    else if (nodes.length === 1 && scope === "any") return nodes[0]!;
     const limit = TIERS.indexOf(scope);
     if (limit < 0) throw new NodeBinError("INVALID_ARGUMENT", `unknown scope ${JSON.stringify(scope)}; expected one of ${TIERS.join(", ")}`);
     let fallback: NodeEntry[] | undefined;
@@ -53,7 +58,8 @@ export class Router {
     }
     // Every node in scope is full: pick one anyway; it answers RESOURCE_EXHAUSTED if still full.
     if (fallback) return this.leastLoaded(fallback);
-    throw new NodeBinError("NOT_FOUND", `no node within scope "${scope}" serves ${route.method.fullName} (${nodes.length} outside it)`, {
+    const excluded = route.nodes.length - nodes.length;
+    throw new NodeBinError("NOT_FOUND", `no node within scope "${scope}" serves ${route.method.fullName} (${nodes.length} outside it${excluded ? `, ${excluded} excluded` : ""})`, {
       details: { method: route.method.fullName, scope },
     });
   }

@@ -9,10 +9,11 @@
  * that queues outgoing frames and pumps them in order; a queue past its limit
  * fails the send at once with RESOURCE_EXHAUSTED instead of growing.
  */
+import { existsSync } from "node:fs";
 import * as zmq from "zeromq";
 import { Fifo } from "../component/fifo.ts";
 import { Kind, decodeEnvelope, encodeResponse, envelope, type Envelope } from "../wire/envelope.ts";
-import { NodeBinError } from "../wire/errors.ts";
+import { NodeBinError, UNHANDLED_DETAIL } from "../wire/errors.ts";
 import type { LocalDispatch, Transport } from "./transport.ts";
 
 export interface ZmqOptions {
@@ -219,6 +220,12 @@ export class ZmqConnector implements Transport {
   private connection(endpoint: string) {
     let conn = this.sockets.get(endpoint);
     if (conn) return conn;
+    // An ipc peer whose socket file is gone has exited: libzmq would queue the
+    // frame for a reconnect that never comes, and the caller would wait out its
+    // deadline. The frame never left, so the caller may send it elsewhere.
+    if (endpoint.startsWith("ipc://") && !existsSync(endpoint.slice("ipc://".length))) {
+      throw new NodeBinError("UNAVAILABLE", `no process listens at ${endpoint} (it exited)`, { details: { endpoint, [UNHANDLED_DETAIL]: "true" } });
+    }
     const hwm = this.options.highWaterMark ?? DEFAULTS.highWaterMark;
     const socket = new zmq.Dealer({
       linger: 0,

@@ -1,6 +1,7 @@
 /** The control-plane protocol every process serves at its own endpoint (Envelope.to empty). */
-import { nodebinRoot } from "./envelope.ts";
-import { Schema, type MethodSchema } from "./schema.ts";
+import { Kind, Plane, encodeEnvelope, envelope, nodebinRoot } from "./envelope.ts";
+import { encodeMessage } from "./message.ts";
+import { Mode, Schema, type MethodSchema } from "./schema.ts";
 
 export const CONTROL_SCHEMA = Schema.fromRoot(nodebinRoot);
 
@@ -31,3 +32,22 @@ export const GOVERNOR_STATUS = governorMethod("Status");
 export const GOVERNOR_SET = governorMethod("Set");
 export const GOVERNOR_STOP = governorMethod("Stop");
 export const GOVERNOR_CAPACITY = governorMethod("RequestCapacity");
+
+/**
+ * The frame of a one-way (ASYNC) control request from endpoint `from` to
+ * endpoint `to` ("" is the receiving process's control endpoint; a node id
+ * reaches the control endpoint of the node's process). Nothing answers it.
+ */
+export function oneWayControlFrame(method: MethodSchema, request: unknown, from: string, to = ""): Uint8Array {
+  return encodeEnvelope(
+    envelope({
+      plane: Plane.CONTROL,
+      mode: Mode.ASYNC,
+      kind: Kind.REQUEST,
+      from,
+      to,
+      method: method.fullName,
+      value: encodeMessage(method.requestType, request, `request of ${method.fullName}`),
+    }),
+  );
+}

@@ -96,3 +96,16 @@ export class NodeBinError extends Error {
     return `${this.code}: ${this.message}`;
   }
 }
+
+/**
+ * The error detail set when a request was refused before any handler ran
+ * (a node draining, starting or full; a frame that never left because its
+ * peer is gone): the caller may safely send it elsewhere. Routing retries key
+ * on it; nothing else may set it.
+ */
+export const UNHANDLED_DETAIL = "unhandled";
+
+/** True when the error says the request was refused before any handler ran. */
+export function isUnhandled(err: NodeBinError): boolean {
+  return err.details[UNHANDLED_DETAIL] === "true";
+}
