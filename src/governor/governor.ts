@@ -720,13 +720,18 @@ export class Governor {
   /** Brings each component's live child count to its desired count, within capacity. */
   private reconcile(): void {
     const now = Date.now();
-    // Capacity lowered below what runs: the surplus drains, most idle first, from components above their min.
+    // Capacity lowered below what runs: the surplus drains, most idle first.
+    // The host limit is hard: it wins over components' mins (first from
+    // components above their min, then from the largest), but it never takes
+    // a component's last node.
     let surplus = this.live().length - this.capacity;
     while (surplus > 0) {
-      const candidates = [...this.components.values()].filter((c) => !c.rolling && this.childrenOf(c.name).filter((x) => !x.ending).length > this.limits(c).min);
-      const comp = candidates.sort((a, b) => this.childrenOf(b.name).length - this.childrenOf(a.name).length)[0];
+      const liveOf = (c: ComponentState) => this.childrenOf(c.name).filter((x) => !x.ending).length;
+      const candidates = [...this.components.values()].filter((c) => !c.rolling && liveOf(c) > 1);
+      const comp = candidates.sort((a, b) => liveOf(b) - this.limits(b).min - (liveOf(a) - this.limits(a).min) || liveOf(b) - liveOf(a))[0];
       if (!comp) break;
-      comp.desired = Math.max(this.limits(comp).min, this.childrenOf(comp.name).filter((x) => !x.ending).length - 1);
+      if (liveOf(comp) <= this.limits(comp).min) this.log.warn(`host capacity ${this.capacity} is below the components' minimums: ${comp.name} runs below its min ${this.limits(comp).min}`);
+      comp.desired = liveOf(comp) - 1;
       const victim = this.mostIdle(comp.name);
       if (!victim) break;
       this.log.info(`host capacity ${this.capacity} is below ${this.live().length} running: draining ${victim.component} pid ${victim.pid}`);

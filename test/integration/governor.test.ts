@@ -4,12 +4,13 @@
 // killed child, and reports a component that cannot start instead of
 // restarting it forever. Figures (time to the first extra node, zombie
 // detection time) are printed as test comments.
+import { cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
 import { NodeBinError } from "../../src/wire/errors.ts";
 import { example, hostClient, startGovernor, testHost } from "../lib/governor.ts";
 import { fixturePath } from "../lib/fixture-components.ts";
-import { runCli } from "../lib/processes.ts";
+import { EXAMPLES, runCli } from "../lib/processes.ts";
 
 const slow = { from: fixturePath("governor/slow") };
 
@@ -163,5 +164,43 @@ t.test("governor - a component that fails at start is reported with its error, n
   t.equal((await gov.component("greeter"))!.running, 1, "the other component serves on");
   const pretty = await runCli(["governor", "status", "--discovery-port", String(host.port)], host.env);
   t.match(pretty.stdout, /FAILED: .*db\.invalid/);
-  void join;
+});
+
+t.test("governor - config file re-read live, a user plugin from plugins/, capacity lowered drains the surplus, a deploy lock pauses spawning", async (t) => {
+  const host = testHost(t, [example("greeter")]);
+  const config = join(host.root, "governor.json");
+  writeFileSync(config, JSON.stringify({ components: { greeter: { min: 3 } }, plugins: { "quiet-zombies": { note: "from the config file" } } }));
+  mkdirSync(join(host.root, "plugins"));
+  writeFileSync(
+    join(host.root, "plugins", "quiet-zombies.mjs"),
+    `export default { kind: "zombie", name: "quiet-zombies", create(options) {
+       return { name: "quiet-zombies", onZombie(child, actions) { actions.log.warn("zombie " + child.pid + " " + options.note); actions.kill(); actions.respawn(); } };
+     } };\n`,
+  );
+  const gov = await startGovernor(t, host);
+  const s = await gov.until((s) => s.components[0]!.children.filter((c) => c.phase === "ready").length === 3 && s, 30_000, "min 3 from the config file");
+  t.match((s as unknown as { plugins: { kind: string; name: string; source: string }[] }).plugins, [{ kind: "logging", name: "default-logging" }, { kind: "lifecycle", name: "default-lifecycle" }, { kind: "zombie", name: "quiet-zombies", source: /plugins\/quiet-zombies\.mjs$/ }], "the user's zombie plugin replaced the default");
+
+  const set = await runCli(["governor", "set", "capacity", "2", "--discovery-port", String(host.port)], host.env);
+  t.equal(set.code, 0, set.stderr);
+  await gov.until((s) => s.components[0]!.running === 2 && s.components[0]!.children.length === 2, 20_000, "drained to the new capacity");
+  t.pass("capacity 2: the surplus node drained");
+
+  writeFileSync(config, JSON.stringify({ components: { greeter: { max: 1 } } }));
+  await gov.until((s) => s.components[0]!.max === 1 && s.components[0]!.children.length === 1, 20_000, "max 1 from the rewritten config file");
+  t.pass("config file change applied live: max 1");
+
+  writeFileSync(config, "{ not json");
+  await new Promise((r) => setTimeout(r, 1500));
+  t.equal((await gov.component("greeter"))!.max, 1, "a broken config file keeps the previous settings");
+
+  writeFileSync(join(host.components, ".deploy.lock"), "");
+  cpSync(join(EXAMPLES, "counter"), join(host.components, "counter"), { recursive: true });
+  const locked = await gov.until((s) => s.locked !== undefined && s, 5000, "status");
+  t.equal((locked as unknown as { locked: boolean }).locked, true, "status says the lock is held");
+  await new Promise((r) => setTimeout(r, 3000)); // two scan periods
+  t.notOk((await gov.status()).components.some((c) => c.name === "counter"), "nothing new starts while the lock is held");
+  rmSync(join(host.components, ".deploy.lock"));
+  await gov.until((s) => s.components.find((c) => c.name === "counter")?.children[0]?.phase === "ready", 30_000, "counter started after the lock went");
+  t.pass("the lock removed: the new component starts");
 });

@@ -46,6 +46,7 @@ export interface ComponentStatus {
 
 export interface GovernorStatus {
   pid: number;
+  locked?: boolean;
   capacity: number;
   used: number;
   components: ComponentStatus[];

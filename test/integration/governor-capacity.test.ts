@@ -1,0 +1,99 @@
+// Capacity requests: a caller whose call found every node full
+// (RESOURCE_EXHAUSTED) and that may wait (capacityWaitMs) asks the full
+// node's process for capacity; the process hands it to its governor, which
+// grows the component, or, with no free slot on its host, passes it through a
+// node of another host to that host's governor. Two governors on loopback
+// stand for two hosts (their own host ids, runtime dirs and discovery ports,
+// seeded with each other).
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import t from "tap";
+import { Client } from "../../src/client/client.ts";
+import { NodeBinError } from "../../src/wire/errors.ts";
+import { startGovernor, testHost, type TestHost } from "../lib/governor.ts";
+import { fixturePath } from "../lib/fixture-components.ts";
+
+/** The slow fixture with a queue of 2 (so a few callers fill a node) and max 4. */
+function smallQueueSlow(t: { teardown(fn: () => unknown): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), "nodebin-slow-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const src = join(dir, "slow");
+  cpSync(fixturePath("governor/slow"), src, { recursive: true });
+  const index = join(src, "index.js");
+  writeFileSync(index, readFileSync(index, "utf8").replace("limits: { queue: 1000, min: 1, max: 2 }", "limits: { queue: 2, min: 1, max: 4 }"));
+  return src;
+}
+
+// Growth only on capacity requests: queue-wait growth is pushed out of reach.
+const noQueueGrowth = ["--queue-wait-ms", "600000", "--queue-length", "100000", "--sustain-ms", "600000"];
+
+async function burst(client: Client, n: number, ms: number): Promise<{ ok: number; failures: string[]; pids: Set<number> }> {
+  const pids = new Set<number>();
+  const failures: string[] = [];
+  let ok = 0;
+  await Promise.all(
+    Array.from({ length: n }, async () => {
+      try {
+        const r = (await client.call("gov.Slow/Work", { ms }, { timeoutMs: 40_000, capacityWaitMs: 30_000 })) as { pid: number };
+        pids.add(r.pid);
+        ok++;
+      } catch (err) {
+        failures.push(NodeBinError.from(err).toString());
+      }
+    }),
+  );
+  return { ok, failures, pids };
+}
+
+t.test("capacity - callers that find every node full get a new node on this host", async (t) => {
+  const host = testHost(t, [{ from: smallQueueSlow(t) }]);
+  const gov = await startGovernor(t, host, noQueueGrowth);
+  await gov.until((s) => s.components[0]?.children[0]?.phase === "ready", 20_000, "slow serving");
+  const client = await Client.connect({ endpoint: `tcp://${host.seed}`, host: host.env.NODEBIN_HOST! });
+  t.teardown(() => client.close());
+
+  // Without capacityWaitMs a full node is an immediate RESOURCE_EXHAUSTED.
+  const hold = Array.from({ length: 3 }, () => client.call("gov.Slow/Work", { ms: 1500 }, { timeoutMs: 10_000 }).catch(() => undefined));
+  await new Promise((r) => setTimeout(r, 200));
+  const refused = await client.call("gov.Slow/Work", { ms: 1 }, { timeoutMs: 10_000 }).then(
+    () => undefined,
+    (e: unknown) => NodeBinError.from(e),
+  );
+  t.equal(refused?.code, "RESOURCE_EXHAUSTED", "no capacity wait: refused at once");
+  await Promise.all(hold);
+
+  const started = Date.now();
+  const r = await burst(client, 8, 1500);
+  t.same(r.failures, [], "every call that waited for capacity was served");
+  t.equal(r.ok, 8);
+  t.ok(r.pids.size >= 2, `served by ${r.pids.size} processes: the governor grew the component`);
+  t.comment(`8 calls of 1.5 s against one node with queue 2: done in ${Date.now() - started} ms with ${r.pids.size} nodes`);
+  t.ok((await gov.component("slow"))!.running >= 2, "status shows the growth");
+});
+
+t.test("capacity - a host at its process limit passes the request to another host's governor", async (t) => {
+  const slow = smallQueueSlow(t);
+  const a: TestHost = testHost(t, [{ from: slow }]);
+  const b: TestHost = testHost(t, [{ from: slow }]);
+  a.env.NODEBIN_HOST = "host-a";
+  a.env.NODEBIN_LOG = "info"; // its forwarding is logged at info
+  b.env.NODEBIN_HOST = "host-b";
+  const govA = await startGovernor(t, a, [...noQueueGrowth, "--capacity", "1", "--seed", b.seed]);
+  const govB = await startGovernor(t, b, [...noQueueGrowth, "--capacity", "4", "--seed", a.seed]);
+  await govA.until((s) => s.components[0]?.children[0]?.phase === "ready", 20_000, "slow serving on A");
+  await govB.until((s) => s.components[0]?.children[0]?.phase === "ready", 20_000, "slow serving on B");
+  const client = await Client.connect({ endpoint: `tcp://${a.seed}`, host: "host-a" });
+  t.teardown(() => client.close());
+  // Wait until host A's table has B's node (gossip).
+  const seen = Date.now();
+  while (client.nodes().length < 2 && Date.now() - seen < 20_000) await client.refresh().then(() => new Promise((r) => setTimeout(r, 200)));
+  t.equal(client.nodes().length, 2, "A's table holds both hosts' nodes");
+
+  const r = await burst(client, 12, 1500);
+  t.same(r.failures, [], "every call was served");
+  t.equal((await govA.component("slow"))!.running, 1, "host A stayed at its limit of 1 process");
+  const onB = await govB.component("slow");
+  t.ok(onB!.running >= 2, `host B grew to ${onB!.running} nodes`);
+  t.match(govA.stderr(), /capacity wanted for slow: no room here, asked host host-b/, "A passed the request to B");
+});
