@@ -23,12 +23,12 @@ import { hostId, intFlag, listenAddress, parseSeeds } from "./net-options.ts";
 import { reportError, stdio, UsageError } from "./output.ts";
 import { VERSION } from "./version.ts";
 
-const USAGE = `[options]            run this host's governor
-  node-bin governor status [--json]    what runs, per component and child
-  node-bin governor set capacity N     most container processes on this host
-  node-bin governor set component NAME min|max N
-  node-bin governor set KEY N          ${Object.keys(SETTING_KEYS).join(", ")}
-  node-bin governor stop [--keep-children]
+const USAGE = `[options]                run this host's governor
+  $ node-bin governor status [--json]          what runs, per component and child
+  $ node-bin governor set capacity N           most container processes on this host
+  $ node-bin governor set component NAME min|max N
+  $ node-bin governor set KEY N                ${Object.keys(SETTING_KEYS).join(", ")}
+  $ node-bin governor stop [--keep-children]   (--keep-children: the governor only)
 
   The governor keeps the components of its components directory running, one
   node per child process: it grows them under load, shrinks idle ones, replaces

@@ -8,8 +8,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
-import { NodeBinError } from "../../src/wire/errors.ts";
-import { example, hostClient, startGovernor, testHost, type GovernorProcess } from "../lib/governor.ts";
+import { example, hostClient, startGovernor, startLoad, testHost, type GovernorProcess } from "../lib/governor.ts";
 import { EXAMPLES, runCli } from "../lib/processes.ts";
 
 /** A copy of the counter example, its code changed by `edit`, in a temporary source directory. */
@@ -59,25 +58,8 @@ t.test("deploy - the counter's code changes while calls run: it rolls, keeps its
   const old = await serving(gov, "counter");
   const client = await hostClient(t, host);
 
-  let running = true;
-  let ok = 0;
-  const failures: string[] = [];
-  const loop = async () => {
-    while (running) {
-      try {
-        await client.call("demo.Counter/Add", { key: "k", by: 1 }, { timeoutMs: 20_000 });
-        ok++;
-      } catch (err) {
-        failures.push(NodeBinError.from(err).toString());
-      }
-    }
-  };
-  const callers = Array.from({ length: 4 }, loop);
-  t.teardown(async () => {
-    running = false;
-    await Promise.all(callers);
-  });
-  while (ok < 100) await new Promise((r) => setTimeout(r, 20));
+  const load = startLoad(t, 4, () => client.call("demo.Counter/Add", { key: "k", by: 1 }, { timeoutMs: 20_000 }));
+  await load.reach(100);
 
   const src = counterSource(t, (code) => code.replace('version: "1.0.0"', 'version: "1.1.0"'));
   const d = await deploy(src, host.components, host.env);
@@ -88,13 +70,12 @@ t.test("deploy - the counter's code changes while calls run: it rolls, keeps its
     return !c.rolling && c.children.length === 1 && c.children[0]!.pid !== old.pid && c.children[0]!.phase === "ready" && c.children[0]!;
   }, 60_000, "counter rolled to the new code");
   t.comment(`roll took ${Date.now() - rolledAt} ms`);
-  const target = ok + 100;
-  while (ok < target) await new Promise((r) => setTimeout(r, 20));
-  running = false;
-  await Promise.all(callers);
+  await load.reach(load.ok + 100);
+  await load.stop();
+  const ok = load.ok;
 
-  t.same(failures, [], `no call failed during the deploy (${ok} calls)`);
-  t.comment(`calls lost during the hot deploy: ${failures.length} of ${ok + failures.length}`);
+  t.same(load.failures, [], `no call failed during the deploy (${ok} calls)`);
+  t.comment(`calls lost during the hot deploy: ${load.failures.length} of ${ok + load.failures.length}`);
   const count = (await client.call("demo.Counter/Get", { key: "k" })) as { count: number };
   t.equal(Number(count.count), ok, "the count survived the roll: every successful Add is counted exactly once");
   t.throws(() => process.kill(old.pid, 0), "the old process exited");

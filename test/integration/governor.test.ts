@@ -8,7 +8,7 @@ import { cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
 import { NodeBinError } from "../../src/wire/errors.ts";
-import { example, hostClient, startGovernor, testHost } from "../lib/governor.ts";
+import { example, hostClient, startGovernor, startLoad, testHost } from "../lib/governor.ts";
 import { fixturePath } from "../lib/fixture-components.ts";
 import { EXAMPLES, runCli } from "../lib/processes.ts";
 
@@ -64,26 +64,8 @@ t.test("governor - load grows a component to its max, a raised max lets it grow 
   const client = await hostClient(t, host);
 
   // 24 callers, each call 40 ms of work: far more than one node's rate.
-  let running = true;
-  let ok = 0;
-  const failures: string[] = [];
-  const loop = async () => {
-    while (running) {
-      try {
-        await client.call("gov.Slow/Work", { ms: 40 }, { timeoutMs: 20_000 });
-        ok++;
-      } catch (err) {
-        failures.push(NodeBinError.from(err).toString());
-        await client.refresh().catch(() => {});
-      }
-    }
-  };
   const loadStarted = Date.now();
-  const callers = Array.from({ length: 24 }, loop);
-  t.teardown(async () => {
-    running = false;
-    await Promise.all(callers);
-  });
+  const load = startLoad(t, 24, () => client.call("gov.Slow/Work", { ms: 40 }, { timeoutMs: 20_000 }));
   const grewIn = await gov.until((s) => s.components[0]!.children.filter((c) => c.phase === "ready").length >= 2 && Date.now() - loadStarted, 30_000, "a second node under load");
   t.comment(`load step to the first extra node serving: ${grewIn} ms (sustain 500 ms, ping 1000 ms)`);
   // At max 2, it stays at 2 while loaded.
@@ -95,9 +77,8 @@ t.test("governor - load grows a component to its max, a raised max lets it grow 
   await gov.until((s) => s.components[0]!.children.filter((c) => c.phase === "ready").length === 3, 30_000, "a third node after max 3");
   t.pass("grew to 3 after the max was raised live");
 
-  running = false;
-  await Promise.all(callers);
-  t.same(failures, [], `no call failed while the component grew (${ok} calls)`);
+  await load.stop();
+  t.same(load.failures, [], `no call failed while the component grew (${load.ok} calls)`);
   const shrunk = Date.now();
   await gov.until((s) => s.components[0]!.running === 1 && s.components[0]!.children.length === 1, 30_000, "back to min 1 when idle");
   t.comment(`idle to shrunk to min: ${Date.now() - shrunk} ms (idle period 1500 ms)`);

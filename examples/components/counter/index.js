@@ -1,7 +1,10 @@
 // The counter component, in plain JavaScript: state lives in ctx.state and
 // survives between messages; exportState/importState show what state transfer moves.
 
-export const manifest = { version: "1.0.0", limits: { queue: 500 } };
+// max 1: its counts live in one node's state, so a governor never runs two
+// (two nodes would each count part of the calls). A redeploy still keeps the
+// count: the governor hands the old node's state to the new one.
+export const manifest = { version: "1.0.0", limits: { queue: 500, max: 1 } };
 
 export function Add({ key, by }, ctx) {
   const counts = (ctx.state.counts ??= {});
