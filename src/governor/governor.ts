@@ -417,6 +417,10 @@ export class Governor {
     this.children.delete(child.pid);
     this.held.delete(child.pid);
     if (child.container) this.agent?.evict(child.container, `pid ${child.pid} exited`);
+    // A killed child leaves its ipc socket file behind: remove it, so that a
+    // caller whose table still names the node is refused at once (unhandled,
+    // re-routed) instead of queueing for a listener that will never return.
+    if (child.endpoint?.startsWith("ipc://")) rmSync(child.endpoint.slice("ipc://".length), { force: true });
     for (const w of child.waiters.splice(0)) w(false);
     this.saveChildren();
     const comp = this.components.get(child.component);
