@@ -8,12 +8,15 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, fstatSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { isSea } from "../runtime/executable.ts";
 
 /** How to start this very program again: `node bin/node-bin` from source, the executable itself when packaged. */
-export function selfCommand(argv: readonly string[] = process.argv, execPath = process.execPath): { command: string; args: string[] } {
+export function selfCommand(argv: readonly string[] = process.argv, execPath = process.execPath, sea = isSea()): { command: string; args: string[] } {
+  // Inside the single executable argv[1] is the path the user typed (which may
+  // be a symlink, or a bare name found on PATH): the executable needs no script.
+  if (sea) return { command: execPath, args: [] };
   const script = argv[1];
-  // From source argv[1] is the entry script; inside a single executable it is
-  // the executable itself (or absent), and the executable needs no script.
+  // From source argv[1] is the entry script (bin/node-bin, or dist/node-bin.cjs).
   // execArgv is deliberately not passed on: a governor started under
   // --cpu-prof or --inspect should not start every child that way.
   if (script && script !== execPath && existsSync(script) && statSync(script).isFile()) return { command: execPath, args: [script] };

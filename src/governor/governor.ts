@@ -704,6 +704,10 @@ export class Governor {
     if (this.stopping) return;
     try {
       this.readConfig(false);
+      // Silence is judged every round, not only when a ping returns: a zombie is
+      // found within zombieAfterMs + one round of its last pong.
+      const now = Date.now();
+      for (const child of [...this.children.values()]) this.checkZombie(child, now);
       this.rollChanged();
       this.reconcile();
       this.elasticity();

@@ -380,7 +380,9 @@ export class RoutingCaller implements Caller {
   /** Fails every call waiting on an endpoint `predicate` picks (its peer is gone) with UNAVAILABLE. */
   failCallsTo(predicate: (to: string, via: string | undefined) => boolean, reason: string): void {
     for (const [id, call] of this.pending) {
-      if (predicate(call.to, call.via)) this.settle(id)?.reject(new NodeBinError("UNAVAILABLE", `${call.method.fullName}: ${reason}`, { details: { to: call.to } }));
+      if (!predicate(call.to, call.via)) continue;
+      this.router.suspect(call.to);
+      this.settle(id)?.reject(new NodeBinError("UNAVAILABLE", `${call.method.fullName}: ${reason}`, { details: { to: call.to } }));
     }
   }
 
@@ -393,6 +395,7 @@ export class RoutingCaller implements Caller {
 
   private expire(id: number): void {
     const call = this.settle(id);
+    if (call) this.router.suspect(call.to);
     call?.reject(new NodeBinError("DEADLINE_EXCEEDED", `${call.method.fullName}: no answer from ${call.to || "the endpoint"} within the deadline`, { details: { method: call.method.fullName, to: call.to } }));
   }
 

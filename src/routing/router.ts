@@ -19,9 +19,19 @@ export interface Locality {
 
 const TIERS: readonly Scope[] = ["process", "host", "network", "any"];
 
+/**
+ * How long a node that let a call down without an answer (its deadline ran
+ * out, its connection dropped) is avoided while other nodes can serve: about
+ * the time membership takes to remove a dead node (lease 3 s; a cut-off host,
+ * about 5 s), so callers stop sending into the void before the tables catch up.
+ */
+export const SUSPECT_MS = 5000;
+
 export class Router {
   /** Calls this process has in flight, per node id. */
   private readonly inflight = new Map<string, number>();
+  /** Nodes to avoid until the given time (epoch ms); see SUSPECT_MS. */
+  private readonly suspects = new Map<string, number>();
 
   constructor(
     readonly table: MembershipTable,
@@ -46,6 +56,37 @@ export class Router {
     let nodes = route.nodes;
     if (exclude && exclude.size > 0) nodes = nodes.filter((n) => !exclude.has(n.id));
     else if (nodes.length === 1 && scope === "any") return nodes[0]!;
+    if (this.suspects.size > 0) {
+      // Healthy nodes first; suspects only when no healthy node is in scope.
+      const healthy = nodes.filter((n) => !this.isSuspect(n.id));
+      if (healthy.length > 0 && healthy.length < nodes.length) {
+        const chosen = this.choose(healthy, scope);
+        if (chosen) return chosen;
+      }
+    }
+    const chosen = this.choose(nodes, scope);
+    if (chosen) return chosen;
+    const excluded = route.nodes.length - nodes.length;
+    throw new NodeBinError("NOT_FOUND", `no node within scope "${scope}" serves ${route.method.fullName} (${nodes.length} outside it${excluded ? `, ${excluded} excluded` : ""})`, {
+      details: { method: route.method.fullName, scope },
+    });
+  }
+
+  /** A node that let a call down without answering: avoided for `ms` while others can serve. */
+  suspect(id: string, ms = SUSPECT_MS): void {
+    if (id) this.suspects.set(id, Date.now() + ms);
+  }
+
+  private isSuspect(id: string): boolean {
+    const until = this.suspects.get(id);
+    if (until === undefined) return false;
+    if (until > Date.now()) return true;
+    this.suspects.delete(id);
+    return false;
+  }
+
+  /** The nearest tier with room, power of two choices inside it; undefined when no node is in scope. */
+  private choose(nodes: readonly NodeEntry[], scope: Scope): NodeEntry | undefined {
     const limit = TIERS.indexOf(scope);
     if (limit < 0) throw new NodeBinError("INVALID_ARGUMENT", `unknown scope ${JSON.stringify(scope)}; expected one of ${TIERS.join(", ")}`);
     let fallback: NodeEntry[] | undefined;
@@ -58,10 +99,7 @@ export class Router {
     }
     // Every node in scope is full: pick one anyway; it answers RESOURCE_EXHAUSTED if still full.
     if (fallback) return this.leastLoaded(fallback);
-    const excluded = route.nodes.length - nodes.length;
-    throw new NodeBinError("NOT_FOUND", `no node within scope "${scope}" serves ${route.method.fullName} (${nodes.length} outside it${excluded ? `, ${excluded} excluded` : ""})`, {
-      details: { method: route.method.fullName, scope },
-    });
+    return undefined;
   }
 
   /** Bookkeeping of this process's in-flight calls, which weigh into the choice. */

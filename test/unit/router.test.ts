@@ -121,3 +121,23 @@ t.test("router - power of two choices: of two random picks the less loaded wins"
   t.notOk(counts.has("local-3"), "the most loaded node is never the less loaded of two");
   t.ok((counts.get("local-0") ?? 0) > (counts.get("local-2") ?? 0), "lighter nodes are picked more often");
 });
+
+t.test("router - a suspect node (no answer, lost connection) is avoided while others can serve, then trusted again", async (t) => {
+  const a = node("host-a", "h1", "n1");
+  const b = node("host-b", "h1", "n1");
+  const far = node("far-1", "h9", "n9");
+  const r = router([a, b, far]);
+  const route = r.route(HELLO);
+  r.suspect("host-a", 60_000);
+  for (let i = 0; i < 20; i++) t.equal(r.pick(route).id, "host-b", "the healthy node of the same tier");
+  r.suspect("host-b", 60_000);
+  for (let i = 0; i < 5; i++) t.equal(r.pick(route).id, "far-1", "a healthy node of a farther tier beats suspects");
+  t.ok(["host-a", "host-b"].includes(r.pick(route, "host").id), "with only suspects in scope, a suspect still serves");
+  r.suspect("far-1", 60_000);
+  t.ok(["host-a", "host-b"].includes(r.pick(route).id), "all suspect: the usual choice among them");
+  const r2 = router([a, b]);
+  r2.suspect("host-a", 1);
+  await new Promise((res) => setTimeout(res, 5));
+  const seen = new Set(Array.from({ length: 40 }, () => r2.pick(r2.route(HELLO)).id));
+  t.same([...seen].sort(), ["host-a", "host-b"], "suspicion expires");
+});
