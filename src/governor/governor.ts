@@ -1021,7 +1021,8 @@ export class Governor {
       if (typeof v === "number") fromConfig[key] = v;
     }
     Object.assign(this.settings, DEFAULT_SETTINGS, fromConfig, this.options.settings ?? {}, this.overrides.settings);
-    this.capacity = this.overrides.capacity ?? this.config.capacity ?? this.options.capacity ?? defaultCapacity();
+    // Precedence as for every setting: default < config file < command line < `governor set`.
+    this.capacity = this.overrides.capacity ?? this.options.capacity ?? this.config.capacity ?? defaultCapacity();
   }
 
   /** Reads the config file when it changed (a bad file is reported and the previous config kept). */
