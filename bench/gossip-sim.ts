@@ -12,6 +12,11 @@
  *   node --import ./bin/register.mjs bench/gossip-sim.ts            # 3, 10, 100, 1000 hosts
  *   node --import ./bin/register.mjs bench/gossip-sim.ts --quick    # 3, 10, 100 (seconds)
  *   node --import ./bin/register.mjs bench/gossip-sim.ts 30 300     # other sizes
+ *   node --import ./bin/register.mjs bench/gossip-sim.ts --detect-max 100 --json 10 100 1000
+ *
+ * --detect-max N skips the departure-detection step for sizes above N (it is
+ * about 60% of the simulated time at 1000 hosts). --json adds one line
+ * `{"rows":[...]}` after the table, for bench/run.ts.
  *
  * Run time: a few seconds up to 100 hosts; the 1000-host row simulates about
  * 140 s of a cluster of 1000 complete Gossip instances in one process (some
@@ -187,12 +192,14 @@ interface Row {
   maxRecvBps: number;
   idleRecords: number;
   detectMs: number | undefined;
+  /** False when the detection step was skipped (--detect-max). */
+  detected: boolean;
   boundMs: number;
   falseRemovals: number;
   realS: number;
 }
 
-function run(n: number): Row {
+function run(n: number, detect: boolean): Row {
   const started = performance.now();
   const sim = new Simulation(n);
   const names = Array.from({ length: n }, (_, i) => `host-${String(i).padStart(4, "0")}`);
@@ -216,11 +223,16 @@ function run(n: number): Row {
   const idleRecords = after.reduce((sum, s, i) => sum + s.recordsSent! - before[i]!.recordsSent!, 0);
 
   // Detection: stop one host; time until no other host holds it.
-  const victim = sim.hosts[Math.floor(n / 2)]!;
-  victim.up = false;
-  const observers = sim.hosts.filter((h) => h.up);
-  const detectMs = sim.runUntilTrue(() => observers.every((h) => !h.gossip.known(victim.host)), 100, plan.detectionBoundMs * 2);
-  const removed = observers.reduce((sum, h) => sum + h.gossip.stats().hostsRemoved!, 0);
+  let detectMs: number | undefined;
+  let removed = 0;
+  let observers: SimHost[] = [];
+  if (detect) {
+    const victim = sim.hosts[Math.floor(n / 2)]!;
+    victim.up = false;
+    observers = sim.hosts.filter((h) => h.up);
+    detectMs = sim.runUntilTrue(() => observers.every((h) => !h.gossip.known(victim.host)), 100, plan.detectionBoundMs * 2);
+    removed = observers.reduce((sum, h) => sum + h.gossip.stats().hostsRemoved!, 0);
+  }
   return {
     hosts: n,
     periodMs: plan.periodMs,
@@ -233,14 +245,19 @@ function run(n: number): Row {
     maxRecvBps: Math.max(...recvRates),
     idleRecords,
     detectMs,
+    detected: detect,
     boundMs: plan.detectionBoundMs,
     falseRemovals: removed - observers.length,
     realS: (performance.now() - started) / 1000,
   };
 }
 
-const quick = process.argv.includes("--quick");
-const sizes = process.argv.slice(2).map(Number).filter((x) => x > 1);
+const args = process.argv.slice(2);
+const quick = args.includes("--quick");
+const json = args.includes("--json");
+const detectMaxAt = args.indexOf("--detect-max");
+const detectMax = detectMaxAt >= 0 ? Number(args[detectMaxAt + 1]) : Infinity;
+const sizes = args.filter((_, i) => detectMaxAt < 0 || i !== detectMaxAt + 1).map(Number).filter((x) => x > 1);
 const budget = 16384;
 console.log(`gossip simulation: chain of single seeds, 1 node per host, defaults (budget ${budget} B/s per host, base period 1000 ms, phi 8, minFailMs 3000)`);
 console.log("");
@@ -248,8 +265,10 @@ const header = ["hosts", "period ms", "fanout", "digests/SYN", "converge rounds"
 const rows: string[][] = [header];
 const print = (row: string[]) => console.log(row.map((cell, c) => cell.padStart(header[c]!.length)).join("  "));
 print(header);
+const results: Row[] = [];
 for (const n of sizes.length ? sizes : quick ? [3, 10, 100] : [3, 10, 100, 1000]) {
-  const r = run(n);
+  const r = run(n, n <= detectMax);
+  results.push(r);
   const row = [
     r.hosts,
     r.periodMs,
@@ -262,7 +281,7 @@ for (const n of sizes.length ? sizes : quick ? [3, 10, 100] : [3, 10, 100, 1000]
     Math.round(r.maxBps),
     Math.round(r.maxRecvBps),
     r.idleRecords,
-    r.detectMs === undefined ? "not seen" : Math.round(r.detectMs),
+    !r.detected ? "skipped" : r.detectMs === undefined ? "not seen" : Math.round(r.detectMs),
     Math.round(r.boundMs),
     r.falseRemovals,
     r.realS.toFixed(1),
@@ -275,3 +294,8 @@ console.log("converge: every host holds every other's current record (checked ev
 console.log("B/host/s: bytes each host sent per second (received is the same on average); converging = from start to convergence,");
 console.log("mean/max = over 30 s once converged (10 s at 1000 hosts). records idle: node records sent in that window (deltas only: 0).");
 console.log("detect: one host stops; time until the last other host removed it. bound: gossipPlan's D + maxFail + P.");
+if (json) {
+  const rounded = (x: number | undefined) => (x === undefined ? null : Math.round(x));
+  const out = results.map((r) => ({ ...r, convergeMs: rounded(r.convergeMs), convergeMaxBps: rounded(r.convergeMaxBps), meanBps: rounded(r.meanBps), maxBps: rounded(r.maxBps), maxRecvBps: rounded(r.maxRecvBps), detectMs: rounded(r.detectMs), boundMs: rounded(r.boundMs), realS: Math.round(r.realS * 10) / 10 }));
+  console.log(JSON.stringify({ rows: out }));
+}
