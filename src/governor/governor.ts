@@ -973,6 +973,8 @@ export class Governor {
       used: this.live().length,
       settings: { ...this.settings },
       plugins: this.plugins,
+      // The host agent's leases and gossip counters (bytes sent and received, rounds, hosts known).
+      agent: this.agent?.stats() ?? {},
       locked: this.locked(),
       components: [...this.components.values()]
         .filter((c) => !c.removed || this.childrenOf(c.name).length)
