@@ -92,7 +92,12 @@ export async function loadComponent(dir: string, options: LoadComponentOptions =
     mod = (await import(pathToFileURL(moduleFile).href)) as Record<string, unknown>;
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
-    const hint = e?.code === "ERR_UNKNOWN_FILE_EXTENSION" ? " (this runtime cannot import TypeScript by itself: run through bin/node-bin, or use Node >= 22.6 or Deno)" : "";
+    const hint =
+      e?.code === "ERR_UNKNOWN_FILE_EXTENSION"
+        ? " (this runtime cannot import TypeScript by itself: run through bin/node-bin, or use Node >= 22.6, Deno or the node-bin executable)"
+        : e?.code === "ERR_UNSUPPORTED_TYPESCRIPT_SYNTAX"
+          ? " (Node's type stripping, which the node-bin executable uses, erases types only: no enum, namespace or constructor parameter properties; rewrite them or ship the component as .js)"
+          : "";
     throw fail(moduleFile, `cannot load: ${e?.message ?? String(err)}${hint}`, err);
   }
 

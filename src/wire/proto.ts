@@ -9,6 +9,7 @@ import { dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import protobuf from "protobufjs";
 import descriptor from "protobufjs/google/protobuf/descriptor.json" with { type: "json" };
+import { embeddedProtoDir } from "../runtime/executable.ts";
 import { NodeBinError } from "./errors.ts";
 
 // protobufjs bundles some google/protobuf files but not descriptor.proto, which
@@ -19,9 +20,10 @@ protobuf.common("descriptor", descriptorTypes as Parameters<typeof protobuf.comm
 
 /**
  * The directory holding nodebin/*.proto. The only place that knows where the
- * project's own protos live (a bundled build will point it elsewhere).
+ * project's own protos live: proto/ in the checkout, or, in the bundle and the
+ * executable (which embed them), their copy in the per-user cache directory.
  */
-export const NODEBIN_PROTO_DIR = fileURLToPath(new URL("../../proto/", import.meta.url));
+export const NODEBIN_PROTO_DIR = embeddedProtoDir() ?? fileURLToPath(new URL("../../proto/", import.meta.url));
 
 export interface LoadProtoOptions {
   /** Directories searched for imports after the importing file's own directory. */

@@ -1,0 +1,155 @@
+/**
+ * The single executable (dist/node-bin-<os>-<arch>, made by `npm run build`)
+ * on a host of its own: a temporary directory holding a copy of the
+ * executable alone with a components/ folder beside it, a PATH with no
+ * node on it, no node_modules anywhere above, and a private runtime and cache
+ * directory. The executable is spawned directly (never through node).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { delimiter, dirname, join } from "node:path";
+import { ROOT } from "./processes.ts";
+
+interface Teardown {
+  teardown(fn: () => unknown): void;
+}
+
+const TARGET = `${process.platform === "win32" ? "win" : process.platform}-${process.arch}`;
+/** The executable `npm run build` makes for this machine. */
+export const EXECUTABLE = join(ROOT, "dist", `node-bin-${TARGET}${process.platform === "win32" ? ".exe" : ""}`);
+
+/** Tools a shell on a bare host would have; node is not one of them. */
+const TOOLS = ["sh", "bash", "ls", "cat", "env", "id", "uname", "mkdir", "rm", "cp", "mv", "ln", "chmod", "rmdir", "dirname", "readlink", "grep", "sed", "head", "cut", "mktemp", "sha256sum", "printf"];
+
+/** Where `name` is on this process's PATH, if anywhere. */
+export function which(name: string, path = process.env.PATH ?? ""): string | undefined {
+  for (const dir of path.split(delimiter)) {
+    if (dir && existsSync(join(dir, name))) return join(dir, name);
+  }
+  return undefined;
+}
+
+export interface ExeHost {
+  /** The temporary root: everything below is removed at teardown. */
+  root: string;
+  /** The executable's copy: <root>/app/node-bin, with <root>/app/components beside it. */
+  exe: string;
+  components: string;
+  /** A directory on PATH holding a `node-bin` symlink to `exe` (as install.sh makes). */
+  linkDir: string;
+  /** A directory with no components/ to run commands from. */
+  cwd: string;
+  /** The whole environment of every command: PATH without node, private runtime and cache directories. */
+  env: Record<string, string>;
+  port: number;
+}
+
+/** A host of the executable's own; `components` are copied into its components/ folder. */
+export function exeHost(t: Teardown, components: { from: string; name?: string }[]): ExeHost {
+  const root = mkdtempSync(join(tmpdir(), "nodebin-exe-"));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const app = join(root, "app");
+  const exe = join(app, "node-bin");
+  const dirs = { tools: join(root, "tools"), link: join(root, "bin"), cwd: join(root, "elsewhere"), runtime: join(root, "run"), cache: join(root, "cache"), home: join(root, "home") };
+  for (const dir of [app, ...Object.values(dirs)]) mkdirSync(dir, { recursive: true });
+  copyFileSync(EXECUTABLE, exe);
+  const compDir = join(app, "components");
+  for (const c of components) cpSync(c.from, join(compDir, c.name ?? c.from.split("/").pop()!), { recursive: true });
+  for (const tool of TOOLS) {
+    const found = which(tool);
+    if (found && !existsSync(join(dirs.tools, tool))) symlinkSync(found, join(dirs.tools, tool));
+  }
+  symlinkSync(exe, join(dirs.link, "node-bin"));
+  const env = {
+    PATH: [dirs.link, dirs.tools].join(delimiter),
+    HOME: dirs.home,
+    NODEBIN_RUNTIME_DIR: dirs.runtime,
+    NODEBIN_CACHE_DIR: dirs.cache,
+    NODEBIN_LOG: "info",
+    NODEBIN_HOST: "exe-test",
+  };
+  const port = 20000 + Math.floor(Math.random() * 20000);
+  return { root, exe, components: compDir, linkDir: dirs.link, cwd: dirs.cwd, env, port };
+}
+
+export interface ExeResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `command args` to completion (killed after `timeoutMs`) with exactly
+ * `env` (nothing inherited from the test process) in `cwd`. `command` may be a
+ * bare name, looked up on env.PATH.
+ */
+export function runExe(command: string, args: string[], env: Record<string, string>, cwd: string, timeoutMs = 30_000): Promise<ExeResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { env, cwd, stdio: ["ignore", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => (stdout += d));
+    child.stderr.on("data", (d: Buffer) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    child.on("error", reject);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+export interface ExeProcess {
+  child: ChildProcess;
+  readyLine: string;
+  stderr(): string;
+  /** Resolves with the exit code: sends `signal` (default SIGTERM; null: none, it is exiting by itself), SIGKILL after `graceMs` (10 s). */
+  stop(signal?: NodeJS.Signals | null, graceMs?: number): Promise<number | null>;
+}
+
+/** Starts `command args` like runExe; resolves once stdout matches `ready`. Stopped at teardown. */
+export function startExe(t: Teardown, command: string, args: string[], env: Record<string, string>, cwd: string, ready: RegExp, readyTimeoutMs = 30_000): Promise<ExeProcess> {
+  const child = spawn(command, args, { env, cwd, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stderr!.on("data", (d: Buffer) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  const stop = async (signal: NodeJS.Signals | null = "SIGTERM", graceMs = 10_000) => {
+    if (signal && child.exitCode === null && child.signalCode === null) child.kill(signal);
+    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
+    const code = await exited;
+    clearTimeout(timer);
+    return code;
+  };
+  t.teardown(() => stop());
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${args[0]} not ready within ${readyTimeoutMs} ms; stderr:\n${stderr}`)), readyTimeoutMs);
+    child.stdout!.on("data", (d: Buffer) => {
+      stdout += d;
+      const match = ready.exec(stdout);
+      if (match) {
+        clearTimeout(timer);
+        const end = stdout.indexOf("\n", match.index);
+        resolve({ child, readyLine: stdout.slice(stdout.lastIndexOf("\n", match.index) + 1, end < 0 ? undefined : end), stderr: () => stderr, stop });
+      }
+    });
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`${args[0]} exited with ${code} before it was ready; stderr:\n${stderr}`));
+    });
+  });
+}
+
+/** True when some directory from `dir` up holds a node_modules. */
+export function nodeModulesAbove(dir: string): string | undefined {
+  for (let d = dir; ; d = dirname(d)) {
+    if (existsSync(join(d, "node_modules"))) return join(d, "node_modules");
+    if (dirname(d) === d) return undefined;
+  }
+}
