@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { isSea } from "../runtime/executable.ts";
 
 /** How to start this very program again: `node bin/node-bin` from source, the executable itself when packaged. */
-export function selfCommand(argv: readonly string[] = process.argv, execPath = process.execPath, sea = isSea()): { command: string; args: string[] } {
+export function selfCommand(argv: readonly string[] = process.argv, execPath = process.execPath, sea = isSea(), deno = "Deno" in globalThis): { command: string; args: string[] } {
   // Inside the single executable argv[1] is the path the user typed (which may
   // be a symlink, or a bare name found on PATH): the executable needs no script.
   if (sea) return { command: execPath, args: [] };
@@ -19,7 +19,11 @@ export function selfCommand(argv: readonly string[] = process.argv, execPath = p
   // From source argv[1] is the entry script (bin/node-bin, or dist/node-bin.cjs).
   // execArgv is deliberately not passed on: a governor started under
   // --cpu-prof or --inspect should not start every child that way.
-  if (script && script !== execPath && existsSync(script) && statSync(script).isFile()) return { command: execPath, args: [script] };
+  if (script && script !== execPath && existsSync(script) && statSync(script).isFile()) {
+    // Under Deno execPath is the deno binary: the child needs `run -A` (Deno cannot
+    // tell a program its own permission flags; a governor runs with -A already).
+    return deno ? { command: execPath, args: ["run", "-A", script] } : { command: execPath, args: [script] };
+  }
   return { command: execPath, args: [] };
 }
 

@@ -21,7 +21,8 @@ t.test("runtime - from source nothing is embedded", async (t) => {
 t.test("runtime - selfCommand: the script from source, the executable alone inside the SEA", async (t) => {
   t.same(selfCommand(["/usr/bin/node", "/no/such/script"], "/usr/bin/node", false), { command: "/usr/bin/node", args: [] });
   const script = join(import.meta.dirname, "runtime.test.ts");
-  t.same(selfCommand(["/usr/bin/node", script], "/usr/bin/node", false), { command: "/usr/bin/node", args: [script] });
+  t.same(selfCommand(["/usr/bin/node", script], "/usr/bin/node", false, false), { command: "/usr/bin/node", args: [script] });
+  t.same(selfCommand(["/usr/bin/deno", script], "/usr/bin/deno", false, true), { command: "/usr/bin/deno", args: ["run", "-A", script] }, "under Deno: deno run -A <script>");
   t.same(selfCommand(["/opt/app/node-bin", script], "/opt/app/node-bin", true), { command: "/opt/app/node-bin", args: [] }, "argv[1] (a symlink, a bare name) is ignored");
 });
 
