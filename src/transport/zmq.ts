@@ -9,6 +9,14 @@
  * zeromq.js allows one send in flight per socket, so each socket has a writer
  * that queues outgoing frames and pumps them in order; a queue past its limit
  * fails the send at once with RESOURCE_EXHAUSTED instead of growing.
+ *
+ * Batching: one ZeroMQ message carries one envelope per frame after the
+ * routing id, and a writer puts every envelope queued for the same peer into
+ * one message (up to MAX_BATCH frames / MAX_BATCH_BYTES). zeromq.js costs a
+ * native call and a promise per message on each side, whatever the message
+ * holds, so with many calls in flight most of that cost is shared; with one
+ * call in flight nothing waits and every message holds one envelope, as
+ * before. Receivers take every frame of a message.
  */
 import { existsSync } from "node:fs";
 import { setImmediate as nextTurn } from "node:timers/promises";
@@ -30,6 +38,9 @@ export interface ZmqOptions {
 }
 
 const DEFAULTS = { queueLimit: 10_000, highWaterMark: 10_000, maxMessageBytes: 16 * 1024 * 1024 };
+/** Most envelopes in one ZeroMQ message, and most bytes (one envelope larger than that still goes, alone). */
+const MAX_BATCH = 256;
+const MAX_BATCH_BYTES = 256 * 1024;
 // Reply routes remembered by a listener: beyond this the oldest are forgotten,
 // so that a flood of made-up sender ids cannot grow memory without bound.
 const MAX_PEERS = 65_536;
@@ -224,26 +235,61 @@ class Writer {
     private readonly waits: boolean,
   ) {}
 
+  /** Queues one envelope: `[frame]` for a DEALER, `[routing id, frame]` for a ROUTER. */
   push(message: Message): void {
     if (this.queue.length >= this.limit) {
       throw new NodeBinError("RESOURCE_EXHAUSTED", `send queue to ${this.label} is full (${this.limit} messages)`, { details: { queued: String(this.queue.length) } });
     }
     this.queue.push(message);
-    if (!this.pumping) void this.pump();
+    if (!this.pumping) {
+      this.pumping = true;
+      // Start after the current run of synchronous code and microtasks: the
+      // envelopes it queues (answers of a batch of requests, the next calls of
+      // many callers woken together) leave in one message.
+      queueMicrotask(() => void this.pump());
+    }
   }
 
   private async pump(): Promise<void> {
-    this.pumping = true;
     for (let message = this.queue.shift(); message; message = this.queue.shift()) {
       if (this.socket.closed) break;
       try {
-        await io.send(this.socket, message, this.waits);
+        await io.send(this.socket, this.batch(message), this.waits);
       } catch (err) {
+        // The whole batch is lost to the peer (gone, or its pipe full): its callers end at their deadlines or on the disconnect.
         this.onError(err);
       }
     }
     this.pumping = false;
   }
+
+  /** `first` with the envelopes queued behind it for the same peer appended, as one message. */
+  private batch(first: Message): Message {
+    let next = this.queue.peek();
+    if (!next) return first;
+    const routed = first.length === 2;
+    const rid = routed ? first[0]! : undefined;
+    let bytes = first[first.length - 1]!.length;
+    let frames = 1;
+    let batch: Message | undefined;
+    while (next && next.length === first.length && (!rid || sameId(rid, next[0]!))) {
+      const frame = next[next.length - 1]!;
+      if (frames >= MAX_BATCH || bytes + frame.length > MAX_BATCH_BYTES) break;
+      (batch ??= [...first]).push(frame);
+      frames++;
+      bytes += frame.length;
+      this.queue.shift();
+      next = this.queue.peek();
+    }
+    return batch ?? first;
+  }
+}
+
+function sameId(a: Buffer | Uint8Array, b: Buffer | Uint8Array): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 /** A bound ROUTER: frames in go to `dispatch`; answers go back to whoever sent from that id. */
@@ -296,12 +342,13 @@ export class ZmqListener implements Transport {
   private async receiveLoop(): Promise<void> {
     try {
       for await (const parts of io.messages(this.socket)) {
-        const [rid, frame] = parts;
-        if (parts.length !== 2 || !rid || !frame) {
+        const rid = parts[0];
+        if (parts.length < 2 || !rid) {
           this.onDrop(`malformed message of ${parts.length} parts`);
           continue;
         }
-        this.receive(rid, frame);
+        // One envelope per frame after the routing id (see "Batching" above).
+        for (let i = 1; i < parts.length; i++) this.receive(rid, parts[i]!);
       }
     } catch (err) {
       if (!this.socket.closed) this.onDrop(`receive failed: ${(err as Error).message}`);
@@ -435,10 +482,12 @@ export class ZmqConnector implements Transport {
 
   private async receiveLoop(socket: zmq.Dealer, onDrop: (reason: string) => void): Promise<void> {
     try {
-      for await (const [frame] of io.messages(socket)) {
-        const env = frame ? decodeEnvelope(frame) : new NodeBinError("INVALID_ARGUMENT", "empty message");
-        if (env instanceof NodeBinError) onDrop(env.message);
-        else if (!this.dispatch(env)) onDrop(`no local endpoint ${JSON.stringify(env.to)}`);
+      for await (const frames of io.messages(socket)) {
+        for (const frame of frames) {
+          const env = decodeEnvelope(frame);
+          if (env instanceof NodeBinError) onDrop(env.message);
+          else if (!this.dispatch(env)) onDrop(`no local endpoint ${JSON.stringify(env.to)}`);
+        }
       }
     } catch (err) {
       if (!socket.closed) onDrop(`receive failed: ${(err as Error).message}`);

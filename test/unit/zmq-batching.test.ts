@@ -1,0 +1,68 @@
+// Envelopes queued for the same peer leave in one ZeroMQ message (one frame
+// each), in order; receivers take every frame of a message; a raw peer's
+// single-frame messages still work.
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import t from "tap";
+import * as zmq from "zeromq";
+import { ZmqConnector, ZmqListener } from "../../src/transport/zmq.ts";
+import { Kind, decodeEnvelope, encodeEnvelope, encodeResponse, envelope, type Envelope } from "../../src/wire/envelope.ts";
+
+function ipcAddress(t: { teardown(fn: () => unknown): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), "nodebin-zmq-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return `ipc://${join(dir, "s.sock")}`;
+}
+
+const request = (id: number) => encodeEnvelope(envelope({ id, kind: Kind.REQUEST, from: "caller-1", to: "node-1", method: "a.B/C" }));
+
+t.test("zmq - a connector sends the envelopes queued together in one message, in order", async (t) => {
+  const address = ipcAddress(t);
+  const router = new zmq.Router({ linger: 0 });
+  await router.bind(address);
+  t.teardown(() => router.close());
+  const connector = new ZmqConnector(() => address, () => true);
+  t.teardown(() => connector.close());
+  for (let id = 1; id <= 100; id++) connector.deliverVia(address, request(id));
+  const ids: number[] = [];
+  let messages = 0;
+  while (ids.length < 100) {
+    const [, ...frames] = await router.receive();
+    messages++;
+    for (const f of frames) ids.push((decodeEnvelope(f) as Envelope).id);
+  }
+  t.same(ids, Array.from({ length: 100 }, (_, i) => i + 1), "every envelope, in order");
+  t.ok(messages < 100, `in ${messages} ZeroMQ message(s), not 100`);
+});
+
+t.test("zmq - a listener takes every envelope of a multi-frame message and batches its answers per peer", async (t) => {
+  const address = ipcAddress(t);
+  const seen: number[] = [];
+  let listener!: ZmqListener;
+  listener = await ZmqListener.bind([address], (env) => {
+    seen.push(env.id);
+    listener.deliver(env.from, encodeResponse(env, "node-1", new Uint8Array(), undefined));
+    return true;
+  });
+  t.teardown(() => listener.close());
+  const dealer = new zmq.Dealer({ linger: 0 });
+  dealer.connect(address);
+  t.teardown(() => dealer.close());
+  await dealer.send([request(1), request(2), request(3)]);
+  await dealer.send(request(4)); // a single-frame message, as any raw peer sends
+  const answered: number[] = [];
+  let messages = 0;
+  while (answered.length < 4) {
+    const frames = await dealer.receive();
+    messages++;
+    for (const f of frames) {
+      const env = decodeEnvelope(f) as Envelope;
+      t.equal(env.kind, Kind.RESPONSE);
+      answered.push(env.id);
+    }
+  }
+  t.same(seen, [1, 2, 3, 4], "each frame dispatched as its own envelope");
+  t.same(answered, [1, 2, 3, 4], "every answer came back, in order");
+  t.ok(messages <= 3, `answers to the batch came back batched (${messages} messages for 4 answers)`);
+});
