@@ -39,7 +39,9 @@ error code on failure (e.g. 5 NOT_FOUND, 3 INVALID_ARGUMENT, 4 DEADLINE_EXCEEDED
 
 Environment:
   NODEBIN_LOG           debug | info | warn | error | silent (default info)
-  NODEBIN_RUNTIME_DIR   private directory of ipc sockets (default $XDG_RUNTIME_DIR/node-bin)`;
+  NODEBIN_RUNTIME_DIR   private directory of ipc sockets (default $XDG_RUNTIME_DIR/node-bin)
+  NODEBIN_CACHE_DIR     where the single executable unpacks its native addon
+                        (default $XDG_CACHE_HOME/node-bin or ~/.cache/node-bin)`;
 
 const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { governor: runGovernor, deploy: runDeploy, dev: runDev, container: runContainer, client: runClient };
 
