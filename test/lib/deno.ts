@@ -5,10 +5,10 @@
  * on their readiness line, stopped (SIGTERM, then SIGKILL, by pid) at
  * teardown; one-shot CLI runs with a bounded time.
  */
-import { spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { BIN, ROOT, type CliResult, type DevProcess } from "./processes.ts";
+import { BIN, ROOT, runCommand, startProcess, type CliResult, type DevProcess } from "./processes.ts";
 
 interface Teardown {
   teardown(fn: () => unknown): void;
@@ -42,19 +42,7 @@ export function denoUnusable(): string | false {
 
 /** Runs `deno run -A bin/node-bin ...args` to completion (killed after `timeoutMs`). */
 export function runDenoCli(args: string[], env: Record<string, string>, options: { timeoutMs?: number } = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(DENO, denoArgs(args), { cwd: ROOT, env: denoEnv(env), stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d));
-    child.stderr.on("data", (d: Buffer) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 30_000);
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
+  return runCommand(DENO, denoArgs(args), denoEnv(env), { ...options, cwd: ROOT });
 }
 
 /**
@@ -63,46 +51,5 @@ export function runDenoCli(args: string[], env: Record<string, string>, options:
  * then SIGKILL after 10 s.
  */
 export function startDeno(t: Teardown, args: string[], env: Record<string, string>, ready: RegExp, readyTimeoutMs = 60_000): Promise<DevProcess> {
-  const child = spawn(DENO, denoArgs(args), { cwd: ROOT, env: denoEnv(env), stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stderr!.on("data", (d: Buffer) => (stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
-    const code = await exited;
-    clearTimeout(timer);
-    return code;
-  };
-  t.teardown(stop);
-  const waitForStderr = (pattern: RegExp, timeoutMs = 30_000) =>
-    new Promise<void>((resolve, reject) => {
-      if (pattern.test(stderr)) return resolve();
-      const timer = setTimeout(() => reject(new Error(`stderr did not match ${pattern} within ${timeoutMs} ms:\n${stderr}`)), timeoutMs);
-      const check = () => {
-        if (!pattern.test(stderr)) return;
-        clearTimeout(timer);
-        child.stderr!.off("data", check);
-        resolve();
-      };
-      child.stderr!.on("data", check);
-    });
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`deno ${args[0]} not ready within ${readyTimeoutMs} ms; stderr:\n${stderr}`)), readyTimeoutMs);
-    child.stdout!.on("data", (d: Buffer) => {
-      stdout += d;
-      const match = ready.exec(stdout);
-      if (match) {
-        clearTimeout(timer);
-        const end = stdout.indexOf("\n", match.index);
-        const line = stdout.slice(stdout.lastIndexOf("\n", match.index) + 1, end < 0 ? undefined : end);
-        resolve({ child, endpoint: match[1]!, readyLine: line, env, stderr: () => stderr, waitForStderr, stop });
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`deno ${args[0]} exited with ${code} before it was ready; stderr:\n${stderr}`));
-    });
-  });
+  return startProcess(t, DENO, denoArgs(args), env, denoEnv(env), { ready, readyTimeoutMs, cwd: ROOT, label: `deno ${args[0]}` });
 }

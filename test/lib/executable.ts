@@ -5,11 +5,10 @@
  * node on it, no node_modules anywhere above, and a private runtime and cache
  * directory. The executable is spawned directly (never through node).
  */
-import { spawn, type ChildProcess } from "node:child_process";
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
-import { ROOT } from "./processes.ts";
+import { ROOT, runCommand, startProcess, type CliResult, type DevProcess } from "./processes.ts";
 
 interface Teardown {
   teardown(fn: () => unknown): void;
@@ -73,12 +72,7 @@ export function exeHost(t: Teardown, components: { from: string; name?: string }
   return { root, exe, components: compDir, linkDir: dirs.link, cwd: dirs.cwd, env, port };
 }
 
-export interface ExeResult {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
+export type ExeResult = CliResult;
 
 /**
  * Runs `command args` to completion (killed after `timeoutMs`) with exactly
@@ -86,64 +80,14 @@ export interface ExeResult {
  * bare name, looked up on env.PATH.
  */
 export function runExe(command: string, args: string[], env: Record<string, string>, cwd: string, timeoutMs = 30_000): Promise<ExeResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { env, cwd, stdio: ["ignore", "pipe", "pipe"] });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (d: Buffer) => (stdout += d));
-    child.stderr.on("data", (d: Buffer) => (stderr += d));
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-    child.on("error", reject);
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
+  return runCommand(command, args, env, { cwd, timeoutMs });
 }
 
-export interface ExeProcess {
-  child: ChildProcess;
-  readyLine: string;
-  stderr(): string;
-  /** Resolves with the exit code: sends `signal` (default SIGTERM; null: none, it is exiting by itself), SIGKILL after `graceMs` (10 s). */
-  stop(signal?: NodeJS.Signals | null, graceMs?: number): Promise<number | null>;
-}
+export type ExeProcess = DevProcess;
 
 /** Starts `command args` like runExe; resolves once stdout matches `ready`. Stopped at teardown. */
 export function startExe(t: Teardown, command: string, args: string[], env: Record<string, string>, cwd: string, ready: RegExp, readyTimeoutMs = 30_000): Promise<ExeProcess> {
-  const child = spawn(command, args, { env, cwd, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stderr!.on("data", (d: Buffer) => (stderr += d));
-  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  const stop = async (signal: NodeJS.Signals | null = "SIGTERM", graceMs = 10_000) => {
-    if (signal && child.exitCode === null && child.signalCode === null) child.kill(signal);
-    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
-    const code = await exited;
-    clearTimeout(timer);
-    return code;
-  };
-  t.teardown(() => stop());
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${args[0]} not ready within ${readyTimeoutMs} ms; stderr:\n${stderr}`)), readyTimeoutMs);
-    child.stdout!.on("data", (d: Buffer) => {
-      stdout += d;
-      const match = ready.exec(stdout);
-      if (match) {
-        clearTimeout(timer);
-        const end = stdout.indexOf("\n", match.index);
-        resolve({ child, readyLine: stdout.slice(stdout.lastIndexOf("\n", match.index) + 1, end < 0 ? undefined : end), stderr: () => stderr, stop });
-      }
-    });
-    child.on("error", (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`${args[0]} exited with ${code} before it was ready; stderr:\n${stderr}`));
-    });
-  });
+  return startProcess(t, command, args, env, env, { ready, readyTimeoutMs, cwd, label: args[0] ?? command });
 }
 
 /** True when some directory from `dir` up holds a node_modules. */

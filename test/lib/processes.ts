@@ -40,22 +40,35 @@ export function privateRuntime(t: Teardown): Record<string, string> {
   return { NODEBIN_RUNTIME_DIR: dir, NODEBIN_LOG: "warn" };
 }
 
-/** Runs `node-bin ...args` to completion (killed after `timeoutMs`). */
-export function runCli(args: string[], env: Record<string, string>, options: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+/**
+ * Runs `command args` to completion (SIGKILL after `timeoutMs`), with exactly
+ * `env` (callers build it), feeding `input` on stdin. The one place every
+ * one-shot process of the tests is run from.
+ */
+export function runCommand(command: string, args: string[], env: NodeJS.ProcessEnv, options: { input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: childEnv(env), stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(command, args, { env, stdio: ["pipe", "pipe", "pipe"], ...(options.cwd ? { cwd: options.cwd } : {}) });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d: Buffer) => (stdout += d));
     child.stderr.on("data", (d: Buffer) => (stderr += d));
     const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 30_000);
-    child.on("error", reject);
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr });
     });
+    child.stdin.on("error", () => {}); // a command that exits without reading its input
     child.stdin.end(options.input ?? "");
   });
+}
+
+/** Runs `node-bin ...args` to completion (killed after `timeoutMs`). */
+export function runCli(args: string[], env: Record<string, string>, options: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  return runCommand(process.execPath, [BIN, ...args], childEnv(env), options);
 }
 
 export interface DevProcess {
@@ -69,8 +82,11 @@ export interface DevProcess {
   stderr(): string;
   /** Resolves once its stderr matches `pattern` (rejects after `timeoutMs`). */
   waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<void>;
-  /** SIGTERM, then the exit code (SIGKILL if it does not exit within 10 s). */
-  stop(): Promise<number | null>;
+  /**
+   * Sends `signal` (default SIGTERM; null: none, it is exiting by itself),
+   * then resolves with the exit code (SIGKILL if it has not exited after `graceMs`, default 10 s).
+   */
+  stop(signal?: NodeJS.Signals | null, graceMs?: number): Promise<number | null>;
 }
 
 /** Starts `node-bin dev` and resolves once it printed its readiness line. Stopped at teardown. */
@@ -88,19 +104,37 @@ export function startContainer(t: Teardown, args: string[], env: Record<string, 
  * group is the endpoint). Stopped (SIGTERM, then SIGKILL) at teardown.
  */
 export function startNodeBin(t: Teardown, args: string[], env: Record<string, string>, ready: RegExp, readyTimeoutMs = 30_000): Promise<DevProcess> {
-  const child = spawn(process.execPath, [BIN, ...args], { env: childEnv(env), stdio: ["ignore", "pipe", "pipe"] });
+  return startProcess(t, process.execPath, [BIN, ...args], env, childEnv(env), { ready, readyTimeoutMs, label: args[0] ?? "node-bin" });
+}
+
+/**
+ * Starts `command args` with exactly `processEnv`; resolves once stdout
+ * matches `ready` (its first group is the endpoint). Stopped (SIGTERM, then
+ * SIGKILL) at teardown. The one place every long-running process of the
+ * tests is started from.
+ */
+export function startProcess(
+  t: Teardown,
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  processEnv: NodeJS.ProcessEnv,
+  options: { ready: RegExp; readyTimeoutMs?: number; cwd?: string; label?: string },
+): Promise<DevProcess> {
+  const { ready, readyTimeoutMs = 30_000, label = command } = options;
+  const child = spawn(command, args, { env: processEnv, stdio: ["ignore", "pipe", "pipe"], ...(options.cwd ? { cwd: options.cwd } : {}) });
   let stdout = "";
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => (stderr += d));
   const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
-  const stop = async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+  const stop = async (signal: NodeJS.Signals | null = "SIGTERM", graceMs = 10_000) => {
+    if (signal && child.exitCode === null && child.signalCode === null) child.kill(signal);
+    const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
     const code = await exited;
     clearTimeout(timer);
     return code;
   };
-  t.teardown(stop);
+  t.teardown(() => stop());
   const waitForStderr = (pattern: RegExp, timeoutMs = 30_000) =>
     new Promise<void>((resolve, reject) => {
       if (pattern.test(stderr)) return resolve();
@@ -114,7 +148,7 @@ export function startNodeBin(t: Teardown, args: string[], env: Record<string, st
       child.stderr!.on("data", check);
     });
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${args[0]} not ready within ${readyTimeoutMs} ms; stderr:\n${stderr}`)), readyTimeoutMs);
+    const timer = setTimeout(() => reject(new Error(`${label} not ready within ${readyTimeoutMs} ms; stderr:\n${stderr}`)), readyTimeoutMs);
     child.stdout!.on("data", (d: Buffer) => {
       stdout += d;
       const match = ready.exec(stdout);
@@ -122,12 +156,16 @@ export function startNodeBin(t: Teardown, args: string[], env: Record<string, st
         clearTimeout(timer);
         const end = stdout.indexOf("\n", match.index);
         const line = stdout.slice(stdout.lastIndexOf("\n", match.index) + 1, end < 0 ? undefined : end);
-        resolve({ child, endpoint: match[1]!, readyLine: line, env, stderr: () => stderr, waitForStderr, stop });
+        resolve({ child, endpoint: match[1] ?? "", readyLine: line, env, stderr: () => stderr, waitForStderr, stop });
       }
+    });
+    child.on("error", (err) => {
+      clearTimeout(timer);
+      reject(err);
     });
     void exited.then((code) => {
       clearTimeout(timer);
-      reject(new Error(`${args[0]} exited with ${code} before it was ready; stderr:\n${stderr}`));
+      reject(new Error(`${label} exited with ${code} before it was ready; stderr:\n${stderr}`));
     });
   });
 }
