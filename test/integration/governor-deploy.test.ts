@@ -8,7 +8,8 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:f
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
-import { example, hostClient, startGovernor, startLoad, testHost, type GovernorProcess } from "../lib/governor.ts";
+import { example, hostClient, startGovernor, testHost, type GovernorProcess } from "../lib/governor.ts";
+import { runLoad } from "../lib/load.ts";
 import { EXAMPLES, runCli } from "../lib/processes.ts";
 
 /** A copy of the counter example, its code changed by `edit`, in a temporary source directory. */
@@ -58,7 +59,7 @@ t.test("deploy - the counter's code changes while calls run: it rolls, keeps its
   const old = await serving(gov, "counter");
   const client = await hostClient(t, host);
 
-  const load = startLoad(t, 4, () => client.call("demo.Counter/Add", { key: "k", by: 1 }, { timeoutMs: 20_000 }));
+  const load = runLoad(t, 4, () => client.call("demo.Counter/Add", { key: "k", by: 1 }, { timeoutMs: 20_000 }));
   await load.reach(100);
 
   const src = counterSource(t, (code) => code.replace('version: "1.0.0"', 'version: "1.1.0"'));

@@ -8,8 +8,9 @@ import { cpSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
 import { NodeBinError } from "../../src/wire/errors.ts";
-import { example, hostClient, startGovernor, startLoad, testHost } from "../lib/governor.ts";
+import { example, hostClient, startGovernor, testHost } from "../lib/governor.ts";
 import { fixturePath } from "../lib/fixture-components.ts";
+import { runLoad } from "../lib/load.ts";
 import { EXAMPLES, runCli } from "../lib/processes.ts";
 
 const slow = { from: fixturePath("governor/slow") };
@@ -65,7 +66,7 @@ t.test("governor - load grows a component to its max, a raised max lets it grow 
 
   // 24 callers, each call 40 ms of work: far more than one node's rate.
   const loadStarted = Date.now();
-  const load = startLoad(t, 24, () => client.call("gov.Slow/Work", { ms: 40 }, { timeoutMs: 20_000 }));
+  const load = runLoad(t, 24, () => client.call("gov.Slow/Work", { ms: 40 }, { timeoutMs: 20_000 }));
   const grewIn = await gov.until((s) => s.components[0]!.children.filter((c) => c.phase === "ready").length >= 2 && Date.now() - loadStarted, 30_000, "a second node under load");
   t.comment(`load step to the first extra node serving: ${grewIn} ms (sustain 500 ms, ping 1000 ms)`);
   // At max 2, it stays at 2 while loaded.

@@ -10,7 +10,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "../../src/client/client.ts";
 import { GOVERNOR_STATUS } from "../../src/wire/control.ts";
-import { NodeBinError } from "../../src/wire/errors.ts";
 import { EXAMPLES, privateRuntime, startNodeBin, type DevProcess } from "./processes.ts";
 
 interface Teardown {
@@ -131,45 +130,4 @@ export async function hostClient(t: Teardown, host: TestHost): Promise<Client> {
   const client = await Client.connect({ endpoint: `tcp://${host.seed}`, host: host.env.NODEBIN_HOST! });
   t.teardown(() => client.close());
   return client;
-}
-
-/** Callers calling in a loop until stopped (at the latest at teardown), counting replies and coded failures. */
-export interface Load {
-  readonly ok: number;
-  readonly failures: string[];
-  /** Resolves once at least `n` calls succeeded. */
-  reach(n: number): Promise<void>;
-  stop(): Promise<void>;
-}
-
-export function startLoad(t: Teardown, callers: number, call: () => Promise<unknown>): Load {
-  let running = true;
-  let ok = 0;
-  const failures: string[] = [];
-  const loop = async () => {
-    while (running) {
-      try {
-        await call();
-        ok++;
-      } catch (err) {
-        failures.push(NodeBinError.from(err).toString());
-      }
-    }
-  };
-  const loops = Array.from({ length: callers }, loop);
-  const stop = async () => {
-    running = false;
-    await Promise.all(loops);
-  };
-  t.teardown(stop);
-  return {
-    get ok() {
-      return ok;
-    },
-    failures,
-    async reach(n) {
-      while (ok < n && running) await new Promise((r) => setTimeout(r, 20));
-    },
-    stop,
-  };
 }

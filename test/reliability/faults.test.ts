@@ -10,7 +10,7 @@ import { join } from "node:path";
 import t from "tap";
 import { hostClient, startGovernor, testHost, type GovernorProcess } from "../lib/governor.ts";
 import { ROOT } from "../lib/processes.ts";
-import { runLoad, type Failure } from "./load-lib.ts";
+import { runLoad, type Failure } from "../lib/load.ts";
 
 const DEADLINE_MS = 3000;
 // A timer fires a little late on a loaded 2-vCPU machine: this much past the deadline is still "within" it.
@@ -28,7 +28,7 @@ t.test("faults - SIGKILL and SIGSTOP of a container, SIGKILL of the governor, un
   const gov = await startGovernor(t, host);
   const nodes = await fourReady(gov, "4 echo nodes");
   const client = await hostClient(t, host);
-  const load = runLoad(t, client, { callers: 64, deadlineMs: DEADLINE_MS, method: "bench.Echo/Echo", request: { a: 7, b: "fault" } });
+  const load = runLoad(t, 64, () => client.call("bench.Echo/Echo", { a: 7, b: "fault" }, { timeoutMs: DEADLINE_MS }));
   const settle = () => new Promise((r) => setTimeout(r, 2000));
   await settle();
   t.equal(load.failures.length, 0, "no failures before any fault");

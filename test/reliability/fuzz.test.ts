@@ -16,7 +16,7 @@ import { NodeBinError } from "../../src/wire/errors.ts";
 import { encodeMessage } from "../../src/wire/message.ts";
 import { join } from "node:path";
 import { privateRuntime, ROOT, startContainer } from "../lib/processes.ts";
-import { MiB, rssOf } from "./load-lib.ts";
+import { MiB, rssOf } from "../lib/load.ts";
 
 const FRAMES = 100_000;
 const PORT = 20000 + Math.floor(Math.random() * 20000);

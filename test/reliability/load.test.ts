@@ -1,6 +1,6 @@
 // Load: 64 concurrent callers against 4 echo containers kept by a governor,
-// for 20 s in CI (NODEBIN_SOAK=1: 10 minutes; NODEBIN_RELIABILITY_SECONDS=N:
-// N seconds). Every call must end with a reply (nothing is faulted here, so no
+// for 20 s in CI (NODEBIN_SOAK=1: 10 minutes, run with `npx tap --timeout 900`;
+// NODEBIN_RELIABILITY_SECONDS=N: N seconds). Every call must end with a reply (nothing is faulted here, so no
 // coded error is expected either), and the resident memory of every node-bin
 // process must stay flat: after a warm-up, growth within 25% + 16 MiB.
 import { writeFileSync } from "node:fs";
@@ -8,7 +8,7 @@ import { join } from "node:path";
 import t from "tap";
 import { hostClient, startGovernor, testHost } from "../lib/governor.ts";
 import { ROOT } from "../lib/processes.ts";
-import { MiB, rssOf, runLoad, soakSeconds } from "./load-lib.ts";
+import { MiB, rssOf, runLoad, soakSeconds } from "../lib/load.ts";
 
 const seconds = soakSeconds(20, 600);
 
@@ -19,7 +19,7 @@ t.test(`load - 64 callers for ${seconds} s against 4 containers: every call answ
   const ready = await gov.until((s) => s.components[0]?.children.filter((c) => c.phase === "ready").length === 4 && s, 30_000, "4 echo nodes");
   const pids = [ready.pid, ...ready.components[0]!.children.map((c) => c.pid)];
   const client = await hostClient(t, host);
-  const load = runLoad(t, client, { callers: 64, deadlineMs: 10_000, method: "bench.Echo/Echo", request: { a: 1, b: "hello world" } });
+  const load = runLoad(t, 64, () => client.call("bench.Echo/Echo", { a: 1, b: "hello world" }, { timeoutMs: 10_000 }));
 
   const warmup = Math.min(5, Math.max(2, seconds / 4));
   await new Promise((r) => setTimeout(r, warmup * 1000));

@@ -10,7 +10,7 @@ import t from "tap";
 import { NodeBinError } from "../../src/wire/errors.ts";
 import { fixturePath } from "../lib/fixture-components.ts";
 import { hostClient, startGovernor, testHost } from "../lib/governor.ts";
-import { MiB, rssOf } from "./load-lib.ts";
+import { MiB, rssOf } from "../lib/load.ts";
 
 const QUEUE = 20;
 

@@ -1,11 +1,10 @@
 /**
- * Load for the reliability suite: N callers calling in a loop, every outcome
+ * Load for the integration and reliability tests: N callers calling in a loop, every outcome
  * recorded (a reply, or a coded error with the node it concerned, when and
  * how long it took), so that a test can say which calls a fault affected and
  * that no call outlived its deadline.
  */
 import { readFileSync } from "node:fs";
-import type { Client } from "../../src/client/client.ts";
 import { NodeBinError } from "../../src/wire/errors.ts";
 
 export interface Failure {
@@ -20,6 +19,8 @@ export interface Failure {
 
 export interface LoadRun {
   readonly ok: number;
+  /** Resolves once at least `n` calls succeeded (or the load stopped). */
+  reach(n: number): Promise<void>;
   readonly failures: Failure[];
   /** Longest call, ms. */
   readonly maxMs: number;
@@ -32,7 +33,8 @@ interface Teardown {
   teardown(fn: () => unknown): void;
 }
 
-export function runLoad(t: Teardown, client: Client, options: { callers: number; deadlineMs: number; method: string; request: unknown }): LoadRun {
+/** `callers` loops, each making `call()` again as soon as the last one ended, until stopped (at the latest at teardown). */
+export function runLoad(t: Teardown, callers: number, call: () => Promise<unknown>): LoadRun {
   let running = true;
   let ok = 0;
   let maxMs = 0;
@@ -43,7 +45,7 @@ export function runLoad(t: Teardown, client: Client, options: { callers: number;
     while (running) {
       const started = Date.now();
       try {
-        await client.call(options.method, options.request, { timeoutMs: options.deadlineMs });
+        await call();
         ok++;
         const b = Math.floor(Date.now() / 100);
         buckets.set(b, (buckets.get(b) ?? 0) + 1);
@@ -54,7 +56,7 @@ export function runLoad(t: Teardown, client: Client, options: { callers: number;
       maxMs = Math.max(maxMs, Date.now() - started);
     }
   };
-  const loops = Array.from({ length: options.callers }, loop);
+  const loops = Array.from({ length: callers }, loop);
   const stop = async () => {
     running = false;
     await Promise.all(loops);
@@ -67,6 +69,9 @@ export function runLoad(t: Teardown, client: Client, options: { callers: number;
     failures,
     get maxMs() {
       return maxMs;
+    },
+    async reach(n) {
+      while (ok < n && running) await new Promise((r) => setTimeout(r, 20));
     },
     okSince(since) {
       let n = 0;
