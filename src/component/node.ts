@@ -75,6 +75,12 @@ export class ComponentNode {
   private readonly capacity: number;
   private status: NodeStatus = "new";
   private running = false;
+  /**
+   * The drain is scheduled but has not taken the head of the queue yet: that
+   * message is about to be handled, not waiting, and does not count against
+   * the queue limit (several envelopes of one ZeroMQ message arrive before it starts).
+   */
+  private starting = false;
   private idle: (() => void) | undefined;
   private closing: Promise<void> | undefined;
   private readonly nodeContext: NodeContext;
@@ -136,6 +142,7 @@ export class ComponentNode {
   private kick(): void {
     if (this.running || this.held || this.queue.length === 0) return;
     this.running = true;
+    this.starting = true;
     queueMicrotask(() => void this.drain());
   }
 
@@ -162,6 +169,7 @@ export class ComponentNode {
     if (env.mode === Mode.ASYNC) this.reply(env, undefined, undefined); // acceptance
     if (!this.running && !this.held) {
       this.running = true;
+      this.starting = true;
       queueMicrotask(() => void this.drain());
     }
   }
@@ -180,13 +188,14 @@ export class ComponentNode {
     if (method.mode !== Mode.SYNC && method.mode !== Mode.ASYNC) {
       return this.error("UNIMPLEMENTED", `${env.method} is ${modeName(method.mode)}; this version of node-bin serves SYNC and ASYNC methods only`, { method: env.method });
     }
-    if (this.queue.length >= this.capacity) {
+    if (this.queue.length - (this.starting ? 1 : 0) >= this.capacity) {
       return this.error("RESOURCE_EXHAUSTED", `node ${this.id} queue is full (${this.capacity} messages)`, { queued: String(this.queue.length), capacity: String(this.capacity), [UNHANDLED_DETAIL]: "true" });
     }
     return undefined;
   }
 
   private async drain(): Promise<void> {
+    this.starting = false;
     let sinceYield = 0;
     for (let item = this.queue.shift(); item; item = this.queue.shift()) {
       const pending = this.handle(item);

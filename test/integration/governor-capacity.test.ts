@@ -54,8 +54,9 @@ t.test("capacity - callers that find every node full get a new node on this host
   t.teardown(() => client.close());
 
   // Without capacityWaitMs a full node is an immediate RESOURCE_EXHAUSTED.
-  const hold = Array.from({ length: 3 }, () => client.call("gov.Slow/Work", { ms: 1500 }, { timeoutMs: 10_000 }).catch(() => undefined));
-  await new Promise((r) => setTimeout(r, 200));
+  const hold = Array.from({ length: 3 }, () => client.call("gov.Slow/Work", { ms: 4000 }, { timeoutMs: 30_000 }).catch(() => undefined));
+  // The node's pong says its queue (2) is full: one call runs, two wait.
+  await gov.until((s) => s.components[0]!.children[0]!.queued >= 2, 10_000, "the node's queue full");
   const refused = await client.call("gov.Slow/Work", { ms: 1 }, { timeoutMs: 10_000 }).then(
     () => undefined,
     (e: unknown) => NodeBinError.from(e),
