@@ -78,6 +78,10 @@ export class Client {
 
   private constructor(options: ClientOptions) {
     this.endpoint = options.endpoint ?? defaultEndpoint();
+    // libzmq would refuse anything else with a bare "Invalid argument".
+    if (!/^tcp:\/\/(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):\d{1,5}$/.test(this.endpoint) && !/^ipc:\/\/\S+$/.test(this.endpoint)) {
+      throw new NodeBinError("INVALID_ARGUMENT", `endpoint ${JSON.stringify(this.endpoint)} must be tcp://HOST:PORT or ipc://PATH`, { details: { endpoint: this.endpoint } });
+    }
     this.connectTimeoutMs = options.connectTimeoutMs ?? 5000;
     this.refreshMs = options.refreshMs ?? 1000;
     this.host = options.host ?? (process.env.NODEBIN_HOST || hostname());
