@@ -503,6 +503,7 @@ export class Governor {
     child.zombie = true;
     const view = this.viewOf(child, now);
     const comp = this.components.get(child.component);
+    let respawned = false;
     const actions = {
       kill: () => {
         child.ending = "zombie";
@@ -510,14 +511,13 @@ export class Governor {
       },
       respawn: () => {
         // The slot stays wanted: reconcile starts the replacement (the desired count is unchanged).
+        respawned = true;
         if (comp) comp.restarts++;
       },
       log: this.logger(`governor/${child.component}`),
     };
-    let respawned = false;
-    const wrapped = { ...actions, respawn: () => ((respawned = true), actions.respawn()) };
     Promise.resolve()
-      .then(() => this.strategies.zombie.onZombie(view, wrapped))
+      .then(() => this.strategies.zombie.onZombie(view, actions))
       .catch((err) => this.log.error(`zombie strategy failed for pid ${child.pid}: ${(err as Error).message}`))
       .finally(() => {
         if (!respawned && comp && child.ending === "zombie") comp.desired = Math.max(0, comp.desired - 1);

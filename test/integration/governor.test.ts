@@ -173,7 +173,7 @@ t.test("governor - config file re-read live, a user plugin from plugins/, capaci
   t.pass("config file change applied live: max 1");
 
   writeFileSync(config, "{ not json");
-  await new Promise((r) => setTimeout(r, 1500));
+  await gov.waitForStderr(/not JSON .*keeping the previous config/, 10_000);
   t.equal((await gov.component("greeter"))!.max, 1, "a broken config file keeps the previous settings");
 
   writeFileSync(join(host.components, ".deploy.lock"), "");
