@@ -24,7 +24,8 @@
  * takes 2 to 4 minutes of CPU: the price of measuring convergence and
  * detection at that size rather than extrapolating them.
  */
-import { Gossip, gossipPlan, type GossipOptions } from "../src/membership/gossip.ts";
+import { gossipPlan } from "../src/membership/gossip-plan.ts";
+import { Gossip, type GossipOptions } from "../src/membership/gossip.ts";
 import type { NodeEntry } from "../src/membership/table.ts";
 
 /** mulberry32: seeded, so that every run prints the same table. */

@@ -1,6 +1,8 @@
 import { join } from "node:path";
 import t from "tap";
-import { Gossip, GOSSIP_PROTOCOL, fanoutFor, gossipPlan, type GossipChange, type GossipOptions } from "../../src/membership/gossip.ts";
+import { GOSSIP_PROTOCOL } from "../../src/membership/gossip-codec.ts";
+import { fanoutFor, gossipPlan } from "../../src/membership/gossip-plan.ts";
+import { Gossip, type GossipChange, type GossipOptions } from "../../src/membership/gossip.ts";
 import type { NodeEntry } from "../../src/membership/table.ts";
 import { NODEBIN_PROTO_DIR, loadProtoFiles } from "../../src/wire/proto.ts";
 import { seededRandom } from "../lib/seeded-random.ts";

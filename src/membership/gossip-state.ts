@@ -1,0 +1,583 @@
+/**
+ * What one host's gossip holds, and the rules by which what arrives changes
+ * it: the host records (self included) and the tombstones of dead hosts, the
+ * sorted ring of their ids that SYN ranges walk, the schemas the records use
+ * (counted by reference), the views handed out and their change events, and
+ * the merge rules for an incoming record or digest. Pure, like the protocol
+ * (gossip.ts) that owns one: it decides what to send and when; this decides
+ * what a record or heartbeat that came in means for the view.
+ */
+import { PhiAccrualDetector, type PhiParameters } from "./failure-detector.ts";
+import { bodyDecodes, decodeNodes, recordBytes, type Digest, type Incoming, type WireRecord } from "./gossip-codec.ts";
+import type { GossipPlan } from "./gossip-plan.ts";
+import type { NodeEntry } from "./table.ts";
+
+/** A remote host as the view holds it. */
+export interface HostView {
+  host: string;
+  endpoint: string;
+  network: string;
+  incarnation: number;
+  /** Its record's version (bumped by the host when its nodes change). */
+  version: number;
+  nodes: NodeEntry[];
+  schemas: { id: string; json: string }[];
+}
+
+/** A change of the view; `removed` carries the host's last known view. */
+export interface GossipChange {
+  type: "added" | "updated" | "removed";
+  host: HostView;
+}
+
+/** What this host holds about one host (itself included). */
+export interface HostState {
+  host: string;
+  endpoint: string;
+  network: string;
+  incarnation: number;
+  version: number;
+  heartbeat: number;
+  schemaIds: string[];
+  /** Encoded nodebin.GossipBody, relayed as is. */
+  body: Uint8Array;
+  /** When its incarnation or version last changed here: recent changes ride in every SYN. */
+  changedAt: number;
+  /** Estimated encoded size of its record, schemas excluded. */
+  recordBytes: number;
+  /** Undefined for self. */
+  detector: PhiAccrualDetector | undefined;
+  /** The stamp of the last SYN that listed it (see ack in gossip.ts). */
+  listed: number;
+  view: HostView | undefined;
+}
+
+/** A dead host's last record, kept so that stale digests relayed by others cannot bring it back. */
+export interface Tombstone {
+  state: HostState;
+  removedAt: number;
+  /** Heartbeats the host may have sent after the last we saw: a relayed heartbeat must pass last + margin to revive it. */
+  margin: number;
+}
+
+/** The counters the store advances: a part of the gossip's (see Gossip.stats()), shared with it. */
+export type StoreCounters = Record<
+  "recordsReceived" | "badRecords" | "conflicts" | "selfRefuted" | "hostsAdded" | "hostsUpdated" | "hostsRemoved" | "revived" | "staleIgnored" | "listenerErrors",
+  number
+>;
+
+/**
+ * The hosts one gossip holds. Not re-entrant: listeners must not call back
+ * into it. Nothing here throws on what a peer sends (records whose schemas or
+ * body do not resolve are counted as `badRecords` and dropped).
+ */
+export class HostStore {
+  /** This host's own record (no detector). */
+  readonly self: HostState;
+  private readonly counters: StoreCounters;
+  private readonly alive = new Map<string, HostState>();
+  private readonly dead = new Map<string, Tombstone>();
+  private readonly schemaStore = new Map<string, { json: string; refs: number }>();
+  private readonly listeners = new Set<(event: GossipChange) => void>();
+  /** Every host id held (alive, self, tombstones), sorted: the ring SYN ranges walk. Kept sorted on insert. */
+  private readonly sorted: string[] = [];
+  private ringChars = 0;
+  /** Bumped on every membership change (see generation). */
+  private changeCount = 0;
+  // Derived from records, rebuilt lazily after membership changes.
+  private derivedDirty = true;
+  private alivePeers: HostState[] = [];
+  private aliveEndpoints = new Set<string>();
+  /** The last plan's expected heartbeat interval: the prior of new detectors. */
+  private priorIntervalMs: number;
+  private priorStdDevMs: number | undefined;
+  private detectorParams: PhiParameters | undefined;
+  /** Records that changed here (new, new version or incarnation, revived), in time order: the hot ones ride in every SYN. */
+  private readonly changes: { host: string; at: number }[] = [];
+  /** No detector's deadline is before this: detection scans the view only once it passes. */
+  private earliestDeadline = -Infinity;
+
+  /**
+   * A store holding only `self` (version 1, no nodes). `counters` is the
+   * gossip's, advanced in place; `priorIntervalMs` stands for the plan's
+   * expected interval until adoptPlan() gives one.
+   */
+  constructor(self: { host: string; endpoint: string; network: string; incarnation: number }, now: number, counters: StoreCounters, priorIntervalMs: number) {
+    this.counters = counters;
+    this.priorIntervalMs = priorIntervalMs;
+    this.self = this.makeState({ ...self, network: self.network ?? "", version: 1, heartbeat: 0, schemaIds: [], body: new Uint8Array(0) }, now);
+    this.self.detector = undefined;
+    this.alive.set(self.host, this.self);
+    this.ringInsert(self.host);
+  }
+
+  /** Alive hosts (self included) by id. */
+  get records(): ReadonlyMap<string, HostState> {
+    return this.alive;
+  }
+
+  /** Tombstones of dead hosts by id. */
+  get tombs(): ReadonlyMap<string, Tombstone> {
+    return this.dead;
+  }
+
+  /** Every host id held (alive, self, tombstones), sorted. */
+  get ring(): readonly string[] {
+    return this.sorted;
+  }
+
+  /** Mean length of the ring's host ids: what a digest's id costs on the wire. */
+  get idBytes(): number {
+    return this.ringChars / this.sorted.length;
+  }
+
+  /** Changes whenever hosts are added, removed or forgotten: a plan made before is stale. */
+  get generation(): number {
+    return this.changeCount;
+  }
+
+  /** Takes the detector parameters and priors of a new plan (the gossip makes one per generation). */
+  adoptPlan(plan: GossipPlan, threshold: number): void {
+    this.priorIntervalMs = plan.expectedIntervalMs;
+    this.earliestDeadline = -Infinity; // new parameters: every deadline may have moved
+    this.priorStdDevMs = plan.stdDevMs;
+    // One object per plan: detectors cache their verdict per parameters object.
+    this.detectorParams = {
+      threshold,
+      minStdDevMs: plan.minStdDevMs,
+      minMeanMs: plan.expectedIntervalMs,
+      minFailMs: plan.minFailMs,
+      maxFailMs: plan.maxFailMs,
+    };
+  }
+
+  /** Replaces this host's own nodes (`body`, encoded) and schemas; bumps its version. */
+  setLocal(body: Uint8Array, jsons: Map<string, string>, now: number): void {
+    const ids = [...jsons.keys()];
+    this.retain(ids, jsons);
+    this.release(this.self.schemaIds);
+    Object.assign(this.self, { version: this.self.version + 1, body, schemaIds: ids, changedAt: now, view: undefined });
+    this.self.recordBytes = recordBytes(this.self);
+  }
+
+  // ---- merging ----
+
+  /** A record from a peer: add, replace (newer version or incarnation) or only take its heartbeat. */
+  merge(record: WireRecord, message: Incoming, now: number): void {
+    this.counters.recordsReceived++;
+    if (record.host === this.self.host) {
+      this.checkSelf(record, now);
+      return;
+    }
+    const local = this.alive.get(record.host);
+    if (local) {
+      if (record.incarnation < local.incarnation) return;
+      if (record.incarnation === local.incarnation) {
+        this.adoptHeartbeat(local, record, now);
+        if (record.version <= local.version) return;
+      }
+      const jsons = this.resolveSchemas(record, message);
+      if (!jsons) return;
+      const restarted = record.incarnation > local.incarnation;
+      this.retain(record.schemaIds, jsons);
+      this.release(local.schemaIds);
+      Object.assign(local, {
+        endpoint: record.endpoint,
+        network: record.network,
+        incarnation: record.incarnation,
+        version: record.version,
+        heartbeat: restarted ? record.heartbeat : Math.max(local.heartbeat, record.heartbeat),
+        schemaIds: record.schemaIds,
+        body: record.body,
+        view: undefined,
+      });
+      this.changed(local, now);
+      local.recordBytes = recordBytes(local);
+      if (restarted) {
+        local.detector = new PhiAccrualDetector(now, this.priorIntervalMs, this.priorStdDevMs);
+        this.earliestDeadline = Math.min(this.earliestDeadline, now + (this.detectorParams?.minFailMs ?? 0));
+      }
+      this.membershipChanged();
+      this.counters.hostsUpdated++;
+      this.emit("updated", local);
+      return;
+    }
+    const tomb = this.dead.get(record.host);
+    if (tomb && !mayRevive(tomb, record, message)) {
+      this.counters.staleIgnored++;
+      return;
+    }
+    const jsons = this.resolveSchemas(record, message);
+    if (!jsons) return;
+    this.retain(record.schemaIds, jsons);
+    if (tomb) {
+      this.dead.delete(record.host);
+      this.release(tomb.state.schemaIds);
+      this.counters.revived++;
+    }
+    const state = this.makeState(record, now);
+    this.changed(state, now);
+    this.earliestDeadline = Math.min(this.earliestDeadline, now + (this.detectorParams?.minFailMs ?? 0));
+    this.alive.set(state.host, state);
+    if (!tomb) this.ringInsert(state.host);
+    this.membershipChanged();
+    this.counters.hostsAdded++;
+    this.emit("added", state);
+  }
+
+  /** A heartbeat digest from an ACK. */
+  applyDigest(d: Digest, message: Incoming, now: number): void {
+    if (d.dead) return;
+    const local = this.alive.get(d.host);
+    if (local === this.self) return this.checkSelf(d, now);
+    if (local) return this.adoptHeartbeat(local, d, now);
+    const tomb = this.dead.get(d.host);
+    if (tomb && mayRevive(tomb, d, message) && d.incarnation === tomb.state.incarnation && d.version === tomb.state.version) this.revive(tomb, d.heartbeat, now);
+  }
+
+  /** A newer heartbeat of the same incarnation: the failure detector's signal. */
+  adoptHeartbeat(local: HostState, d: { incarnation: number; heartbeat: number }, now: number): void {
+    if (d.incarnation !== local.incarnation || d.heartbeat <= local.heartbeat) return;
+    local.heartbeat = d.heartbeat;
+    if (!local.detector) return;
+    local.detector.heartbeat(now);
+    if (this.detectorParams) this.earliestDeadline = Math.min(this.earliestDeadline, now + local.detector.failAfterMs(this.detectorParams));
+  }
+
+  /** A dead host is back with the record its tombstone holds: no need to fetch it again. */
+  revive(tomb: Tombstone, heartbeat: number, now: number): void {
+    const state = tomb.state;
+    this.dead.delete(state.host);
+    state.heartbeat = Math.max(state.heartbeat, heartbeat);
+    state.detector = new PhiAccrualDetector(now, this.priorIntervalMs, this.priorStdDevMs);
+    this.changed(state, now);
+    this.earliestDeadline = Math.min(this.earliestDeadline, now + (this.detectorParams?.minFailMs ?? 0));
+    this.alive.set(state.host, state);
+    this.membershipChanged();
+    this.counters.revived++;
+    this.counters.hostsAdded++;
+    this.emit("added", state);
+  }
+
+  /**
+   * Someone holds a record of ours. A newer version of our own incarnation
+   * means we restarted with the same incarnation: outbid it. A newer
+   * incarnation is another agent using our host id: counted (`conflicts`).
+   */
+  checkSelf(d: { incarnation: number; version: number; heartbeat: number }, now: number): void {
+    if (d.incarnation > this.self.incarnation) {
+      this.counters.conflicts++;
+      return;
+    }
+    if (d.incarnation < this.self.incarnation) return;
+    if (d.version > this.self.version) {
+      this.self.version = d.version + 1;
+      this.self.changedAt = now;
+      this.self.view = undefined;
+      this.counters.selfRefuted++;
+    }
+    if (d.heartbeat > this.self.heartbeat) this.self.heartbeat = d.heartbeat;
+  }
+
+  /** The JSON of each schema a record names, from the message or our store; undefined (counted) if one is missing or its body does not decode. */
+  private resolveSchemas(record: WireRecord, message: Incoming): Map<string, string> | undefined {
+    const jsons = new Map<string, string>();
+    for (const id of record.schemaIds) {
+      const json = message.schemas.get(id) ?? this.schemaStore.get(id)?.json;
+      if (json === undefined) {
+        this.counters.badRecords++;
+        return undefined;
+      }
+      jsons.set(id, json);
+    }
+    if (!bodyDecodes(record.body)) {
+      this.counters.badRecords++;
+      return undefined;
+    }
+    return jsons;
+  }
+
+  // ---- failure detection ----
+
+  /** The hosts whose detector's deadline has passed at `now` under the current plan's parameters (adoptPlan() must have run). */
+  expired(now: number): HostState[] {
+    const params = this.detectorParams!;
+    const dead: HostState[] = [];
+    // Scanning a large view every round costs more than the rest of the round: only
+    // when some deadline may have passed (deadlines move only with heartbeats and plans).
+    if (now >= this.earliestDeadline) {
+      let earliest = Infinity;
+      for (const state of this.alive.values()) {
+        if (!state.detector) continue;
+        const deadline = state.detector.lastArrival + state.detector.failAfterMs(params);
+        if (now >= deadline) dead.push(state);
+        else earliest = Math.min(earliest, deadline);
+      }
+      this.earliestDeadline = earliest;
+    }
+    return dead;
+  }
+
+  /** A host declared dead: it leaves the view (event `removed`) and leaves a tombstone with `margin` (see Tombstone). */
+  bury(state: HostState, now: number, margin: number): void {
+    this.alive.delete(state.host);
+    this.dead.set(state.host, { state, removedAt: now, margin });
+    this.membershipChanged();
+    this.counters.hostsRemoved++;
+    this.emit("removed", state);
+  }
+
+  /** Forgets the tombstones older than `keepMs`, their schemas and their place in the ring. */
+  expireTombs(now: number, keepMs: number): void {
+    for (const tomb of [...this.dead.values()]) {
+      if (now - tomb.removedAt < keepMs) continue;
+      this.dead.delete(tomb.state.host);
+      this.release(tomb.state.schemaIds);
+      this.ringDelete(tomb.state.host);
+      this.membershipChanged();
+    }
+  }
+
+  // ---- what the protocol reads ----
+
+  /** The digests of `hosts`, in their order: alive ones and self, or tombstones flagged dead; unknown ones are left out. */
+  digests(hosts: string[]): Digest[] {
+    const digests: Digest[] = [];
+    for (const host of hosts) {
+      const alive = this.alive.get(host);
+      const state = alive ?? this.dead.get(host)?.state;
+      if (state) digests.push({ host, incarnation: state.incarnation, version: state.version, heartbeat: state.heartbeat, dead: !alive });
+    }
+    return digests;
+  }
+
+  /**
+   * The alive hosts (self included) a SYN's range covers, in ring order: all
+   * when `full`; else the ids from `first` to `last`, wrapping past the end
+   * when first > last; none when first is "" (a SYN that lists no range).
+   */
+  inRange(full: boolean, first: string, last: string): HostState[] {
+    const ring = this.sorted;
+    const out: HostState[] = [];
+    const collect = (from: number, to: number) => {
+      for (let i = from; i < to; i++) {
+        const state = this.alive.get(ring[i]!);
+        if (state) out.push(state);
+      }
+    };
+    if (full) collect(0, ring.length);
+    else if (first) {
+      const from = lowerBound(ring, first);
+      const to = upperBound(ring, last);
+      if (first <= last) collect(from, to);
+      else {
+        collect(from, ring.length);
+        collect(0, to);
+      }
+    }
+    return out;
+  }
+
+  /** Hosts (not self) whose record changed within `windowMs` before `now`, most recent first; older changes are forgotten. */
+  recentlyChanged(windowMs: number, now: number): string[] {
+    let old = 0;
+    while (old < this.changes.length && now - this.changes[old]!.at >= windowMs) old++;
+    if (old) this.changes.splice(0, old);
+    const hot = new Set<string>();
+    for (let i = this.changes.length - 1; i >= 0; i--) {
+      const { host, at } = this.changes[i]!;
+      const state = this.alive.get(host);
+      if (state && state !== this.self && state.changedAt === at) hot.add(host);
+    }
+    return [...hot];
+  }
+
+  /** How many schemas are held (those some record held here uses). */
+  get schemaCount(): number {
+    return this.schemaStore.size;
+  }
+
+  /** The ids of the schemas held. */
+  schemaIds(): string[] {
+    return [...this.schemaStore.keys()];
+  }
+
+  /** The JSON of a schema held, or undefined. */
+  schemaJson(id: string): string | undefined {
+    return this.schemaStore.get(id)?.json;
+  }
+
+  /** The alive peers (not self), rebuilt at most once per change. */
+  peers(): HostState[] {
+    this.refreshDerived();
+    return this.alivePeers;
+  }
+
+  /** Whether an alive peer has `endpoint` as its discovery endpoint. */
+  hasAliveEndpoint(endpoint: string): boolean {
+    this.refreshDerived();
+    return this.aliveEndpoints.has(endpoint);
+  }
+
+  // ---- views ----
+
+  /** Alive remote hosts (not self) with their nodes, by host id. */
+  hosts(): HostView[] {
+    return this.sorted
+      .map((h) => this.alive.get(h))
+      .filter((s): s is HostState => s !== undefined && s !== this.self)
+      .map((s) => this.viewOf(s));
+  }
+
+  /** What this host holds of `host` (self included) without decoding its nodes: undefined when it is not alive here. */
+  known(host: string): { incarnation: number; version: number; heartbeat: number } | undefined {
+    const state = this.alive.get(host);
+    return state && { incarnation: state.incarnation, version: state.version, heartbeat: state.heartbeat };
+  }
+
+  /** Subscribe to view changes; returns the unsubscribe function. A listener that throws is counted (`listenerErrors`). */
+  onChange(listener: (event: GossipChange) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  // ---- state ----
+
+  private makeState(r: WireRecord, now: number): HostState {
+    const state: HostState = {
+      host: r.host,
+      endpoint: r.endpoint,
+      network: r.network,
+      incarnation: r.incarnation,
+      version: r.version,
+      heartbeat: r.heartbeat,
+      schemaIds: r.schemaIds,
+      body: r.body,
+      changedAt: now,
+      recordBytes: 0,
+      detector: new PhiAccrualDetector(now, this.priorIntervalMs, this.priorStdDevMs),
+      listed: 0,
+      view: undefined,
+    };
+    state.recordBytes = recordBytes(state);
+    return state;
+  }
+
+  private changed(state: HostState, now: number): void {
+    state.changedAt = now;
+    if (state !== this.self) this.changes.push({ host: state.host, at: now });
+  }
+
+  private retain(ids: string[], jsons: Map<string, string>): void {
+    for (const id of ids) {
+      const entry = this.schemaStore.get(id);
+      if (entry) entry.refs++;
+      else this.schemaStore.set(id, { json: jsons.get(id) ?? "", refs: 1 });
+    }
+  }
+
+  private release(ids: string[]): void {
+    for (const id of ids) {
+      const entry = this.schemaStore.get(id);
+      if (entry && --entry.refs <= 0) this.schemaStore.delete(id);
+    }
+  }
+
+  private membershipChanged(): void {
+    this.changeCount++;
+    this.derivedDirty = true;
+  }
+
+  private ringInsert(host: string): void {
+    this.sorted.splice(upperBound(this.sorted, host), 0, host);
+    this.ringChars += host.length;
+  }
+
+  private ringDelete(host: string): void {
+    const i = upperBound(this.sorted, host) - 1;
+    if (this.sorted[i] !== host) return;
+    this.sorted.splice(i, 1);
+    this.ringChars -= host.length;
+  }
+
+  /** The alive peers and their endpoints, rebuilt at most once per change. */
+  private refreshDerived(): void {
+    if (!this.derivedDirty) return;
+    this.derivedDirty = false;
+    this.alivePeers = [];
+    this.aliveEndpoints = new Set();
+    for (const state of this.alive.values()) {
+      if (state === this.self) continue;
+      this.alivePeers.push(state);
+      this.aliveEndpoints.add(state.endpoint);
+    }
+  }
+
+  private viewOf(state: HostState): HostView {
+    if (state.view) return state.view;
+    let nodes: NodeEntry[] = [];
+    try {
+      nodes = decodeNodes(state.body);
+    } catch {
+      // Checked when merged; a record that got here decodes.
+    }
+    state.view = {
+      host: state.host,
+      endpoint: state.endpoint,
+      network: state.network,
+      incarnation: state.incarnation,
+      version: state.version,
+      nodes,
+      schemas: state.schemaIds.map((id) => ({ id, json: this.schemaStore.get(id)?.json ?? "" })),
+    };
+    return state.view;
+  }
+
+  private emit(type: GossipChange["type"], state: HostState): void {
+    if (this.listeners.size === 0) return;
+    const host = this.viewOf(state);
+    for (const listener of [...this.listeners]) {
+      try {
+        listener({ type, host });
+      } catch {
+        this.counters.listenerErrors++;
+      }
+    }
+  }
+}
+
+/**
+ * Whether a tombstoned host may come back on the strength of `d`: a newer
+ * incarnation; its own word (the message comes from it); or a heartbeat past
+ * what it can have sent before we declared it dead (stale copies relayed by
+ * hosts that have not declared it dead yet stop there).
+ */
+export function mayRevive(tomb: Tombstone, d: { host: string; incarnation: number; heartbeat: number }, message: Incoming): boolean {
+  if (d.incarnation !== tomb.state.incarnation) return d.incarnation > tomb.state.incarnation;
+  if (d.host === message.host) return true;
+  return d.heartbeat > tomb.state.heartbeat + tomb.margin;
+}
+
+/** Index of the first element of sorted `ring` not less than `key`. */
+export function lowerBound(ring: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = ring.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (ring[mid]! < key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+/** Index of the first element of sorted `ring` greater than `key`. */
+export function upperBound(ring: readonly string[], key: string): number {
+  let lo = 0;
+  let hi = ring.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (ring[mid]! <= key) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
