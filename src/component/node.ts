@@ -5,6 +5,11 @@
  * its own nested calls bypass the queue (the handler waiting for them holds
  * the node). Every request gets a reply or a coded error, except ASYNC ones,
  * whose acceptance is acknowledged and whose failures are logged.
+ *
+ * Inbound interceptors wrap each message from its deadline check to its
+ * encoded reply; the per-message logging (ASYNC failures included) is one of
+ * them, installed by default. With none, a message costs what it did before
+ * there were any.
  */
 import { Kind, Plane, encodeResponse, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError, UNHANDLED_DETAIL } from "../wire/errors.ts";
@@ -12,6 +17,7 @@ import { decodeMessage, encodeMessage } from "../wire/message.ts";
 import { Mode, modeName, type MethodSchema } from "../wire/schema.ts";
 import type { CallOptions, Caller, Context, Handler, Logger, NodeContext } from "./context.ts";
 import { Fifo } from "./fifo.ts";
+import { chainFor, composeInterceptors, loggingInterceptor, type InboundCall, type InboundInterceptor } from "./interceptor.ts";
 import type { Component } from "./loader.ts";
 
 /** Sends an encoded envelope to endpoint `to`. Throws NodeBinError when it cannot. */
@@ -32,14 +38,25 @@ export interface NodeOptions {
    * node held, so nothing runs before its predecessor's state arrives.
    */
   hold?: boolean;
+  /**
+   * Links around every request message this node handles, the first
+   * outermost (see interceptor.ts): they run when the message's turn comes,
+   * around its deadline check, decoding, handler and reply encoding. A
+   * refusal is answered to the caller with its code (an ASYNC message's is
+   * counted and seen by the links outside it) and no handler runs; the node
+   * goes on to its next message. Default [loggingInterceptor(log)]; a list
+   * given replaces it (include loggingInterceptor to keep that logging);
+   * [] is none at all, at no cost.
+   */
+  interceptors?: readonly InboundInterceptor[];
 }
-
 
 export interface NodeStats {
   queued: number;
   capacity: number;
   handled: number;
   failed: number;
+  /** Refused without running the handler: at arrival (node not serving, queue full, no such method), or by an inbound interceptor. */
   rejected: number;
   /** Messages that arrived but could not be answered (no route back, malformed). */
   dropped: number;
@@ -71,6 +88,8 @@ export class ComponentNode {
   private readonly caller: Caller;
   private readonly outbox: Outbox;
   private readonly log: Logger;
+  private readonly interceptors: readonly InboundInterceptor[];
+  private readonly chains: readonly InboundInterceptor[][];
   private readonly queue = new Fifo<Pending>();
   private readonly capacity: number;
   private status: NodeStatus = "new";
@@ -96,6 +115,9 @@ export class ComponentNode {
     this.caller = options.caller;
     this.outbox = options.outbox;
     this.log = options.log;
+    this.interceptors = options.interceptors ? [...options.interceptors] : [loggingInterceptor(options.log)];
+    // One chain per mode, built once: a mode no link wants takes the plain path.
+    this.chains = [Mode.SYNC, Mode.ASYNC, Mode.STREAM, Mode.BROADCAST].map((mode) => chainFor(this.interceptors, mode));
     this.capacity = options.queueLimit ?? options.component.manifest.limits.queue;
     this.nodeContext = new LifecycleContext(this);
     this.held = options.hold ?? false;
@@ -198,11 +220,12 @@ export class ComponentNode {
     this.starting = false;
     let sinceYield = 0;
     for (let item = this.queue.shift(); item; item = this.queue.shift()) {
-      const pending = this.handle(item);
-      if (pending) {
-        await pending;
-        sinceYield = 0;
-      } else if (++sinceYield >= YIELD_EVERY) {
+      const chain = this.chains[item.env.mode];
+      const pending = chain && chain.length > 0 ? this.handleIntercepted(item, chain) : this.handle(item);
+      if (pending) await pending;
+      // A promise that settles in microtasks (an async handler or link that
+      // awaits nothing) yields no more than a synchronous handler: count both.
+      if (++sinceYield >= YIELD_EVERY) {
         sinceYield = 0;
         await new Promise<void>((r) => setImmediate(r));
       }
@@ -212,12 +235,11 @@ export class ComponentNode {
     this.idle?.();
   }
 
-  /** Handles one message; returns a promise only when the handler is asynchronous. */
+  /** Handles one message without interceptors; returns a promise only when the handler is asynchronous. */
   private handle(item: Pending): Promise<void> | undefined {
     const { env, method } = item;
     if (Date.now() >= item.deadline) {
-      this.stats.failed++;
-      this.reply(env, undefined, this.error("DEADLINE_EXCEEDED", `${env.method}: deadline passed while queued at ${this.id}`));
+      this.fail(item, this.expired(env), false);
       return undefined;
     }
     let result: unknown;
@@ -225,45 +247,134 @@ export class ComponentNode {
       const request = decodeMessage(method.requestType, env.value, `request of ${env.method}`);
       result = item.handler(request, new MessageContext(this, env, item.deadline));
     } catch (err) {
-      this.finish(item, undefined, err);
+      this.fail(item, err, false);
       return undefined;
     }
     if (result !== null && typeof (result as PromiseLike<unknown>)?.then === "function") {
       return Promise.resolve(result).then(
-        (value) => this.finish(item, value, undefined),
-        (err: unknown) => this.finish(item, undefined, err),
+        (value) => this.succeed(item, value, undefined),
+        (err: unknown) => this.fail(item, err, false),
       );
     }
-    this.finish(item, result, undefined);
+    this.succeed(item, result, undefined);
     return undefined;
   }
 
-  private finish(item: Pending, value: unknown, thrown: unknown): void {
+  /**
+   * Handles one message through the interceptors. The innermost `next` does
+   * what handle() does up to the encoded reply, so the links see every
+   * outcome the caller will get; it runs at most once per message, and only
+   * while the chain has not settled. Never rejects, and resolves only once
+   * the handler (if it ran) has ended too: whatever the links do, the message
+   * is answered (or, ASYNC, counted) and the node still handles one message
+   * at a time.
+   */
+  private handleIntercepted(item: Pending, chain: readonly InboundInterceptor[]): Promise<void> {
     const { env, method } = item;
-    if (thrown !== undefined) {
-      this.stats.failed++;
-      const error = NodeBinError.from(thrown, "INTERNAL");
-      if (!error.origin) error.origin = this.id;
-      if (env.mode === Mode.ASYNC) this.log.error(`${env.method} failed: ${error}`, { code: error.code });
-      else this.reply(env, undefined, error);
-      return;
-    }
-    if (env.mode === Mode.ASYNC) {
+    let handling: Promise<unknown> | undefined;
+    let running = false;
+    let settled = false;
+    let replied: unknown;
+    let encoded: Uint8Array | undefined;
+    const done = (value: unknown): unknown => {
+      running = false;
+      if (env.mode === Mode.SYNC) {
+        encoded = this.encodeReply(item, value);
+        replied = value;
+      }
+      return value;
+    };
+    const failed = (err: unknown): never => {
+      running = false;
+      throw this.coded(err);
+    };
+    const run = (): Promise<unknown> => {
+      running = true;
+      try {
+        if (Date.now() >= item.deadline) throw this.expired(env);
+        const request = decodeMessage(method.requestType, env.value, `request of ${env.method}`);
+        const result = item.handler(request, new MessageContext(this, env, item.deadline));
+        if (result !== null && typeof (result as PromiseLike<unknown>)?.then === "function") return Promise.resolve(result).then(done, failed);
+        return Promise.resolve(done(result));
+      } catch (err) {
+        running = false;
+        return Promise.reject(this.coded(err));
+      }
+    };
+    const terminal = (): Promise<unknown> => {
+      if (handling || settled) return Promise.reject(this.error("INTERNAL", `${env.method}: an inbound interceptor called next ${settled ? "after its message was answered" : "more than once"}`));
+      handling = run();
+      // A link may drop the promise of next(); its failure is the outcome, never an unhandled rejection.
+      handling.catch(ignore);
+      return handling;
+    };
+    // A link that answered without awaiting next: the handler still holds the node until it ends.
+    const handlerEnded = () => (running ? handling!.then(ignore, ignore) : undefined);
+    const call: InboundCall = { method: env.method, mode: env.mode, plane: env.plane, from: env.from, to: this.id, control: env.control, deadline: item.deadline, meta: env.meta };
+    return composeInterceptors(chain, terminal)(call).then(
+      (value) => {
+        settled = true;
+        // A link may answer in the handler's place (or replace its reply): that value is encoded here.
+        this.succeed(item, value, encoded !== undefined && value === replied ? encoded : undefined);
+        return handlerEnded();
+      },
+      (err: unknown) => {
+        settled = true;
+        this.fail(item, err, handling === undefined);
+        return handlerEnded();
+      },
+    );
+  }
+
+  /** Answers a message whose handler (or a link in its place) gave `value`; `encoded`: its reply, already encoded. */
+  private succeed(item: Pending, value: unknown, encoded: Uint8Array | undefined): void {
+    if (item.env.mode === Mode.ASYNC) {
       this.stats.handled++;
       return;
     }
     let bytes: Uint8Array;
     try {
-      bytes = encodeMessage(method.responseType, value, `reply of ${env.method}`);
+      bytes = encoded ?? this.encodeReply(item, value);
     } catch (err) {
-      // The handler broke its own contract: the caller gets INTERNAL, not INVALID_ARGUMENT.
-      this.stats.failed++;
-      const e = NodeBinError.from(err);
-      this.reply(env, undefined, this.error("INTERNAL", `handler returned an invalid ${e.message}`, e.details));
+      this.fail(item, err, false);
       return;
     }
     this.stats.handled++;
-    this.reply(env, bytes, undefined);
+    this.reply(item.env, bytes, undefined);
+  }
+
+  /**
+   * Answers a message that failed with its coded error (INTERNAL for anything
+   * not a NodeBinError). An ASYNC message's failure is only counted: its caller
+   * heard of it at acceptance, and logging is the interceptors' business.
+   * `refused`: no handler ran (an inbound interceptor said no).
+   */
+  private fail(item: Pending, thrown: unknown, refused: boolean): void {
+    if (refused) this.stats.rejected++;
+    else this.stats.failed++;
+    if (item.env.mode !== Mode.ASYNC) this.reply(item.env, undefined, this.coded(thrown));
+  }
+
+  /** The encoded reply; throws INTERNAL when `value` does not fit the response type. */
+  private encodeReply(item: Pending, value: unknown): Uint8Array {
+    try {
+      return encodeMessage(item.method.responseType, value, `reply of ${item.env.method}`);
+    } catch (err) {
+      // The handler broke its own contract: the caller gets INTERNAL, not INVALID_ARGUMENT.
+      const e = NodeBinError.from(err);
+      throw this.error("INTERNAL", `handler returned an invalid ${e.message}`, e.details);
+    }
+  }
+
+  private expired(env: Envelope): NodeBinError {
+    return this.error("DEADLINE_EXCEEDED", `${env.method}: deadline passed while queued at ${this.id}`);
+  }
+
+  /** `thrown` as a NodeBinError (INTERNAL unless it is one), with this node as its origin when it has none. */
+  private coded(thrown: unknown): NodeBinError {
+    const error = NodeBinError.from(thrown, "INTERNAL");
+    if (!error.origin) error.origin = this.id;
+    return error;
   }
 
   private reply(request: Envelope, value: Uint8Array | undefined, error: NodeBinError | undefined): void {
@@ -350,6 +461,8 @@ export class ComponentNode {
     return this.log;
   }
 }
+
+function ignore(): void {}
 
 function nestedOptions(options: CallOptions | undefined, meta: Readonly<Record<string, string>> | undefined, deadline: number) {
   const merged = meta && options?.meta ? { ...meta, ...options.meta } : (options?.meta ?? meta);

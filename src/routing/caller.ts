@@ -10,9 +10,15 @@
  * another node; RESOURCE_EXHAUSTED (its queue is full) is retried, nodes
  * with room first, within the call's capacityWaitMs. Retries keep the call's
  * first deadline, and its retry state exists only from the first refusal on.
+ *
+ * Outbound interceptors wrap each call once, between node selection and the
+ * send: retries happen below them (as gRPC's do), so a link sees the call's
+ * final outcome. Time is read from the configured Clock only.
  */
 import type { Caller, CallerOptions, Scope } from "../component/context.ts";
+import { composeInterceptors, type OutboundCall, type OutboundInterceptor } from "../component/interceptor.ts";
 import type { NodeEntry } from "../membership/table.ts";
+import { systemClock, type Clock, type Timer } from "../platform/clock.ts";
 import { Kind, Plane, encodeEnvelope, envelope, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError, isUnhandled } from "../wire/errors.ts";
 import { decodeMessage, encodeMessage } from "../wire/message.ts";
@@ -20,10 +26,12 @@ import { Mode, modeName, type MethodSchema } from "../wire/schema.ts";
 import type { Router } from "./router.ts";
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
-// setTimeout's ceiling (a longer timeout would fire at once), and so the longest
-// timeout a call may have; it also fits Envelope.deadline_ms (uint32).
+// setTimeout's ceiling (a longer timeout would fire at once on the system
+// clock), and so the longest timeout a call may have; it also fits
+// Envelope.deadline_ms (uint32).
 const MAX_TIMEOUT_MS = 2_147_483_647;
-
+/** The control headers of every request a RoutingCaller sends (it sets none): one shared, frozen object. */
+const NO_CONTROL: Readonly<Record<string, string>> = Object.freeze({});
 
 /** The most times one routed call is sent while nodes refuse it as UNAVAILABLE (the first send included). */
 export const MAX_ATTEMPTS = 16;
@@ -62,6 +70,16 @@ export interface CallerConfig {
    * (capacityWaitMs). Fire and forget: a throw is ignored.
    */
   requestCapacity?: (node: NodeEntry, method: MethodSchema) => void;
+  /** What deadlines, backoffs and settle waits are timed by (default systemClock); tests pass a ManualClock. */
+  clock?: Clock;
+  /**
+   * Links around every call this caller makes (call, send, callEndpoint),
+   * the first outermost; see component/interceptor.ts. A refusal fails the
+   * call with its code and nothing is sent. Calls refused before a target
+   * is known (closed caller, unknown method, wrong mode, bad timeout or a
+   * deadline already passed) never reach them. Default none, at no cost.
+   */
+  interceptors?: readonly OutboundInterceptor[];
 }
 
 /** One call to an explicit endpoint, bypassing node selection (control plane, tests). */
@@ -83,7 +101,7 @@ interface PendingCall {
   mode: Mode;
   to: string;
   via: string | undefined;
-  timer: ReturnType<typeof setTimeout>;
+  timer: Timer;
   /** For the first send of a routed call (what a retry needs), else undefined: its errors pass straight through. */
   value: Uint8Array | undefined;
   options: CallerOptions | undefined;
@@ -100,6 +118,8 @@ export class RoutingCaller implements Caller {
   private readonly settleMs: number;
   private readonly onStale: (() => Promise<void>) | undefined;
   private readonly requestCapacity: ((node: NodeEntry, method: MethodSchema) => void) | undefined;
+  private readonly clock: Clock;
+  private readonly interceptors: readonly OutboundInterceptor[];
   private readonly pending = new Map<number, PendingCall>();
   /** Calls between sends, after a refusal; and the wake-ups of those waiting, which close() calls. */
   private retrying = 0;
@@ -115,6 +135,8 @@ export class RoutingCaller implements Caller {
     this.settleMs = config.settleMs ?? 0;
     this.onStale = config.onStale;
     this.requestCapacity = config.requestCapacity;
+    this.clock = config.clock ?? systemClock;
+    this.interceptors = config.interceptors ? [...config.interceptors] : [];
   }
 
   /** Calls in flight (including those between a refusal and their next send). */
@@ -142,6 +164,10 @@ export class RoutingCaller implements Caller {
       }
       const schema = route.method;
       if (schema.mode !== mode) throw wrongMode(schema, mode);
+      if (this.interceptors.length > 0) {
+        const node = this.router.pick(route, (options?.scope ?? "any") as Scope);
+        return this.intercept(schema, mode, node.id, undefined, Plane.APPLICATION, request, options, true);
+      }
       const value = encodeMessage(schema.requestType, request, `request of ${schema.fullName}`);
       const node = this.router.pick(route, (options?.scope ?? "any") as Scope);
       return this.invoke(schema, mode, node.id, undefined, Plane.APPLICATION, value, options, true);
@@ -152,16 +178,17 @@ export class RoutingCaller implements Caller {
 
   /** Waits for the table to change (within settleMs and the call's own time), then routes again. */
   private async awaitMembership(mode: Mode, method: string, request: unknown, options: CallerOptions | undefined, notFound: NodeBinError, until?: number): Promise<unknown> {
-    const now = Date.now();
+    const now = this.clock.now();
     until ??= Math.min(now + this.settleMs, now + (options?.timeoutMs ?? this.defaultTimeoutMs), options?.deadline ?? Infinity);
     if (now >= until) throw notFound;
-    await this.router.table.nextChange(until - now);
+    await this.waitForChange(until - now);
     return this.routed(mode, method, request, options, until);
   }
 
   /** Calls `call.method` at endpoint `call.to` (no node selection). */
   callEndpoint(call: DirectCall): Promise<unknown> {
     try {
+      if (this.interceptors.length > 0) return this.intercept(call.method, call.method.mode, call.to, call.via, call.plane ?? Plane.APPLICATION, call.request, call.options, false);
       const value = encodeMessage(call.method.requestType, call.request, `request of ${call.method.fullName}`);
       return this.invoke(call.method, call.method.mode, call.to, call.via, call.plane ?? Plane.APPLICATION, value, call.options, false);
     } catch (err) {
@@ -169,23 +196,70 @@ export class RoutingCaller implements Caller {
     }
   }
 
-  /** Sends one request; `retry`: a refusal of it (unhandled) is re-sent by reroute() instead of failing the call. */
-  private invoke(method: MethodSchema, mode: Mode, to: string, via: string | undefined, plane: Plane, value: Uint8Array, options: CallerOptions | undefined, retry: boolean): Promise<unknown> {
+  /**
+   * A call through the interceptors: they get its deadline fixed now, and
+   * what the innermost passes on (request, meta) is encoded and sent by
+   * invoke(), which keeps that same deadline. A timer of its own ends the
+   * call at that deadline even if a link never settles.
+   */
+  private intercept(method: MethodSchema, mode: Mode, to: string, via: string | undefined, plane: Plane, request: unknown, options: CallerOptions | undefined, retry: boolean): Promise<unknown> {
     if (this.closed) return Promise.reject(new NodeBinError("CANCELLED", `caller ${this.id} is closed`));
-    const now = Date.now();
+    const now = this.clock.now();
+    const deadline = this.deadlineOf(method, options, now);
+    if (typeof deadline !== "number") return Promise.reject(deadline);
+    const call: OutboundCall = { method: method.fullName, mode, plane, from: this.id, to, control: NO_CONTROL, deadline, request, meta: { ...options?.meta } };
+    const outcome = composeInterceptors(this.interceptors, (sent: OutboundCall) => {
+      try {
+        const value = encodeMessage(method.requestType, sent.request, `request of ${method.fullName}`);
+        return this.invoke(method, mode, to, via, plane, value, { ...options, meta: sent.meta, deadline }, retry);
+      } catch (err) {
+        // A bad request, or meta a link filled with something not a string.
+        return Promise.reject(NodeBinError.from(err));
+      }
+    })(call);
+    return new Promise<unknown>((resolve, reject) => {
+      const timer = this.clock.after(Math.ceil(deadline - now), () => reject(noAnswer(method, to)));
+      outcome.then(
+        (value) => {
+          timer.cancel();
+          resolve(value);
+        },
+        (err: unknown) => {
+          timer.cancel();
+          reject(err);
+        },
+      );
+    });
+  }
+
+  /**
+   * The absolute deadline of a call made at `now`, or why it is refused before
+   * anything is sent: INVALID_ARGUMENT for a bad timeoutMs or capacityWaitMs,
+   * DEADLINE_EXCEEDED for a deadline already passed.
+   */
+  private deadlineOf(method: MethodSchema, options: CallerOptions | undefined, now: number): number | NodeBinError {
     const timeoutMs = options?.timeoutMs ?? this.defaultTimeoutMs;
     if (!(timeoutMs > 0 && timeoutMs <= MAX_TIMEOUT_MS)) {
-      return Promise.reject(new NodeBinError("INVALID_ARGUMENT", `timeoutMs must be a number of ms from 1 to ${MAX_TIMEOUT_MS} (about 24.8 days), got ${timeoutMs}`));
+      return new NodeBinError("INVALID_ARGUMENT", `timeoutMs must be a number of ms from 1 to ${MAX_TIMEOUT_MS} (about 24.8 days), got ${timeoutMs}`);
     }
     const capacityWaitMs = options?.capacityWaitMs;
     if (capacityWaitMs !== undefined && !(typeof capacityWaitMs === "number" && capacityWaitMs >= 0 && capacityWaitMs < Infinity)) {
-      return Promise.reject(new NodeBinError("INVALID_ARGUMENT", `capacityWaitMs must be a finite number of ms, 0 or more, got ${capacityWaitMs}`));
+      return new NodeBinError("INVALID_ARGUMENT", `capacityWaitMs must be a finite number of ms, 0 or more, got ${capacityWaitMs}`);
     }
     const deadline = Math.min(now + timeoutMs, options?.deadline ?? Infinity);
-    const budget = Math.ceil(deadline - now);
-    if (budget <= 0) {
-      return Promise.reject(new NodeBinError("DEADLINE_EXCEEDED", `${method.fullName}: the caller's deadline had already passed`, { details: { method: method.fullName } }));
+    if (Math.ceil(deadline - now) <= 0) {
+      return new NodeBinError("DEADLINE_EXCEEDED", `${method.fullName}: the caller's deadline had already passed`, { details: { method: method.fullName } });
     }
+    return deadline;
+  }
+
+  /** Sends one request; `retry`: a refusal of it (unhandled) is re-sent by reroute() instead of failing the call. */
+  private invoke(method: MethodSchema, mode: Mode, to: string, via: string | undefined, plane: Plane, value: Uint8Array, options: CallerOptions | undefined, retry: boolean): Promise<unknown> {
+    if (this.closed) return Promise.reject(new NodeBinError("CANCELLED", `caller ${this.id} is closed`));
+    const now = this.clock.now();
+    const deadline = this.deadlineOf(method, options, now);
+    if (typeof deadline !== "number") return Promise.reject(deadline);
+    const budget = Math.ceil(deadline - now);
     const id = this.allocateId();
     const frame = encodeEnvelope(
       envelope({
@@ -203,7 +277,7 @@ export class RoutingCaller implements Caller {
       }),
     );
     return new Promise<unknown>((resolve, reject) => {
-      const timer = setTimeout(() => this.expire(id), budget);
+      const timer = this.clock.after(budget, () => this.expire(id));
       this.pending.set(id, { resolve, reject, method, mode, to, via, timer, value: retry ? value : undefined, options, start: now, deadline });
       this.router.started(to);
       try {
@@ -276,7 +350,7 @@ export class RoutingCaller implements Caller {
     for (;;) {
       // The refusal just received: may the call go on?
       if (last.code === "RESOURCE_EXHAUSTED") {
-        const now = Date.now();
+        const now = this.clock.now();
         if (now >= capacityUntil) throw this.outOfTime(method, last, lastTo, capacityUntil, deadline);
         if (now >= nextCapacityRequest) {
           nextCapacityRequest = now + Math.max(1, capacityWaitMs / 4);
@@ -289,7 +363,7 @@ export class RoutingCaller implements Caller {
       let node: NodeEntry | undefined;
       for (;;) {
         if (this.closed) throw new NodeBinError("CANCELLED", `${method.fullName}: caller ${this.id} closed`);
-        const now = Date.now();
+        const now = this.clock.now();
         const until = last.code === "RESOURCE_EXHAUSTED" ? capacityUntil : deadline;
         if (now >= until) throw this.outOfTime(method, last, lastTo, until, deadline);
         node = this.pickUntried(method.fullName, scope, tried);
@@ -347,12 +421,12 @@ export class RoutingCaller implements Caller {
   private waitForChange(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const done = () => {
-        clearTimeout(timer);
+        timer.cancel();
         off();
         this.waiting.delete(done);
         resolve();
       };
-      const timer = setTimeout(done, Math.max(0, ms));
+      const timer = this.clock.after(ms, done);
       const off = this.router.table.onChange(done);
       this.waiting.add(done);
     });
@@ -396,14 +470,14 @@ export class RoutingCaller implements Caller {
   private expire(id: number): void {
     const call = this.settle(id);
     if (call) this.router.suspect(call.to);
-    call?.reject(new NodeBinError("DEADLINE_EXCEEDED", `${call.method.fullName}: no answer from ${call.to || "the endpoint"} within the deadline`, { details: { method: call.method.fullName, to: call.to } }));
+    call?.reject(noAnswer(call.method, call.to));
   }
 
   private settle(id: number): PendingCall | undefined {
     const call = this.pending.get(id);
     if (!call) return undefined;
     this.pending.delete(id);
-    clearTimeout(call.timer);
+    call.timer.cancel();
     this.router.ended(call.to);
     return call;
   }
@@ -421,6 +495,11 @@ export class RoutingCaller implements Caller {
 function retryable(err: NodeBinError, options: CallerOptions | undefined): boolean {
   if (!isUnhandled(err)) return false;
   return err.code === "UNAVAILABLE" || (err.code === "RESOURCE_EXHAUSTED" && (options?.capacityWaitMs ?? 0) > 0);
+}
+
+/** The error of a call whose deadline came with no answer from `to`. */
+function noAnswer(method: MethodSchema, to: string): NodeBinError {
+  return new NodeBinError("DEADLINE_EXCEEDED", `${method.fullName}: no answer from ${to || "the endpoint"} within the deadline`, { details: { method: method.fullName, to } });
 }
 
 function wrongMode(method: MethodSchema, used: Mode): NodeBinError {

@@ -7,6 +7,7 @@
  */
 import type { Scope } from "../component/context.ts";
 import type { MembershipTable, MethodRoute, NodeEntry } from "../membership/table.ts";
+import { systemClock, type Clock } from "../platform/clock.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { resolveMethodName } from "./method-name.ts";
 
@@ -27,17 +28,30 @@ const TIERS: readonly Scope[] = ["process", "host", "network", "any"];
  */
 export const SUSPECT_MS = 5000;
 
+/** How a Router draws and keeps time; pass the same clock as the RoutingCallers using it. */
+export interface RouterOptions {
+  /** Draws the two random picks (default Math.random); tests pass a seeded one. */
+  random?: () => number;
+  /** What suspicion is timed by (default systemClock); tests pass a ManualClock. */
+  clock?: Clock;
+}
+
 export class Router {
   /** Calls this process has in flight, per node id. */
   private readonly inflight = new Map<string, number>();
-  /** Nodes to avoid until the given time (epoch ms); see SUSPECT_MS. */
+  /** Nodes to avoid until the given time (the clock's ms); see SUSPECT_MS. */
   private readonly suspects = new Map<string, number>();
+  private readonly random: () => number;
+  private readonly clock: Clock;
 
   constructor(
     readonly table: MembershipTable,
     private readonly locality: Locality,
-    private readonly random: () => number = Math.random,
-  ) {}
+    options: RouterOptions = {},
+  ) {
+    this.random = options.random ?? Math.random;
+    this.clock = options.clock ?? systemClock;
+  }
 
   /** The route for a method name as written by a person or handler. Throws NOT_FOUND. */
   route(method: string): MethodRoute {
@@ -74,13 +88,13 @@ export class Router {
 
   /** A node that let a call down without answering: avoided for `ms` while others can serve. */
   suspect(id: string, ms = SUSPECT_MS): void {
-    if (id) this.suspects.set(id, Date.now() + ms);
+    if (id) this.suspects.set(id, this.clock.now() + ms);
   }
 
   private isSuspect(id: string): boolean {
     const until = this.suspects.get(id);
     if (until === undefined) return false;
-    if (until > Date.now()) return true;
+    if (until > this.clock.now()) return true;
     this.suspects.delete(id);
     return false;
   }

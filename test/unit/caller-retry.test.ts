@@ -57,7 +57,7 @@ function setup(nodes: Record<string, Script>, config: Partial<CallerConfig> = {}
   const table = new MembershipTable();
   const scripts = new Map(Object.entries(nodes));
   for (const id of scripts.keys()) table.upsert(node(id, load[id] ?? 0), greeter.schema);
-  const router = new Router(table, { inProcess: () => true, host: "h1", network: "" }, seededRandom(7));
+  const router = new Router(table, { inProcess: () => true, host: "h1", network: "" }, { random: seededRandom(7) });
   const sent: { to: string; env: Envelope; at: number }[] = [];
   const received = new Map<string, number>();
   const sender: Sender = {

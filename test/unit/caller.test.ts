@@ -1,6 +1,7 @@
 import t from "tap";
 import { loadComponent } from "../../src/component/loader.ts";
 import { MembershipTable } from "../../src/membership/table.ts";
+import { ManualClock, type Clock } from "../../src/platform/clock.ts";
 import { RoutingCaller, type Sender } from "../../src/routing/caller.ts";
 import { Router } from "../../src/routing/router.ts";
 import { Kind, Plane, decodeEnvelope, encodeEnvelope, encodeResponse, envelope, type Envelope } from "../../src/wire/envelope.ts";
@@ -14,7 +15,7 @@ const greeter = await loadComponent(examplePath("greeter"));
 const HELLO = greeter.schema.methods.get("demo.Greeter/Hello")!;
 
 /** A caller whose sender records every request instead of delivering it; the test answers by hand. */
-function setup(options: { defaultTimeoutMs?: number; send?: (to: string, frame: Uint8Array) => void } = {}) {
+function setup(options: { defaultTimeoutMs?: number; settleMs?: number; clock?: Clock; send?: (to: string, frame: Uint8Array) => void } = {}) {
   const table = new MembershipTable();
   table.upsert(
     {
@@ -30,7 +31,7 @@ function setup(options: { defaultTimeoutMs?: number; send?: (to: string, frame: 
     },
     greeter.schema,
   );
-  const router = new Router(table, { inProcess: () => true, host: "h1", network: "" });
+  const router = new Router(table, { inProcess: () => true, host: "h1", network: "" }, options.clock ? { clock: options.clock } : {});
   const sent: { to: string; env: Envelope }[] = [];
   const sender: Sender = {
     send(to, frame) {
@@ -40,7 +41,14 @@ function setup(options: { defaultTimeoutMs?: number; send?: (to: string, frame: 
       sent.push({ to, env });
     },
   };
-  const caller = new RoutingCaller({ id: "me", router, sender, ...(options.defaultTimeoutMs ? { defaultTimeoutMs: options.defaultTimeoutMs } : {}) });
+  const caller = new RoutingCaller({
+    id: "me",
+    router,
+    sender,
+    ...(options.defaultTimeoutMs ? { defaultTimeoutMs: options.defaultTimeoutMs } : {}),
+    ...(options.settleMs ? { settleMs: options.settleMs } : {}),
+    ...(options.clock ? { clock: options.clock } : {}),
+  });
   /** Answers the request `sent[i]` as the node would. */
   const answer = (i: number, value?: Uint8Array, error?: NodeBinError) => {
     const reply = decodeEnvelope(encodeResponse(sent[i]!.env, "greeter-1", value, error?.toWire()));
@@ -237,4 +245,58 @@ t.test("caller - an envelope built by hand round trips through handleResponse", 
   );
   caller.handleResponse(response as Envelope);
   t.same(await call, { message: "by hand" });
+});
+
+/** Whether `promise` has settled, read after the microtasks queued so far ran. */
+function settledFlag(promise: Promise<unknown>): () => boolean {
+  let settled = false;
+  promise.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  return () => settled;
+}
+
+t.test("caller - on a ManualClock a silent node's call is pending at 2,999 ms and DEADLINE_EXCEEDED at 3,000 ms", async (t) => {
+  const clock = new ManualClock();
+  const { caller, sent } = setup({ clock });
+  const start = clock.now();
+  const call = caller.call("demo.Greeter/Hello", { name: "x" }, { timeoutMs: 3000 });
+  const settled = settledFlag(call);
+  t.equal(sent.length, 1, "sent, and never answered");
+  t.equal(sent[0]!.env.deadlineMs, 3000);
+  await clock.advance(2999);
+  t.notOk(settled(), "still pending at 2,999 ms");
+  t.equal(caller.inFlight, 1);
+  await clock.advance(1);
+  t.ok(settled(), "ended at 3,000 ms");
+  const err = await rejection(call);
+  t.equal(err.code, "DEADLINE_EXCEEDED");
+  t.same(err.details, { method: "demo.Greeter/Hello", to: "greeter-1" });
+  t.equal(clock.now() - start, 3000, "at 3,000 ms, by the clock");
+  t.equal(caller.inFlight, 0);
+  t.equal(clock.timers, 0, "no timer left behind");
+});
+
+t.test("caller - an answer before the deadline cancels its timer on the clock", async (t) => {
+  const clock = new ManualClock();
+  const { caller, answer } = setup({ clock });
+  const call = caller.call("demo.Greeter/Hello", { name: "x" }, { timeoutMs: 3000 });
+  t.equal(clock.timers, 1);
+  answer(0, helloReply("in time"));
+  t.same(await call, { message: "in time" });
+  t.equal(clock.timers, 0);
+});
+
+t.test("caller - the settle wait for an unknown method runs on the clock", async (t) => {
+  const clock = new ManualClock();
+  const { caller, sent } = setup({ clock, settleMs: 1000 });
+  const call = caller.call("demo.Greeter/Nope", {});
+  const settled = settledFlag(call);
+  await clock.advance(999);
+  t.notOk(settled(), "still waiting for the table at 999 ms");
+  await clock.advance(1);
+  t.ok(settled(), "given up at 1,000 ms");
+  t.equal((await rejection(call)).code, "NOT_FOUND");
+  t.equal(sent.length, 0);
 });

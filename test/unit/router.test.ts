@@ -1,7 +1,8 @@
 import t from "tap";
 import { loadComponent } from "../../src/component/loader.ts";
 import { MembershipTable, type NodeEntry } from "../../src/membership/table.ts";
-import { Router } from "../../src/routing/router.ts";
+import { ManualClock, type Clock } from "../../src/platform/clock.ts";
+import { Router, SUSPECT_MS } from "../../src/routing/router.ts";
 import { thrown } from "../lib/expect-error.ts";
 import { examplePath } from "../lib/fixture-components.ts";
 import { seededRandom } from "../lib/seeded-random.ts";
@@ -14,10 +15,10 @@ function node(id: string, host: string, network: string, load = { queued: 0, cap
   return { id, component: "greeter", version: "1", host, network, endpoints: [], methods: [{ name: HELLO, mode: 0 }], schema: greeter.schema.id, load };
 }
 
-function router(nodes: NodeEntry[], random: () => number = seededRandom(1)) {
+function router(nodes: NodeEntry[], random: () => number = seededRandom(1), clock?: Clock) {
   const table = new MembershipTable();
   for (const n of nodes) table.upsert(n, greeter.schema);
-  return new Router(table, { inProcess: (id) => id.startsWith("local"), host: "h1", network: "n1" }, random);
+  return new Router(table, { inProcess: (id) => id.startsWith("local"), host: "h1", network: "n1" }, { random, ...(clock ? { clock } : {}) });
 }
 
 const LOCAL = node("local-1", "h1", "n1");
@@ -135,9 +136,24 @@ t.test("router - a suspect node (no answer, lost connection) is avoided while ot
   t.ok(["host-a", "host-b"].includes(r.pick(route, "host").id), "with only suspects in scope, a suspect still serves");
   r.suspect("far-1", 60_000);
   t.ok(["host-a", "host-b"].includes(r.pick(route).id), "all suspect: the usual choice among them");
-  const r2 = router([a, b]);
+  const clock = new ManualClock();
+  const r2 = router([a, b], seededRandom(1), clock);
   r2.suspect("host-a", 1);
-  await new Promise((res) => setTimeout(res, 5));
+  await clock.advance(1);
   const seen = new Set(Array.from({ length: 40 }, () => r2.pick(r2.route(HELLO)).id));
   t.same([...seen].sort(), ["host-a", "host-b"], "suspicion expires");
+});
+
+t.test("router - a suspect is avoided until its suspicion period has passed on the clock", async (t) => {
+  const clock = new ManualClock();
+  const r = router([node("host-a", "h1", "n1"), node("host-b", "h1", "n1")], seededRandom(3), clock);
+  const route = r.route(HELLO);
+  const picks = () => new Set(Array.from({ length: 40 }, () => r.pick(route).id));
+  t.same([...picks()].sort(), ["host-a", "host-b"], "both serve before");
+  r.suspect("host-a");
+  t.same([...picks()], ["host-b"], "avoided once suspected");
+  await clock.advance(SUSPECT_MS - 1);
+  t.same([...picks()], ["host-b"], `still avoided ${SUSPECT_MS - 1} ms later`);
+  await clock.advance(1);
+  t.same([...picks()].sort(), ["host-a", "host-b"], `trusted again at ${SUSPECT_MS} ms`);
 });
