@@ -473,7 +473,7 @@ async function startGovernor(name: string, components: string, host: string, ext
     readyTimeoutMs: 60_000,
   });
   const client = await Client.connect({ endpoint: `ipc://${join(runtimeDir, `governor-${port}.sock`)}`, connectTimeoutMs: 5_000, refreshMs: 0 });
-  const status = async () => JSON.parse(((await client.callControl(GOVERNOR_STATUS, {}, { timeoutMs: 5_000 })) as { json: string }).json) as GovernorStatus;
+  const status = async () => JSON.parse((await client.callControl(GOVERNOR_STATUS, {}, { timeoutMs: 5_000 })).json) as GovernorStatus;
   const until = async <T>(ok: (s: GovernorStatus) => T | undefined | false, ms: number, what: string, everyMs = 50): Promise<T> => {
     const end = Date.now() + ms;
     let last: GovernorStatus | undefined;

@@ -11,7 +11,7 @@ import { ensureRuntimeDir } from "../transport/runtime-dir.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { closest } from "../wire/message.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
-import { hostId, intFlag, listenAddress, parseSeeds } from "./net-options.ts";
+import { ADVERTISE_HELP, LISTEN_HELP, advertiseFlag, bindAddress, hostId, intFlag, parseSeeds } from "./net-options.ts";
 import { reportError, stdio, UsageError } from "./output.ts";
 import { VERSION } from "./version.ts";
 
@@ -22,7 +22,8 @@ export async function runContainer(argv: string[]): Promise<number> {
     .option("--component <name>", "the component to run (a directory name under the components directory)")
     .option("--components <dir>", "components directory (default: components/ beside node-bin, or ./components)")
     .option("--seed <ip[:port]>", "discovery endpoint of another host (comma-separated or repeated; default port 7400)")
-    .option("--listen <ip>", "address to listen on and advertise (default: this host's first non-internal IPv4)")
+    .option("--listen <ip>", LISTEN_HELP)
+    .option("--advertise <ip>", ADVERTISE_HELP)
     .option("--network <name>", "network name (default: none)")
     .option("--host <id>", "this host's id (default: $NODEBIN_HOST, else the host name)")
     .option("--discovery-port <port>", "the host's discovery port (default 7400)")
@@ -48,7 +49,8 @@ export async function runContainer(argv: string[]): Promise<number> {
     if (typeof o.component !== "string" || !o.component) throw new UsageError("--component NAME is required");
     const seeds = parseSeeds(o.seed);
     const discoveryPort = intFlag(o.discoveryPort, "--discovery-port", 1, 65535);
-    const listen = listenAddress(o.listen);
+    const bind = bindAddress(o.listen);
+    const advertise = advertiseFlag(o.advertise);
     const host = hostId(o.host);
     const network = typeof o.network === "string" ? o.network : "";
     const dir = resolveComponentsDir(typeof o.components === "string" ? o.components : undefined);
@@ -65,7 +67,8 @@ export async function runContainer(argv: string[]): Promise<number> {
       component,
       host,
       network,
-      listen,
+      bind,
+      ...(advertise ? { advertise } : {}),
       seeds,
       runtimeDir,
       logger: (source) => consoleLogger(source),

@@ -13,13 +13,13 @@ import { dirname, join } from "node:path";
 import { cac } from "cac";
 import { Client } from "../client/client.ts";
 import { consoleLogger } from "../container/log.ts";
-import { DEFAULT_DISCOVERY_PORT } from "../container/process.ts";
+import { DEFAULT_DISCOVERY_PORT } from "../transport/runtime-dir.ts";
 import { Governor, SETTING_KEYS, type Settings } from "../governor/governor.ts";
 import { ensureRuntimeDir, ipcOwner } from "../transport/runtime-dir.ts";
 import { GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
-import { hostId, intFlag, listenAddress, parseSeeds } from "./net-options.ts";
+import { ADVERTISE_HELP, LISTEN_HELP, advertiseFlag, bindAddress, hostId, intFlag, parseSeeds } from "./net-options.ts";
 import { reportError, stdio, UsageError } from "./output.ts";
 import { VERSION } from "./version.ts";
 
@@ -47,7 +47,8 @@ export async function runGovernor(argv: string[]): Promise<number> {
     .option("--seed <ip[:port]>", "discovery endpoint of another host (comma-separated or repeated; default port 7400)")
     .option("--capacity <n>", "most container processes on this host (default 2 x CPU count)")
     .option("--network <name>", "network name (default: none)")
-    .option("--listen <ip>", "address to listen on and advertise (default: this host's first non-internal IPv4)")
+    .option("--listen <ip>", LISTEN_HELP)
+    .option("--advertise <ip>", ADVERTISE_HELP)
     .option("--host <id>", "this host's id (default: $NODEBIN_HOST, else the host name)")
     .option("--discovery-port <port>", "the host's discovery port (default 7400)")
     .option("--config <file>", "config file, re-read when it changes (default: governor.json beside the components directory)")
@@ -92,11 +93,13 @@ export async function runGovernor(argv: string[]): Promise<number> {
     ms("sustainMs", "sustainMs");
     const capacity = intFlag(o.capacity, "--capacity", 1, 100_000);
     const discoveryPort = intFlag(o.discoveryPort, "--discovery-port", 1, 65535);
+    const advertise = advertiseFlag(o.advertise);
     const governor = await Governor.start({
       componentsDir,
       host: hostId(o.host),
       network: typeof o.network === "string" ? o.network : "",
-      listen: listenAddress(o.listen),
+      bind: bindAddress(o.listen),
+      ...(advertise ? { advertise } : {}),
       seeds: parseSeeds(o.seed),
       runtimeDir: ensureRuntimeDir(),
       configFile,
@@ -137,9 +140,8 @@ async function manage(sub: "status" | "set" | "stop", argv: string[]): Promise<n
     const port = intFlag(parsed.options.discoveryPort, "--discovery-port", 1, 65535) ?? DEFAULT_DISCOVERY_PORT;
     const timeoutMs = intFlag(parsed.options.timeout, "--timeout", 1, 2 ** 31 - 1) ?? 5000;
     const socket = `ipc://${join(ensureRuntimeDir(), `governor-${port}.sock`)}`;
-    let request: unknown = {};
-    if (sub === "set") request = setRequest(parsed.args.map(String));
-    else if (parsed.args.length) throw new UsageError(`governor ${sub} takes no arguments, got ${JSON.stringify(parsed.args[0])}`);
+    const request = sub === "set" ? setRequest(parsed.args.map(String)) : undefined;
+    if (sub !== "set" && parsed.args.length) throw new UsageError(`governor ${sub} takes no arguments, got ${JSON.stringify(parsed.args[0])}`);
     if (ipcOwner(socket) === undefined) throw new NodeBinError("UNAVAILABLE", `no governor runs for discovery port ${port} (no live owner of ${socket})`);
     const client = await Client.connect({ endpoint: socket, connectTimeoutMs: timeoutMs });
     try {
@@ -153,8 +155,7 @@ async function manage(sub: "status" | "set" | "stop", argv: string[]): Promise<n
         output.out(json ? JSON.stringify({ stopped: true, keptChildren: Boolean(parsed.options.keepChildren) }) : parsed.options.keepChildren ? "governor stopped; children keep serving" : "governor and children stopped");
         return 0;
       }
-      const method = sub === "status" ? GOVERNOR_STATUS : GOVERNOR_SET;
-      const reply = (await client.callControl(method, request, { timeoutMs })) as { json: string };
+      const reply = request ? await client.callControl(GOVERNOR_SET, request, { timeoutMs }) : await client.callControl(GOVERNOR_STATUS, {}, { timeoutMs });
       const status = JSON.parse(reply.json) as Status;
       output.out(json ? JSON.stringify(status) : formatStatus(status));
       return 0;

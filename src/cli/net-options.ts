@@ -1,7 +1,13 @@
-/** Network flags shared by the subcommands that join or reach a network: seeds, host id, listen address. */
-import { hostname, networkInterfaces } from "node:os";
-import { DEFAULT_DISCOVERY_PORT } from "../container/process.ts";
+/** Network flags shared by the subcommands that join or reach a network: seeds, host id, bind and advertise addresses. */
+import { hostname } from "node:os";
+import { isIP } from "node:net";
+import { defaultBind, isWildcard } from "../transport/addresses.ts";
+import { DEFAULT_DISCOVERY_PORT } from "../transport/runtime-dir.ts";
 import { UsageError } from "./output.ts";
+
+/** The --listen and --advertise options, worded once for every subcommand that binds. */
+export const LISTEN_HELP = "address tcp sockets bind (default: every interface, 0.0.0.0)";
+export const ADVERTISE_HELP = "address other hosts reach this one at (default: the --listen address if it names one, else this host's first non-loopback IPv4, else 127.0.0.1)";
 
 /**
  * Discovery endpoints from --seed values: "ip[:port]" items, comma-separated
@@ -22,16 +28,21 @@ export function hostId(flag: unknown, env: Record<string, string | undefined> = 
   return typeof flag === "string" && flag ? flag : env.NODEBIN_HOST || hostname();
 }
 
-/** The address to listen on and advertise: --listen, else this host's first non-internal IPv4, else 127.0.0.1. */
-export function listenAddress(flag: unknown): string {
-  if (typeof flag === "string" && flag) {
-    if (flag === "0.0.0.0" || flag === "::") throw new UsageError("--listen needs an address others can reach this host at, not a wildcard");
-    return flag;
-  }
-  for (const list of Object.values(networkInterfaces())) {
-    for (const a of list ?? []) if (a.family === "IPv4" && !a.internal) return a.address;
-  }
-  return "127.0.0.1";
+/** The address to bind: --listen (an IP, or a wildcard), else defaultBind(). Throws UsageError. */
+export function bindAddress(flag: unknown): string {
+  if (flag === undefined || flag === "") return defaultBind();
+  const value = String(flag);
+  if (!isIP(value) && value !== "*") throw new UsageError(`--listen takes an IP address of this host (or 0.0.0.0 for every interface), got ${JSON.stringify(value)}`);
+  return value === "*" ? "0.0.0.0" : value;
+}
+
+/** The address to advertise, when --advertise is given. Throws UsageError for a wildcard or a non-address. */
+export function advertiseFlag(flag: unknown): string | undefined {
+  if (flag === undefined || flag === "") return undefined;
+  const value = String(flag);
+  if (isWildcard(value)) throw new UsageError("--advertise needs an address others can reach this host at, not a wildcard");
+  if (!isIP(value)) throw new UsageError(`--advertise takes an IP address, got ${JSON.stringify(value)}`);
+  return value;
 }
 
 /** A whole number flag within bounds. Throws UsageError. */

@@ -1,26 +1,20 @@
 /**
- * The client library: not a container, serves nothing. It connects to any
- * node-bin process (by default the local `node-bin dev`), pulls its membership
- * table, and calls nodes directly through the same routing code the
- * containers use.
+ * The client library: a node-bin process with no nodes (compose.ts), serving
+ * nothing. It connects to any node-bin process (by default the local
+ * `node-bin dev`, else the local governor), pulls its membership table, and
+ * calls nodes directly through the same routing code the containers use.
  */
 import { existsSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
 import type { CallOptions } from "../component/context.ts";
-import { MembershipTable, reachableEndpoint, type NodeEntry } from "../membership/table.ts";
-import { RoutingCaller } from "../routing/caller.ts";
-import { Router } from "../routing/router.ts";
-import { DirectTransport } from "../transport/direct.ts";
+import { NodeBinProcess } from "../container/compose.ts";
+import type { MembershipTable, NodeEntry } from "../membership/table.ts";
 import { devEndpoint, discoveryIpc, ipcOwner, ipcOwnerFile, runtimeDirPath } from "../transport/runtime-dir.ts";
-import { TransportStack } from "../transport/stack.ts";
-import { ZmqConnector } from "../transport/zmq.ts";
-import { PULL, REQUEST_CAPACITY, oneWayControlFrame } from "../wire/control.ts";
-import { Kind, Plane } from "../wire/envelope.ts";
+import { PULL, type ControlMethod } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { messageToJSON } from "../wire/message.ts";
 import { modeName, type MethodSchema } from "../wire/schema.ts";
-
 export interface ClientOptions {
   /** A node-bin process to pull the table from (default: the local `node-bin dev`). */
   endpoint?: string;
@@ -65,52 +59,28 @@ export class Client {
   readonly endpoint: string;
   /** The host id this client runs on (decides ipc vs tcp). */
   readonly host: string;
-  readonly table = new MembershipTable();
-  private readonly direct = new DirectTransport();
-  private readonly stack: TransportStack;
-  private readonly router: Router;
-  private readonly caller: RoutingCaller;
+  private readonly process: NodeBinProcess;
   private readonly connectTimeoutMs: number;
   private readonly refreshMs: number;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private pulledVersion = 0;
   private closed = false;
 
-  private constructor(options: ClientOptions) {
-    this.endpoint = options.endpoint ?? defaultEndpoint();
-    // libzmq would refuse anything else with a bare "Invalid argument".
-    if (!/^tcp:\/\/(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):\d{1,5}$/.test(this.endpoint) && !/^ipc:\/\/\S+$/.test(this.endpoint)) {
-      throw new NodeBinError("INVALID_ARGUMENT", `endpoint ${JSON.stringify(this.endpoint)} must be tcp://HOST:PORT or ipc://PATH`, { details: { endpoint: this.endpoint } });
-    }
+  private constructor(endpoint: string, host: string, options: ClientOptions, proc: NodeBinProcess) {
+    this.endpoint = endpoint;
+    this.host = host;
+    this.process = proc;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 5000;
     this.refreshMs = options.refreshMs ?? 1000;
-    this.host = options.host ?? (process.env.NODEBIN_HOST || hostname());
-    // Short: it travels in every request frame (zeromq.js copies frames up to 128 bytes, and zero-copies larger ones at a cost).
-    const id = `client-${randomBytes(6).toString("base64url")}`;
-    const endpointOf = (to: string) => {
-      if (to === "") return this.endpoint;
-      const entry = this.table.get(to);
-      return entry && reachableEndpoint(entry, this.host);
-    };
-    const connector = new ZmqConnector(
-      endpointOf,
-      (env) => this.direct.dispatch(env),
-      (lost) => this.caller.failCallsTo((to, via) => (via ?? endpointOf(to)) === lost, `connection to ${lost} lost`),
-    );
-    this.stack = new TransportStack([this.direct, connector]);
-    this.router = new Router(this.table, { inProcess: () => false, host: this.host, network: "" });
-    this.caller = new RoutingCaller({
-      id,
-      router: this.router,
-      sender: this.stack,
-      ...(options.timeoutMs ? { defaultTimeoutMs: options.timeoutMs } : {}),
-      // A node refused as unhandled and no other is known: the table may be stale.
-      onStale: () => this.staleRefresh(),
-      requestCapacity: (node, method) => this.stack.send(node.id, oneWayControlFrame(REQUEST_CAPACITY, { component: node.component, method: method.fullName, fromHost: this.host }, id, node.id)),
-    });
-    this.direct.attach(id, (env) => {
-      if (env.kind === Kind.RESPONSE) this.caller.handleResponse(env);
-    });
+  }
+
+  /** The membership table as last pulled. */
+  get table(): MembershipTable {
+    return this.process.container.table;
+  }
+
+  private get caller() {
+    return this.process.container.caller;
   }
 
   /**
@@ -118,7 +88,23 @@ export class Client {
    * answers at the endpoint in time.
    */
   static async connect(options: ClientOptions = {}): Promise<Client> {
-    const client = new Client(options);
+    const endpoint = options.endpoint ?? defaultEndpoint();
+    // libzmq would refuse anything else with a bare "Invalid argument".
+    if (!/^tcp:\/\/(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):\d{1,5}$/.test(endpoint) && !/^ipc:\/\/\S+$/.test(endpoint)) {
+      throw new NodeBinError("INVALID_ARGUMENT", `endpoint ${JSON.stringify(endpoint)} must be tcp://HOST:PORT or ipc://PATH`, { details: { endpoint } });
+    }
+    const host = options.host ?? (process.env.NODEBIN_HOST || hostname());
+    let client: Client | undefined;
+    const proc = await NodeBinProcess.create({
+      // Short: it travels in every request frame (zeromq.js copies frames up to 128 bytes, and zero-copies larger ones at a cost).
+      id: `client-${randomBytes(6).toString("base64url")}`,
+      host,
+      runtimeDir: runtimeDirPath(),
+      ...(options.timeoutMs ? { defaultTimeoutMs: options.timeoutMs } : {}),
+      // A node refused as unhandled and no other is known: the table may be stale.
+      onStale: () => client?.staleRefresh() ?? Promise.resolve(),
+    });
+    client = new Client(endpoint, host, options, proc);
     try {
       await client.refresh();
     } catch (err) {
@@ -163,21 +149,21 @@ export class Client {
     }
     let reply;
     try {
-      reply = await this.caller.callEndpoint({ method: PULL, to: "", plane: Plane.CONTROL, request: { knownVersion: ifChanged ? this.pulledVersion : 0 }, options: { timeoutMs: this.connectTimeoutMs } });
+      reply = await this.process.container.callControl(PULL, { knownVersion: ifChanged ? this.pulledVersion : 0 }, { via: this.endpoint }, this.connectTimeoutMs);
     } catch (err) {
       const e = NodeBinError.from(err);
       if (e.code !== "DEADLINE_EXCEEDED") throw e;
       throw new NodeBinError("UNAVAILABLE", `no answer from ${this.endpoint} within ${this.connectTimeoutMs} ms: is node-bin running there?`, { details: { endpoint: this.endpoint }, cause: e });
     }
-    this.pulledVersion = this.table.mergePull(reply as Parameters<MembershipTable["mergePull"]>[0], this.endpoint).version;
+    this.pulledVersion = this.table.mergePull(reply, this.endpoint).version;
   }
 
   /**
    * Calls a control-plane method of the process at this client's endpoint
    * (the governor's Status, say): no node selection, no table refresh.
    */
-  callControl(method: MethodSchema, request: unknown, options?: { timeoutMs?: number }): Promise<unknown> {
-    return this.caller.callEndpoint({ method, to: "", plane: Plane.CONTROL, request, ...(options ? { options } : {}) });
+  callControl<Req, Res>(method: ControlMethod<Req, Res>, request: Req, options?: { timeoutMs?: number }): Promise<Res> {
+    return this.process.container.callControl(method, request, { via: this.endpoint }, options?.timeoutMs ?? this.connectTimeoutMs);
   }
 
   /** Calls a SYNC method; resolves with the decoded reply (a protobufjs message). */
@@ -199,7 +185,7 @@ export class Client {
 
   /** The schema of a method by any accepted spelling. Throws NOT_FOUND. */
   method(name: string): MethodSchema {
-    return this.router.route(name).method;
+    return this.process.container.router.route(name).method;
   }
 
   /**
@@ -250,8 +236,7 @@ export class Client {
   async close(): Promise<void> {
     this.closed = true;
     clearTimeout(this.refreshTimer);
-    this.caller.close();
-    await this.stack.close();
+    await this.process.close();
   }
 }
 

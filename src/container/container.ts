@@ -10,19 +10,19 @@ import { hostname } from "node:os";
 import type { Logger } from "../component/context.ts";
 import type { Component } from "../component/loader.ts";
 import { ComponentNode } from "../component/node.ts";
+import { loggingInterceptor, outboundLoggingInterceptor, type InboundInterceptor, type OutboundInterceptor } from "../component/interceptor.ts";
+import type { Clock } from "../platform/clock.ts";
 import { MembershipTable, type NodeEntry } from "../membership/table.ts";
 import { RoutingCaller } from "../routing/caller.ts";
 import { Router } from "../routing/router.ts";
 import { DirectTransport } from "../transport/direct.ts";
 import { TransportStack } from "../transport/stack.ts";
-import type { Transport } from "../transport/transport.ts";
-import type protobuf from "protobufjs";
-import { PULL, REQUEST_CAPACITY, oneWayControlFrame } from "../wire/control.ts";
+import type { Peer, Transport } from "../transport/transport.ts";
+import { EncodedReply, PULL, REQUEST_CAPACITY, oneWayControlFrame, readReply, type ControlMethod } from "../wire/control.ts";
 import { Kind, Plane, encodeResponse, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
-import { decodeMessage, encodeMessage } from "../wire/message.ts";
-import { Mode, type MethodSchema } from "../wire/schema.ts";
-import { consoleLogger } from "./log.ts";
+import { ControlServer } from "./control-server.ts";
+import { consoleLogger, logLevelFromEnv } from "./log.ts";
 
 export interface ContainerOptions {
   /** Container id (default "<host>-<pid>"). */
@@ -36,15 +36,23 @@ export interface ContainerOptions {
   defaultTimeoutMs?: number;
   /** How long calls for a method nobody serves wait for the table to change (see CallerConfig.settleMs). */
   settleMs?: number;
+  /** The table may be stale: refresh it (see CallerConfig.onStale). */
+  onStale?: () => Promise<void>;
+  /** The time callers and routers read and wait on (default: the system clock). */
+  clock?: Clock;
+  /**
+   * Links around every call leaving this process's callers (outbound) and
+   * every message entering its nodes (inbound), after the built-in logging
+   * link (component/interceptor.ts).
+   */
+  interceptors?: { outbound?: readonly OutboundInterceptor[]; inbound?: readonly InboundInterceptor[] };
 }
 
-
-/**
- * Serves one control method at the process's control endpoint: gets the
- * decoded request and the envelope; returns (or resolves with) the reply, or
- * throws a NodeBinError. ASYNC control methods are one-way: nothing is answered.
- */
-export type ControlHandler = (request: protobuf.Message, env: Envelope) => unknown;
+/** Where a control request goes: the process at a network endpoint (`via`), or the process of endpoint id `to`. */
+export interface ControlTarget {
+  via?: string;
+  to?: string;
+}
 
 export class Container {
   readonly id: string;
@@ -62,9 +70,16 @@ export class Container {
   private readonly makeLogger: (source: string) => Logger;
   private readonly defaultTimeoutMs: number | undefined;
   private readonly settleMs: number | undefined;
+  private readonly onStale: (() => Promise<void>) | undefined;
+  private readonly clock: Clock | undefined;
+  private readonly outbound: readonly OutboundInterceptor[];
+  private readonly inbound: readonly InboundInterceptor[];
+  /** NODEBIN_LOG=debug: a log line per message and per failed call (a promise per message: only then). */
+  private readonly debugLog = logLevelFromEnv() === "debug";
   endpoints: string[];
   private closed = false;
-  private readonly controlHandlers = new Map<string, { method: MethodSchema; handler: ControlHandler }>();
+  /** The process's control endpoint: what it serves to whom (see control-server.ts). */
+  readonly control: ControlServer;
 
   constructor(options: ContainerOptions = {}) {
     this.host = options.host ?? hostname();
@@ -75,14 +90,19 @@ export class Container {
     this.log = this.makeLogger(this.id);
     this.defaultTimeoutMs = options.defaultTimeoutMs;
     this.settleMs = options.settleMs;
+    this.onStale = options.onStale;
+    this.clock = options.clock;
+    this.outbound = options.interceptors?.outbound ?? [];
+    this.inbound = options.interceptors?.inbound ?? [];
     this.stack = new TransportStack([this.direct]);
-    this.router = new Router(this.table, { inProcess: (id) => this.direct.has(id), host: this.host, network: this.network });
+    this.control = new ControlServer(this.id, (request, value, from, error) => this.reply(request, value, error, from), this.log);
+    this.router = new Router(this.table, { inProcess: (id) => this.direct.has(id), host: this.host, network: this.network }, this.clock ? { clock: this.clock } : {});
     this.caller = this.newCaller(`${this.id}/caller`);
-    this.direct.attach(this.caller.id, (env) => this.answerOnly(this.caller, env));
-    this.direct.attach("", (env) => this.control(env));
-    this.serveControl(PULL, (request) => {
+    this.direct.attach(this.caller.id, (env, peer) => this.answerOnly(this.caller, env, peer));
+    this.direct.attach("", (env, peer) => this.control.handle(env, peer));
+    this.control.serve(PULL, ({ knownVersion }) => {
       this.refreshLoad();
-      return this.table.encodePull((request as unknown as { knownVersion: number }).knownVersion);
+      return new EncodedReply(this.table.encodePull(knownVersion));
     });
   }
 
@@ -95,11 +115,6 @@ export class Container {
       const entry = this.table.get(node.id);
       if (entry) entry.load.queued = node.getStats().queued;
     }
-  }
-
-  /** Serves a control method at this process's control endpoint (replacing any handler it had). */
-  serveControl(method: MethodSchema, handler: ControlHandler): void {
-    this.controlHandlers.set(method.fullName, { method, handler });
   }
 
   /** Adds a transport below the ones already stacked (frames the others cannot route go to it). */
@@ -122,10 +137,12 @@ export class Container {
     for (let i = 0; i < count; i++) {
       const id = `${component.name}-${randomBytes(3).toString("hex")}`;
       const caller = this.newCaller(id);
-      const node = new ComponentNode({ id, component, caller, outbox: (to, frame) => this.stack.send(to, frame), log: this.makeLogger(id), ...(options.hold ? { hold: true } : {}) });
+      const log = this.makeLogger(id);
+      const interceptors = [loggingInterceptor(log, { perMessage: this.debugLog }), ...this.inbound];
+      const node = new ComponentNode({ id, component, caller, outbox: (to, frame) => this.stack.send(to, frame), log, interceptors, ...(options.hold ? { hold: true } : {}) });
       await node.start();
       // Control-plane requests addressed to a node (a capacity request, say) are its process's business.
-      this.direct.attach(id, (env) => (env.plane === Plane.CONTROL && env.kind === Kind.REQUEST ? this.control(env) : node.receive(env)));
+      this.direct.attach(id, (env, peer) => (env.plane === Plane.CONTROL && env.kind === Kind.REQUEST ? this.control.handle(env, peer) : node.receive(env)));
       this.nodes.set(id, node);
       this.table.upsert(this.entryOf(node), component.schema);
       started.push(node);
@@ -166,8 +183,11 @@ export class Container {
       sender: this.stack,
       ...(this.defaultTimeoutMs ? { defaultTimeoutMs: this.defaultTimeoutMs } : {}),
       ...(this.settleMs ? { settleMs: this.settleMs } : {}),
+      ...(this.onStale ? { onStale: this.onStale } : {}),
+      ...(this.clock ? { clock: this.clock } : {}),
+      interceptors: this.debugLog ? [outboundLoggingInterceptor(this.makeLogger(id)), ...this.outbound] : this.outbound,
       // A call that found every node full asks the full node's process for capacity (it tells its governor).
-      requestCapacity: (node, method) => this.sendControl(REQUEST_CAPACITY, { component: node.component, method: method.fullName, fromHost: this.host }, { to: node.id }),
+      requestCapacity: (node, method) => this.sendControl(REQUEST_CAPACITY, { component: node.component, method: method.fullName, fromHost: this.host, visited: [] }, { to: node.id }),
     });
     this.callers.push(caller);
     return caller;
@@ -180,11 +200,29 @@ export class Container {
 
   /**
    * Sends a one-way (ASYNC) control request to the control endpoint of the
-   * process at `endpoint` (or to endpoint id `to` through the table): nothing
-   * is answered, nothing waited for. Throws when it cannot be sent.
+   * process at `target.via` (or of endpoint id `target.to` through the
+   * table): nothing is answered, nothing waited for. Throws when it cannot be sent.
    */
-  sendControl(method: MethodSchema, request: unknown, target: { via?: string; to?: string }): void {
+  sendControl<Req>(method: ControlMethod<Req, void>, request: Req, target: ControlTarget): void {
     this.stack.send(target.to ?? "", oneWayControlFrame(method, request, this.id, target.to ?? ""), target.via);
+  }
+
+  /**
+   * Calls a control method of the process at `target` (its network endpoint,
+   * or the process of an endpoint id) from this process's own caller, and
+   * resolves with the typed reply. Rejects with the callee's coded error, or
+   * DEADLINE_EXCEEDED after `timeoutMs`.
+   */
+  async callControl<Req, Res>(method: ControlMethod<Req, Res>, request: Req, target: ControlTarget, timeoutMs: number): Promise<Res> {
+    const reply = await this.caller.callEndpoint({
+      method: method.schema,
+      to: target.to ?? "",
+      ...(target.via !== undefined ? { via: target.via } : {}),
+      plane: Plane.CONTROL,
+      request,
+      options: { timeoutMs },
+    });
+    return readReply(method, reply);
   }
 
   /**
@@ -211,52 +249,17 @@ export class Container {
   }
 
   /** An endpoint that only makes calls: anything but an answer gets UNIMPLEMENTED. */
-  private answerOnly(caller: RoutingCaller, env: Envelope): void {
+  private answerOnly(caller: RoutingCaller, env: Envelope, peer: Peer): void {
     if (env.kind === Kind.RESPONSE) caller.handleResponse(env);
-    else if (env.kind === Kind.REQUEST) this.reply(env, undefined, new NodeBinError("UNIMPLEMENTED", `${caller.id} serves no methods`, { origin: caller.id }));
+    else if (env.kind === Kind.REQUEST) this.reply(env, undefined, new NodeBinError("UNIMPLEMENTED", `${caller.id} serves no methods`, { origin: caller.id }), peer);
   }
 
-  /** The process's control endpoint: dispatches control requests to their handlers. */
-  private control(env: Envelope): void {
-    if (env.kind !== Kind.REQUEST) return;
-    if (env.plane !== Plane.CONTROL) {
-      this.reply(env, undefined, new NodeBinError("INVALID_ARGUMENT", `application request for ${env.method} has no node id; pull the membership table and address a node`, { origin: this.id }));
-      return;
-    }
-    const served = this.controlHandlers.get(env.method);
-    if (!served) {
-      this.reply(env, undefined, new NodeBinError("UNIMPLEMENTED", `unknown control method ${env.method}`, { origin: this.id }));
-      return;
-    }
-    const oneWay = served.method.mode === Mode.ASYNC;
-    const fail = (err: unknown) => {
-      const e = NodeBinError.from(err);
-      if (!e.origin) e.origin = this.id;
-      if (oneWay) this.log.debug(`control ${env.method} failed: ${e}`);
-      else this.reply(env, undefined, e);
-    };
-    let result: unknown;
+  /** Answers a request: back on the connection it came in on when the transport knows it, else to its `from` through the stack. */
+  private reply(request: Envelope, value: Uint8Array | undefined, error: NodeBinError | undefined, from: Peer): void {
     try {
-      result = served.handler(decodeMessage(served.method.requestType, env.value, `request of ${env.method}`), env);
-    } catch (err) {
-      fail(err);
-      return;
-    }
-    const answer = (value: unknown) => {
-      if (oneWay) return;
-      try {
-        this.reply(env, value instanceof Uint8Array ? value : encodeMessage(served.method.responseType, value, `reply of ${env.method}`), undefined);
-      } catch (err) {
-        fail(err);
-      }
-    };
-    if (result instanceof Promise) result.then(answer, fail);
-    else answer(result);
-  }
-
-  private reply(request: Envelope, value: Uint8Array | undefined, error: NodeBinError | undefined): void {
-    try {
-      this.stack.send(request.from, encodeResponse(request, this.id, value, error?.toWire()));
+      const frame = encodeResponse(request, this.id, value, error?.toWire());
+      if (from.reply) from.reply(frame);
+      else this.stack.send(request.from, frame);
     } catch (err) {
       this.log.warn(`cannot answer ${request.from}: ${NodeBinError.from(err)}`);
     }

@@ -8,19 +8,16 @@
  * and it writes both into the hosting process's membership table, which it
  * serves to containers and clients through nodebin.Control/Pull.
  */
-import type protobuf from "protobufjs";
 import type { Logger } from "../component/context.ts";
-import { DEREGISTER, GOSSIP, REGISTER } from "../wire/control.ts";
-import { Kind, Plane, encodeEnvelope, envelope, nodebinRoot, type Envelope } from "../wire/envelope.ts";
+import { DEREGISTER, GOSSIP, REGISTER, oneWayControlFrame, type ControlService, type RegisterReply, type RegisterRequest } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
-import { Mode, type MethodSchema } from "../wire/schema.ts";
 import { LOCAL, type MembershipTable, type NodeEntry } from "./table.ts";
 
 /** What the agent needs of the process hosting it (a Container satisfies it). */
 export interface AgentHost {
   readonly id: string;
   readonly table: MembershipTable;
-  serveControl(method: MethodSchema, handler: (request: protobuf.Message, env: Envelope) => unknown): void;
+  readonly control: ControlService;
   /** Sends a frame to the process at a network endpoint. */
   sendVia(endpoint: string, frame: Uint8Array): void;
 }
@@ -54,8 +51,6 @@ interface Lease {
   seeds: string[];
 }
 
-const RegisterRequest = nodebinRoot.lookupType("nodebin.RegisterRequest");
-const GossipFrame = nodebinRoot.lookupType("nodebin.GossipFrame");
 const LEASE = "lease:";
 const REMOTE = "host:";
 
@@ -80,14 +75,13 @@ export class HostAgent {
   /** Serves Register, Deregister and Gossip, and starts the lease sweep and gossip rounds. */
   start(): void {
     const table = this.process.table;
-    this.process.serveControl(REGISTER, (request) => this.register(request));
-    this.process.serveControl(DEREGISTER, (request) => {
-      const { container } = request as unknown as { container: string };
+    const control = this.process.control;
+    control.serve(REGISTER, (request) => this.lease(request));
+    control.serve(DEREGISTER, ({ container }) => {
       this.drop(container, "deregistered");
       return {};
     });
-    this.process.serveControl(GOSSIP, (request, env) => {
-      const { payload } = request as unknown as { payload: Uint8Array };
+    control.serve(GOSSIP, ({ payload }, { env }) => {
       this.send(this.gossip?.receive(payload, env.control.endpoint ?? "") ?? []);
     });
     this.sweepTimer = setInterval(() => this.sweep(), this.options.sweepMs ?? 250);
@@ -130,24 +124,12 @@ export class HostAgent {
     this.offGossip?.();
   }
 
-  private register(message: protobuf.Message) {
-    const request = RegisterRequest.toObject(message, { arrays: true, defaults: true }) as {
-      nodes: NodeEntry[];
-      schemas: { id: string; json: string }[];
-      leaseMs: number;
-      seeds: string[];
-      container: string;
-      pid: number;
-    };
-    return this.lease(request);
-  }
-
   /**
    * Takes or renews a container's lease on its nodes (what Register does; a
    * governor that adopts running children installs theirs before they renew,
    * so its table is never empty of them).
    */
-  lease(request: { nodes: NodeEntry[]; schemas: { id: string; json: string }[]; leaseMs: number; seeds: string[]; container: string; pid: number }): { version: number; host: string } {
+  lease(request: RegisterRequest): RegisterReply {
     if (!request.container) throw new NodeBinError("INVALID_ARGUMENT", "Register needs the container's id", { details: { field: "container" } });
     if (!(request.leaseMs > 0)) throw new NodeBinError("INVALID_ARGUMENT", "Register needs lease_ms > 0", { details: { field: "leaseMs" } });
     // The hosting process itself (a renewal it sent just before it took over): its nodes are LOCAL already.
@@ -195,17 +177,7 @@ export class HostAgent {
   /** Sends gossip messages one-way to other agents' control endpoints. */
   private send(messages: { endpoint: string; bytes: Uint8Array }[]): void {
     for (const { endpoint, bytes } of messages) {
-      const frame = encodeEnvelope(
-        envelope({
-          plane: Plane.CONTROL,
-          mode: Mode.ASYNC,
-          kind: Kind.REQUEST,
-          from: this.process.id,
-          method: GOSSIP.fullName,
-          value: GossipFrame.encode({ payload: bytes }).finish(),
-          control: { endpoint: this.options.endpoint },
-        }),
-      );
+      const frame = oneWayControlFrame(GOSSIP, { payload: bytes }, this.process.id, "", { endpoint: this.options.endpoint });
       try {
         this.process.sendVia(endpoint, frame);
       } catch (err) {

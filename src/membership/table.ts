@@ -5,32 +5,13 @@
  * a client fills it from a pull; gossip will keep it current across hosts.
  */
 
-import type protobuf from "protobufjs";
 import { nodebinRoot } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
-import { Schema, type MethodSchema, type Mode } from "../wire/schema.ts";
+import { Schema, type MethodSchema } from "../wire/schema.ts";
+import type { NodeEntry, PullReply } from "../wire/control.ts";
 
-export interface NodeLoad {
-  /** Messages waiting in the node's queue. */
-  queued: number;
-  /** Its queue limit. */
-  capacity: number;
-}
-
-/** A node as the network knows it (mirrors nodebin.NodeEntry). */
-export interface NodeEntry {
-  id: string;
-  component: string;
-  version: string;
-  host: string;
-  network: string;
-  /** Where to reach it; empty for nodes only reachable in-process. */
-  endpoints: string[];
-  methods: { name: string; mode: Mode }[];
-  /** Id of its schema in the table. */
-  schema: string;
-  load: NodeLoad;
-}
+// The wire types of the table's entries live with the control protocol that carries them.
+export type { NodeEntry, NodeLoad } from "../wire/control.ts";
 
 /**
  * The endpoint to reach `entry` at from host `host`: its ipc endpoint when it
@@ -104,13 +85,16 @@ export class MembershipTable {
   }
 
   /**
-   * Takes a pull reply (a decoded nodebin.MembershipPullReply) as the whole of
-   * `source` (default "pull"), unless it says unchanged. `endpoint` fills in
-   * endpoints of nodes that came without any. Throws INVALID_ARGUMENT for a
-   * schema that does not parse. Returns the reply's plain form.
+   * Takes a pull reply as the whole of `source` (default "pull"), unless it
+   * says unchanged. `endpoint` fills in endpoints of nodes that came without
+   * any (reached through the process that answered). Throws INVALID_ARGUMENT
+   * for a schema that does not parse. Returns the reply.
    */
-  mergePull(message: protobuf.Message, endpoint?: string, source = "pull"): PullReplyData {
-    const reply = pullReplyData(message, endpoint);
+  mergePull(reply: PullReply, endpoint?: string, source = "pull"): PullReply {
+    for (const node of reply.nodes) {
+      node.load ??= { queued: 0, capacity: 0 };
+      if (node.endpoints.length === 0 && endpoint) node.endpoints = [endpoint];
+    }
     if (!reply.unchanged) this.setSource(source, reply.nodes, reply.schemas);
     return reply;
   }
@@ -199,27 +183,6 @@ export class MembershipTable {
     const schemas = [...used].map((id) => ({ id, json: this.schemas.get(id)!.json }));
     return PullReply.encode({ nodes, schemas, version: this.version }).finish();
   }
-}
-
-/** A decoded nodebin.MembershipPullReply in plain form. */
-export interface PullReplyData {
-  nodes: NodeEntry[];
-  schemas: { id: string; json: string }[];
-  version: number;
-  unchanged: boolean;
-}
-
-/**
- * The plain form of a decoded pull reply. `endpoint` fills in the endpoints
- * of nodes that came without any (reached through the process that answered).
- */
-export function pullReplyData(message: protobuf.Message, endpoint?: string): PullReplyData {
-  const reply = PullReply.toObject(message, { arrays: true, defaults: true }) as PullReplyData;
-  for (const node of reply.nodes) {
-    node.load ??= { queued: 0, capacity: 0 };
-    if (node.endpoints.length === 0 && endpoint) node.endpoints = [endpoint];
-  }
-  return reply;
 }
 
 function sameEntries(a: Map<string, NodeEntry>, b: NodeEntry[]): boolean {

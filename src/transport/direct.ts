@@ -6,7 +6,7 @@
  */
 import { decodeEnvelope, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
-import type { Inbox, Transport } from "./transport.ts";
+import { LOCAL_PEER, type Inbox, type Peer, type Transport } from "./transport.ts";
 
 export class DirectTransport implements Transport {
   readonly name = "direct";
@@ -41,18 +41,19 @@ export class DirectTransport implements Transport {
       this.dropped++;
       return true;
     }
-    inbox(env);
+    inbox(env, LOCAL_PEER);
     return true;
   }
 
   /**
-   * Hands an envelope that arrived from another transport to its local
-   * endpoint. Returns false when no local endpoint has that id.
+   * Hands an envelope that arrived from another transport (from a peer of
+   * kind `peer`) to its local endpoint. Returns false when no local endpoint
+   * has that id.
    */
-  dispatch(env: Envelope): boolean {
+  dispatch(env: Envelope, peer: Peer): boolean {
     const inbox = this.inboxes.get(env.to);
     if (!inbox) return false;
-    inbox(env);
+    inbox(env, peer);
     return true;
   }
 

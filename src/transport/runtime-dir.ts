@@ -6,6 +6,7 @@
 import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { hasIpc } from "../platform/platform.ts";
 import { NodeBinError } from "../wire/errors.ts";
 
 type Env = Record<string, string | undefined>;
@@ -42,8 +43,8 @@ export function ensureRuntimeDir(env: Env = process.env): string {
 
 /** The well-known local endpoint of `node-bin dev`, which `node-bin client` finds by itself. */
 export function devEndpoint(env: Env = process.env): string {
-  // Windows has no ipc transport in libzmq: a fixed loopback port instead.
-  return process.platform === "win32" ? "tcp://127.0.0.1:7399" : `ipc://${join(runtimeDirPath(env), "dev.sock")}`;
+  // Without libzmq's ipc transport (Windows): a fixed loopback port instead.
+  return !hasIpc ? "tcp://127.0.0.1:7399" : `ipc://${join(runtimeDirPath(env), "dev.sock")}`;
 }
 
 /**

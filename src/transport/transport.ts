@@ -4,10 +4,31 @@
  * by its id. Transports are stacked (TransportStack): one that has no route to
  * an endpoint punts, and the next one tries.
  */
+import type { PeerKind } from "../wire/control.ts";
 import type { Envelope } from "../wire/envelope.ts";
 
-/** Receives the envelopes addressed to one local endpoint. Must not throw. */
-export type Inbox = (env: Envelope) => void;
+export type { PeerKind };
+
+/**
+ * Who sent an envelope, as the transport that carried it knows (never as the
+ * envelope claims): the kind of peer, and the way back on the very
+ * connection it came in on.
+ */
+export interface Peer {
+  readonly kind: PeerKind;
+  /**
+   * Sends a frame back on the connection the envelope came in on (undefined
+   * for the direct transport: the process itself). Throws as deliver() does.
+   * An answer sent this way cannot be diverted by a `from` another peer claimed.
+   */
+  readonly reply?: (frame: Uint8Array) => void;
+}
+
+/** The process itself (the direct transport). */
+export const LOCAL_PEER: Peer = { kind: "local" };
+
+/** Receives the envelopes addressed to one local endpoint, with their sender as the transport knows it. Must not throw. */
+export type Inbox = (env: Envelope, peer: Peer) => void;
 
 export interface Transport {
   /** "direct", "zmq", ... for logs and errors. */
@@ -34,7 +55,8 @@ export interface Transport {
 
 /**
  * Where envelopes that arrive from outside the process go: the local endpoint
- * registry (DirectTransport.dispatch). Network transports take one.
+ * registry (DirectTransport.dispatch), told which kind of peer sent them.
+ * Network transports take one. Returns false when no local endpoint has the
+ * envelope's `to` id.
  */
-/** Returns false when no local endpoint has the envelope's `to` id. */
-export type LocalDispatch = (env: Envelope) => boolean;
+export type LocalDispatch = (env: Envelope, peer: Peer) => boolean;

@@ -22,9 +22,20 @@ import { existsSync } from "node:fs";
 import { setImmediate as nextTurn } from "node:timers/promises";
 import * as zmq from "zeromq";
 import { Fifo } from "../component/fifo.ts";
+import { isDeno } from "../platform/platform.ts";
 import { Kind, decodeEnvelope, encodeResponse, envelope, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError, UNHANDLED_DETAIL } from "../wire/errors.ts";
-import type { LocalDispatch, Transport } from "./transport.ts";
+import type { LocalDispatch, Peer, PeerKind, Transport } from "./transport.ts";
+
+/** Which end of a connection a socket is: a bound ROUTER, or a DEALER connecting out. */
+export type SocketRole = "listen" | "connect";
+
+/**
+ * ZeroMQ socket options to add to a socket before it binds or connects: the
+ * hook a security provider uses (CurveZMQ keys, a ZAP domain). Given the
+ * socket's role and the address it binds or connects to.
+ */
+export type SocketOptionsHook = (role: SocketRole, address: string) => Record<string, unknown>;
 
 export interface ZmqOptions {
   /** Frames queued per socket beyond ZeroMQ's own buffers before sends fail (default 10 000). */
@@ -35,6 +46,30 @@ export interface ZmqOptions {
   maxMessageBytes?: number;
   /** Called for frames that could not be handled, for counting and logs. */
   onDrop?: (reason: string) => void;
+  /** Extra options for every socket (see SocketOptionsHook). Applied last: they win over the defaults. */
+  socketOptions?: SocketOptionsHook;
+  /**
+   * The address a listener advertises in place of a wildcard it bound
+   * ("0.0.0.0", "::"): `tcp://0.0.0.0:0` binds every interface and is
+   * advertised as `tcp://ADVERTISE:PORT`.
+   */
+  advertise?: string;
+}
+
+/**
+ * The kind of peer behind an address: an ipc socket lives in the private
+ * runtime directory (the host's own processes); tcp is the network.
+ */
+export function peerKindOf(address: string): PeerKind {
+  return address.startsWith("ipc://") ? "host" : "network";
+}
+
+/** `tcp://0.0.0.0:7400` as advertised at `advertise`; anything else unchanged. */
+export function advertisedEndpoint(bound: string, advertise: string | undefined): string {
+  if (!advertise) return bound;
+  const m = /^tcp:\/\/(0\.0\.0\.0|\[::\]|\*|::):(\d+)$/.exec(bound);
+  if (!m) return bound;
+  return `tcp://${advertise.includes(":") ? `[${advertise}]` : advertise}:${m[2]}`;
 }
 
 const DEFAULTS = { queueLimit: 10_000, highWaterMark: 10_000, maxMessageBytes: 16 * 1024 * 1024 };
@@ -225,7 +260,7 @@ function tick(ms: number): Promise<void> {
   return pending;
 }
 
-const io: SocketIo = "Deno" in globalThis ? pollingIo : nativeIo;
+const io: SocketIo = isDeno ? pollingIo : nativeIo;
 
 /** Queues outgoing messages of one socket and sends them one at a time, in order. */
 class Writer {
@@ -298,27 +333,45 @@ function sameId(a: Buffer | Uint8Array, b: Buffer | Uint8Array): boolean {
   return true;
 }
 
-/** A bound ROUTER: frames in go to `dispatch`; answers go back to whoever sent from that id. */
+/**
+ * A bound ROUTER: frames in go to `dispatch`; answers go back to whoever sent
+ * from that id. One listener binds addresses of one kind only (ipc, or tcp):
+ * ZeroMQ does not tell which bound address a message came in on, and the
+ * kind of peer decides what it may ask (wire/control.ts AUTHORITY).
+ */
 export class ZmqListener implements Transport {
   readonly name = "zmq-listen";
+  /** The kind of peer every frame of this listener comes from. */
+  readonly peer: PeerKind;
   private readonly socket: zmq.Router;
   private readonly writer: Writer;
   private readonly peers = new Map<string, Buffer>();
   private readonly onDrop: (reason: string) => void;
   private readonly done: Promise<void>;
-  /** The endpoints actually bound (tcp port 0 resolved). */
+  /** The endpoints as others reach them: tcp port 0 resolved, a wildcard address replaced by the advertised one. */
   readonly endpoints: string[];
+  /** The endpoints actually bound (a wildcard stays a wildcard). */
+  readonly bound: string[];
 
-  private constructor(socket: zmq.Router, endpoints: string[], private readonly dispatch: LocalDispatch, options: ZmqOptions) {
+  private constructor(socket: zmq.Router, bound: string[], peer: PeerKind, private readonly dispatch: LocalDispatch, options: ZmqOptions) {
     this.socket = socket;
-    this.endpoints = endpoints;
+    this.peer = peer;
+    this.bound = bound;
+    this.endpoints = bound.map((e) => advertisedEndpoint(e, options.advertise));
     this.onDrop = options.onDrop ?? (() => {});
     this.writer = new Writer(socket, options.queueLimit ?? DEFAULTS.queueLimit, "listener peers", (err) => this.onDrop(`send failed: ${(err as Error).message}`), false);
     this.done = this.receiveLoop();
   }
 
-  /** Binds a ROUTER at each address. Throws UNAVAILABLE naming the address that could not be bound. */
+  /**
+   * Binds a ROUTER at each address (all ipc, or all tcp). Throws UNAVAILABLE
+   * naming the address that could not be bound, INVALID_ARGUMENT for a mix
+   * of kinds.
+   */
   static async bind(addresses: string[], dispatch: LocalDispatch, options: ZmqOptions = {}): Promise<ZmqListener> {
+    const kinds = new Set(addresses.map(peerKindOf));
+    if (kinds.size !== 1) throw new NodeBinError("INVALID_ARGUMENT", `a listener binds addresses of one kind (ipc or tcp), got ${addresses.join(" ") || "none"}`);
+    const peer = peerKindOf(addresses[0]!);
     const hwm = options.highWaterMark ?? DEFAULTS.highWaterMark;
     const socket = new zmq.Router({
       mandatory: true, // unknown peer: an error we count, not a silent drop
@@ -331,6 +384,7 @@ export class ZmqListener implements Transport {
       receiveHighWaterMark: hwm,
       maxMessageSize: options.maxMessageBytes ?? DEFAULTS.maxMessageBytes,
       ...io.options,
+      ...options.socketOptions?.("listen", addresses[0]!),
     });
     const bound: string[] = [];
     for (const address of addresses) {
@@ -342,7 +396,7 @@ export class ZmqListener implements Transport {
         throw new NodeBinError("UNAVAILABLE", `cannot listen at ${address}: ${(err as Error).message}`, { details: { endpoint: address }, cause: err });
       }
     }
-    return new ZmqListener(socket, bound, dispatch, options);
+    return new ZmqListener(socket, bound, peer, dispatch, options);
   }
 
   private async receiveLoop(): Promise<void> {
@@ -370,7 +424,8 @@ export class ZmqListener implements Transport {
       return;
     }
     if (env.from) this.remember(env.from, rid);
-    if (!this.dispatch(env)) {
+    const peer: Peer = { kind: this.peer, reply: (answer) => this.writer.push([rid, answer]) };
+    if (!this.dispatch(env, peer)) {
       this.onDrop(`no endpoint ${JSON.stringify(env.to)} here`);
       if (env.kind === Kind.REQUEST && env.from) {
         this.answerPeer(rid, new NodeBinError("NOT_FOUND", `no endpoint ${JSON.stringify(env.to)} at ${this.endpoints.join(", ")}; the membership table may be stale`, { details: { to: env.to } }), env);
@@ -468,6 +523,7 @@ export class ZmqConnector implements Transport {
       heartbeatInterval: 1000,
       heartbeatTimeout: 3000,
       ...io.options,
+      ...this.options.socketOptions?.("connect", endpoint),
     });
     socket.events.on("disconnect", () => {
       // The calls waiting on this peer are failed (UNAVAILABLE); their requests
@@ -481,18 +537,20 @@ export class ZmqConnector implements Transport {
     socket.connect(endpoint);
     const onDrop = this.options.onDrop ?? (() => {});
     const writer = new Writer(socket, this.options.queueLimit ?? DEFAULTS.queueLimit, endpoint, (err) => onDrop(`send to ${endpoint} failed: ${(err as Error).message}`), true);
-    conn = { socket, writer, done: this.receiveLoop(socket, onDrop) };
+    // Answers to requests that came in over this DEALER go back over it.
+    const peer: Peer = { kind: peerKindOf(endpoint), reply: (answer) => writer.push([answer]) };
+    conn = { socket, writer, done: this.receiveLoop(socket, peer, onDrop) };
     this.sockets.set(endpoint, conn);
     return conn;
   }
 
-  private async receiveLoop(socket: zmq.Dealer, onDrop: (reason: string) => void): Promise<void> {
+  private async receiveLoop(socket: zmq.Dealer, peer: Peer, onDrop: (reason: string) => void): Promise<void> {
     try {
       for await (const frames of io.messages(socket)) {
         for (const frame of frames) {
           const env = decodeEnvelope(frame);
           if (env instanceof NodeBinError) onDrop(env.message);
-          else if (!this.dispatch(env)) onDrop(`no local endpoint ${JSON.stringify(env.to)}`);
+          else if (!this.dispatch(env, peer)) onDrop(`no local endpoint ${JSON.stringify(env.to)}`);
         }
       }
     } catch (err) {

@@ -132,7 +132,7 @@ t.test("deno - a Deno governor runs its children under Deno and serves a Node cl
   const status = async (): Promise<GovernorStatus> => {
     const client = await Client.connect({ endpoint: socket, connectTimeoutMs: 3000 });
     try {
-      const s = JSON.parse(((await client.callControl(GOVERNOR_STATUS, {}, { timeoutMs: 3000 })) as { json: string }).json) as GovernorStatus;
+      const s = JSON.parse((await client.callControl(GOVERNOR_STATUS, {}, { timeoutMs: 3000 })).json) as GovernorStatus;
       for (const c of s.components) for (const k of c.children) host.pids.add(k.pid); // killed at teardown
       return s;
     } finally {

@@ -32,7 +32,9 @@ t.test("executable - governor, client and --version with no node on PATH and no 
 
   // No --components: the directory beside the executable's real location,
   // found through the symlink on PATH, from a working directory without one.
-  const net = ["--listen", "127.0.0.1", "--discovery-port", String(host.port)];
+  // Default flags, as a user on one host types them (bind every interface, advertise the host's
+  // address): only the discovery port is the test's own, so that nothing meets a real agent.
+  const net = ["--seed", `127.0.0.1:${host.port}`, "--discovery-port", String(host.port)];
   const started = Date.now();
   const gov = await startExe(t, "node-bin", ["governor", "--capacity", "6", ...net], env, cwd, /governor ready: \S+ at (\S+)/);
   t.match(gov.readyLine, /5 component\(s\)/, "the five components beside the executable");

@@ -92,10 +92,15 @@ export interface GovernorProcess extends DevProcess {
   until<T>(ok: (s: GovernorStatus) => T | undefined | false, ms: number, what: string): Promise<T>;
 }
 
-export async function startGovernor(t: Teardown, host: TestHost, args: string[] = []): Promise<GovernorProcess> {
+/**
+ * Starts a governor on the test host. By default it binds loopback only
+ * (--listen 127.0.0.1); `defaultFlags` leaves that out, as a user would.
+ */
+export async function startGovernor(t: Teardown, host: TestHost, args: string[] = [], options: { defaultFlags?: boolean } = {}): Promise<GovernorProcess> {
+  const listen = options.defaultFlags ? [] : ["--listen", "127.0.0.1"];
   const p = await startNodeBin(
     t,
-    ["governor", "--components", host.components, "--listen", "127.0.0.1", "--discovery-port", String(host.port), ...args],
+    ["governor", "--components", host.components, ...listen, "--discovery-port", String(host.port), ...args],
     host.env,
     /governor ready: \S+ at (\S+)/,
   );
@@ -103,7 +108,7 @@ export async function startGovernor(t: Teardown, host: TestHost, args: string[] 
   const status = async (): Promise<GovernorStatus> => {
     const client = await Client.connect({ endpoint: socket, connectTimeoutMs: 3000 });
     try {
-      const reply = (await client.callControl(GOVERNOR_STATUS, {}, { timeoutMs: 3000 })) as { json: string };
+      const reply = await client.callControl(GOVERNOR_STATUS, {}, { timeoutMs: 3000 });
       const s = JSON.parse(reply.json) as GovernorStatus;
       for (const c of s.components) for (const k of c.children) host.pids.add(k.pid);
       return s;

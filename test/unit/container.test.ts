@@ -116,13 +116,13 @@ t.test("container - close drains every node, then cancels the process's calls; i
   await t.resolves(c.close(), "closing again is fine");
   t.same(c.localNodes(), []);
   t.equal((await rejection(c.caller.call("demo.Greeter/Hello", { name: "x" }))).code, "CANCELLED", "its caller refuses new calls");
-  t.equal((await rejection(c.caller.callEndpoint({ method: PULL, to: "", plane: Plane.CONTROL, request: {} }))).code, "CANCELLED", "its caller refuses calls");
+  t.equal((await rejection(c.caller.callEndpoint({ method: PULL.schema, to: "", plane: Plane.CONTROL, request: {} }))).code, "CANCELLED", "its caller refuses calls");
 });
 
 t.test("container - close fails the process's calls still waiting for an answer with CANCELLED", async (t) => {
   const c = await startContainer([]);
   c.direct.attach("black-hole", () => {});
-  const waiting = c.caller.callEndpoint({ method: PULL, to: "black-hole", plane: Plane.CONTROL, request: {} });
+  const waiting = c.caller.callEndpoint({ method: PULL.schema, to: "black-hole", plane: Plane.CONTROL, request: {} });
   await c.close();
   t.equal((await rejection(waiting)).code, "CANCELLED");
 });

@@ -1,10 +1,31 @@
 import t from "tap";
 import { loadComponents } from "../../src/component/loader.ts";
-import type protobuf from "protobufjs";
 import type { Container } from "../../src/container/container.ts";
 import { MembershipTable } from "../../src/membership/table.ts";
-import { CONTROL_SCHEMA, PULL } from "../../src/wire/control.ts";
-import { Plane, nodebinRoot } from "../../src/wire/envelope.ts";
+import { ControlServer } from "../../src/container/control-server.ts";
+import {
+  AUTHORITY,
+  CONTROL_SCHEMA,
+  DEREGISTER,
+  DRAIN,
+  GOSSIP,
+  GOVERNOR_CAPACITY,
+  GOVERNOR_SET,
+  GOVERNOR_STATUS,
+  GOVERNOR_STOP,
+  IMPORT_STATE,
+  PING,
+  PULL,
+  REGISTER,
+  REQUEST_CAPACITY,
+  YIELD_AGENT,
+  mayAsk,
+  readReply,
+  readRequest,
+  type AnyControlMethod,
+  type PullReply as PullReplyData,
+} from "../../src/wire/control.ts";
+import { Kind, Plane, envelope, nodebinRoot } from "../../src/wire/envelope.ts";
 import { encodeMessage } from "../../src/wire/message.ts";
 import { rejection } from "../lib/expect-error.ts";
 import { gatedHandler } from "../lib/gated-handler.ts";
@@ -14,9 +35,9 @@ const PullReply = nodebinRoot.lookupType("nodebin.MembershipPullReply");
 const { components: examples } = await loadComponents(examplePath(""));
 const probe = await loadFixture("components-probe/probe");
 
-/** A membership pull from the container's own control endpoint: a decoded nodebin.MembershipPullReply. */
-async function pull(c: Container): Promise<protobuf.Message> {
-  return (await c.caller.callEndpoint({ method: CONTROL_SCHEMA.methods.get("nodebin.Control/Pull")!, to: "", plane: Plane.CONTROL, request: {} })) as protobuf.Message;
+/** A membership pull from the container's own control endpoint, in its typed plain form. */
+async function pull(c: Container): Promise<PullReplyData> {
+  return readReply(PULL, await c.caller.callEndpoint({ method: CONTROL_SCHEMA.methods.get("nodebin.Control/Pull")!, to: "", plane: Plane.CONTROL, request: {} }));
 }
 
 t.test("control - the control schema serves nodebin.Control/Pull, SYNC", async (t) => {
@@ -27,9 +48,10 @@ t.test("control - the control schema serves nodebin.Control/Pull, SYNC", async (
       ...["Status", "Set", "Stop", "RequestCapacity"].map((m) => `nodebin.Governor/${m}`),
     ],
   );
-  t.equal(PULL, CONTROL_SCHEMA.methods.get("nodebin.Control/Pull"));
-  t.equal(PULL.mode, 0);
-  t.equal(PULL.responseType, PullReply);
+  t.equal(PULL.schema, CONTROL_SCHEMA.methods.get("nodebin.Control/Pull"));
+  t.equal(PULL.schema.mode, 0);
+  t.equal(PULL.oneWay, false);
+  t.equal(PULL.schema.responseType, PullReply);
 });
 
 t.test("control - a pull returns the membership table; merged into a fresh table it reproduces nodes and schemas", async (t) => {
@@ -37,8 +59,7 @@ t.test("control - a pull returns the membership table; merged into a fresh table
   t.teardown(() => c.close());
   await c.addComponent(examples.find((x) => x.name === "greeter")!);
   const reply = await pull(c);
-  t.ok(reply instanceof PullReply.ctor, "a decoded nodebin.MembershipPullReply");
-  const decoded = reply as unknown as { nodes: { id: string }[]; schemas: { id: string }[] };
+  const decoded = reply;
   t.equal(decoded.nodes.length, 4, "three components, greeter twice");
   t.equal(decoded.schemas.length, 3, "each schema sent once");
 
@@ -92,7 +113,73 @@ t.test("control - an unknown control method is UNIMPLEMENTED", async (t) => {
 t.test("control - a request to the container's own caller endpoint is UNIMPLEMENTED", async (t) => {
   const c = await startContainer([probe]);
   t.teardown(() => c.close());
-  const err = await rejection(c.caller.callEndpoint({ method: PULL, to: c.caller.id, plane: Plane.CONTROL, request: {} }));
+  const err = await rejection(c.caller.callEndpoint({ method: PULL.schema, to: c.caller.id, plane: Plane.CONTROL, request: {} }));
   t.equal(err.code, "UNIMPLEMENTED");
   t.equal(err.origin, c.caller.id);
+});
+
+// The TypeScript interfaces of wire/control.ts mirror control.proto by hand: a value of each,
+// through the real codec and back, must come out the same (a field named differently on one
+// side would be dropped by the encoder and fail here).
+const entryValue = { id: "n1", component: "c", version: "1", host: "h", network: "", endpoints: ["ipc:///x"], methods: [{ name: "demo.Greeter/Hello", mode: 0 }], schema: "s1", load: { queued: 1, capacity: 2 } };
+const samples: { method: AnyControlMethod; request: unknown; reply: unknown }[] = [
+  { method: PULL, request: { knownVersion: 3 }, reply: { nodes: [entryValue], schemas: [{ id: "s1", json: "{}" }], version: 4, unchanged: false } },
+  { method: REGISTER, request: { nodes: [entryValue], schemas: [{ id: "s1", json: "{}" }], leaseMs: 3000, seeds: ["tcp://a:1"], container: "c1", pid: 42 }, reply: { version: 7, host: "h" } },
+  { method: DEREGISTER, request: { container: "c1" }, reply: {} },
+  { method: GOSSIP, request: { payload: new Uint8Array([1, 2, 3]) }, reply: {} },
+  {
+    method: PING,
+    request: {},
+    reply: { pid: 1, container: "c", node: "n", component: "x", version: "1", phase: "serving", handled: 5, failed: 1, rejected: 2, queued: 3, capacity: 50, queueWaitMs: 9, idleMs: 10, uptimeMs: 11, rssBytes: 12, endpoints: ["e"], role: "member", min: 1, max: 4 },
+  },
+  { method: DRAIN, request: { exportState: true }, reply: { state: new Uint8Array([9]), handled: 3 } },
+  { method: IMPORT_STATE, request: { state: new Uint8Array([8]) }, reply: {} },
+  { method: YIELD_AGENT, request: {}, reply: {} },
+  { method: REQUEST_CAPACITY, request: { component: "c", method: "m", fromHost: "h", visited: ["a"] }, reply: {} },
+  { method: GOVERNOR_STATUS, request: {}, reply: { json: "{}" } },
+  { method: GOVERNOR_SET, request: { key: "capacity", component: "", value: 3 }, reply: { json: "{}" } },
+  { method: GOVERNOR_STOP, request: { keepChildren: true }, reply: {} },
+  { method: GOVERNOR_CAPACITY, request: { component: "c", method: "m", fromHost: "h", visited: [] }, reply: {} },
+];
+
+const plainBytes = (v: unknown): unknown => (v instanceof Uint8Array ? [...v] : Array.isArray(v) ? v.map(plainBytes) : v && typeof v === "object" ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plainBytes(x)])) : v);
+
+t.test("control - every control method's typed request and reply survive the real codec field for field", async (t) => {
+  t.equal(samples.length, CONTROL_SCHEMA.methods.size, "one sample per method of control.proto");
+  for (const { method, request, reply } of samples) {
+    const { requestType, responseType, fullName } = method.schema;
+    const req = readRequest(method, requestType.decode(encodeMessage(requestType, request, "test")));
+    t.same(plainBytes(req), plainBytes(request), `${fullName}: request`);
+    const res = readReply(method, responseType.decode(encodeMessage(responseType, reply, "test")));
+    t.same(plainBytes(res), plainBytes(reply), `${fullName}: reply`);
+  }
+});
+
+t.test("control - the authority table: host-only methods are refused to network peers, open ones are not", async (t) => {
+  for (const method of CONTROL_SCHEMA.methods.keys()) t.ok(AUTHORITY.has(method), `${method} has a row`);
+  for (const m of [GOVERNOR_STATUS, GOVERNOR_SET, GOVERNOR_STOP, REGISTER, DEREGISTER, PING, DRAIN, IMPORT_STATE, YIELD_AGENT]) {
+    t.equal(mayAsk(m.schema.fullName, "network"), process.platform === "win32", `${m.schema.fullName} from the network`);
+    t.equal(mayAsk(m.schema.fullName, "host"), true, `${m.schema.fullName} from the host`);
+  }
+  for (const m of [PULL, GOSSIP, REQUEST_CAPACITY]) t.equal(mayAsk(m.schema.fullName, "network"), true, `${m.schema.fullName} from the network`);
+  t.equal(mayAsk("nodebin.Control/Nope", "host"), false, "a method with no row is served to nobody outside");
+  t.equal(mayAsk("nodebin.Control/Nope", "local"), true, "...but the process itself");
+});
+
+t.test("control - the control server answers a network peer's host-only request with PERMISSION_DENIED, and serves the host's", async (t) => {
+  const answers: { code: string | undefined; value: Uint8Array | undefined }[] = [];
+  const log = { debug() {}, info() {}, warn() {}, error() {} };
+  const server = new ControlServer("p1", (_req, value, _from, error) => answers.push({ code: error?.code, value }), log);
+  let served = 0;
+  server.serve(GOVERNOR_STATUS, () => {
+    served++;
+    return { json: "{}" };
+  });
+  const request = envelope({ plane: Plane.CONTROL, kind: Kind.REQUEST, mode: 0, from: "x", method: GOVERNOR_STATUS.schema.fullName });
+  server.handle(request, { kind: "network" });
+  t.same(answers.map((a) => a.code), process.platform === "win32" ? [undefined] : ["PERMISSION_DENIED"]);
+  t.equal(served, process.platform === "win32" ? 1 : 0, "the handler did not run");
+  server.handle(request, { kind: "host" });
+  t.equal(answers.at(-1)?.code, undefined, "the host is served");
+  t.ok(answers.at(-1)?.value, "with a reply");
 });

@@ -1,6 +1,7 @@
 import t from "tap";
 import { loadComponent } from "../../src/component/loader.ts";
 import { MembershipTable, type NodeEntry } from "../../src/membership/table.ts";
+import { PULL, readReply } from "../../src/wire/control.ts";
 import { nodebinRoot } from "../../src/wire/envelope.ts";
 import { Mode, Schema } from "../../src/wire/schema.ts";
 import { thrown } from "../lib/expect-error.ts";
@@ -26,7 +27,8 @@ function entry(id: string, schema: Schema, more: Partial<NodeEntry> = {}): NodeE
 }
 
 /** What a pull of `table` decodes to at the other end. */
-const pulled = (table: MembershipTable) => PullReply.decode(table.encodePull());
+/** A table's pull reply as a caller gets it: encoded, decoded, in its typed plain form. */
+const pulled = (table: MembershipTable) => readReply(PULL, PullReply.decode(table.encodePull()));
 
 t.test("table - upsert with an unknown schema is FAILED_PRECONDITION", async (t) => {
   const table = new MembershipTable();
@@ -82,7 +84,7 @@ t.test("table - a pull carries every node and each schema once", async (t) => {
   table.upsert(entry("greeter-1", greeter.schema), greeter.schema);
   table.upsert(entry("greeter-2", greeter.schema));
   table.upsert(entry("counter-1", counter.schema), counter.schema);
-  const reply = pulled(table) as unknown as { nodes: { id: string }[]; schemas: { id: string; json: string }[] };
+  const reply = pulled(table);
   t.same(reply.nodes.map((n) => n.id).sort(), ["counter-1", "greeter-1", "greeter-2"]);
   t.same(reply.schemas.map((s) => s.id).sort(), [counter.schema.id, greeter.schema.id].sort());
   t.equal(reply.schemas.find((s) => s.id === greeter.schema.id)?.json, greeter.schema.json);
@@ -113,13 +115,13 @@ t.test("table - merging fills in missing endpoints with the answering process's"
 });
 
 t.test("table - merging skips nodes whose schema did not come along", async (t) => {
-  const reply = PullReply.fromObject({ nodes: [entry("greeter-1", greeter.schema)], schemas: [] });
+  const reply = readReply(PULL, PullReply.fromObject({ nodes: [entry("greeter-1", greeter.schema)], schemas: [] }));
   const table = new MembershipTable();
   table.mergePull(reply);
   t.same(table.entries(), []);
 });
 
 t.test("table - merging a schema that does not parse is INVALID_ARGUMENT", async (t) => {
-  const reply = PullReply.fromObject({ nodes: [], schemas: [{ id: "bad", json: "{not json" }] });
+  const reply = readReply(PULL, PullReply.fromObject({ nodes: [], schemas: [{ id: "bad", json: "{not json" }] }));
   t.equal(thrown(() => new MembershipTable().mergePull(reply)).code, "INVALID_ARGUMENT");
 });

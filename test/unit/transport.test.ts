@@ -3,7 +3,7 @@ import { loadComponent } from "../../src/component/loader.ts";
 import type { NodeEntry } from "../../src/membership/table.ts";
 import { DirectTransport } from "../../src/transport/direct.ts";
 import { TransportStack } from "../../src/transport/stack.ts";
-import type { Transport } from "../../src/transport/transport.ts";
+import { LOCAL_PEER, type Transport } from "../../src/transport/transport.ts";
 import { Kind, decodeEnvelope, encodeEnvelope, encodeResponse, envelope, type Envelope } from "../../src/wire/envelope.ts";
 import { NodeBinError } from "../../src/wire/errors.ts";
 import { encodeMessage } from "../../src/wire/message.ts";
@@ -68,8 +68,8 @@ t.test("transport - direct: dispatch hands over an envelope by its `to`; detach 
   const direct = new DirectTransport();
   const got: Envelope[] = [];
   direct.attach("x", (env) => got.push(env));
-  t.equal(direct.dispatch(envelope({ to: "x", id: 9 })), true);
-  t.equal(direct.dispatch(envelope({ to: "nobody" })), false);
+  t.equal(direct.dispatch(envelope({ to: "x", id: 9 }), LOCAL_PEER), true);
+  t.equal(direct.dispatch(envelope({ to: "nobody" }), LOCAL_PEER), false);
   t.same(
     got.map((e) => e.id),
     [9],
@@ -168,7 +168,7 @@ t.test("transport - container: calls to a node outside the process punt to an ad
     const reply = encodeMessage(greeter.schema.methods.get(request.method)!.responseType, { message: "from afar" }, "reply");
     queueMicrotask(() => {
       const answer = decodeEnvelope(encodeResponse(request, "greeter-remote", reply));
-      if (!(answer instanceof NodeBinError)) c.direct.dispatch(answer);
+      if (!(answer instanceof NodeBinError)) c.direct.dispatch(answer, { kind: "network" });
     });
   });
   c.addTransport(wire);

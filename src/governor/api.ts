@@ -1,0 +1,97 @@
+/**
+ * The governor's control API at its socket: nodebin.Governor/Status, Set,
+ * Stop and RequestCapacity (what `node-bin governor ...` and the host's
+ * containers ask), nodebin.Control/RequestCapacity (capacity requests passed
+ * on by another host's governor), and the status report they answer with.
+ */
+import { GOVERNOR_CAPACITY, GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP } from "../wire/control.ts";
+import type { ElasticLoop } from "./elastic.ts";
+import type { ServeControl, StatusSources } from "./ports.ts";
+import type { GovernorConfig } from "./settings.ts";
+import type { GovernorState } from "./state.ts";
+
+export class GovernorApi {
+  constructor(
+    private readonly state: GovernorState,
+    private readonly config: GovernorConfig,
+    private readonly elastic: ElasticLoop,
+    private readonly sources: StatusSources,
+    /** Stops the governor (`governor stop`); called just after the request is answered. */
+    private readonly stop: (keepChildren: boolean) => Promise<void>,
+  ) {}
+
+  /** Serves the API's methods. */
+  serve(serve: ServeControl): void {
+    serve(GOVERNOR_STATUS, () => ({ json: JSON.stringify(this.status()) }));
+    serve(GOVERNOR_SET, ({ key, component, value }) => {
+      this.config.set(key, component, value);
+      return { json: JSON.stringify(this.status()) };
+    });
+    serve(GOVERNOR_STOP, ({ keepChildren }) => {
+      this.state.clock.after(20, () => void this.stop(keepChildren));
+      return {};
+    });
+    // Its children pass on what callers asked of them. (nodebin.Control/RequestCapacity sent to
+    // the governor's own process, from another host's governor, is the composition's: it goes to
+    // the same capacityWanted through ProcessOptions.onCapacity.)
+    serve(GOVERNOR_CAPACITY, (request) => {
+      this.elastic.capacityWanted(request);
+    });
+  }
+
+  /** The status report (`node-bin governor status --json`). */
+  status(): Record<string, unknown> {
+    const { state, config, sources } = this;
+    const now = state.clock.now();
+    return {
+      host: state.host,
+      pid: process.pid,
+      uptimeMs: now - sources.startedAt,
+      componentsDir: state.componentsDir,
+      discovery: sources.discovery(),
+      socket: sources.socket,
+      capacity: state.capacity,
+      used: state.live().length,
+      settings: { ...state.settings },
+      plugins: sources.plugins(),
+      // The host agent's leases and gossip counters (bytes sent and received, rounds, hosts known).
+      agent: sources.agent(),
+      locked: state.locked(),
+      components: [...state.components.values()]
+        .filter((c) => !c.removed || state.childrenOf(c.name).length)
+        .sort((a, b) => a.name.localeCompare(b.name))
+        .map((c) => {
+          const kids = state.childrenOf(c.name);
+          return {
+            name: c.name,
+            hash: c.hash.slice(0, 12),
+            ...config.limits(c),
+            desired: c.desired,
+            running: kids.filter((k) => !k.ending).length,
+            queued: kids.reduce((n, k) => n + (k.stats?.queued ?? 0), 0),
+            restarts: c.restarts,
+            rolling: c.rolling,
+            locked: state.locked(c.name),
+            ...(c.removed ? { removed: true } : {}),
+            ...(c.failed ? { failed: c.failed } : {}),
+            ...(c.deployError ? { deployError: c.deployError } : {}),
+            children: kids.map((k) => ({
+              pid: k.pid,
+              node: k.node ?? "",
+              phase: k.ending ? "draining" : k.phase,
+              uptimeMs: now - k.startedAt,
+              handled: k.stats?.handled ?? 0,
+              queued: k.stats?.queued ?? 0,
+              idleMs: k.stats?.idleMs ?? null,
+              lastPongMsAgo: k.lastPongAt ? now - k.lastPongAt : null,
+              restarts: k.restarts,
+              rssBytes: k.stats?.rssBytes ?? 0,
+              code: k.hash.slice(0, 12),
+              adopted: !k.proc,
+              log: k.log,
+            })),
+          };
+        }),
+    };
+  }
+}

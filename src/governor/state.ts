@@ -1,0 +1,141 @@
+/**
+ * The governor's shared state: its children and components, the live
+ * settings and host capacity, the strategies, the clock, and the queries
+ * every module asks of them. governor.ts makes one and passes it to each
+ * module (supervisor, settings, roll, elastic, api); nothing here touches a
+ * socket or a process.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import type { Logger } from "../component/context.ts";
+import { consoleLogger } from "../container/log.ts";
+import type { Clock } from "../platform/clock.ts";
+import type { PingReply } from "../wire/control.ts";
+import type { ProcessHandle } from "./ports.ts";
+import { DEFAULT_SETTINGS, type Settings } from "./settings.ts";
+import type { ChildView, StrategyKinds } from "./strategy.ts";
+
+type Phase = ChildView["phase"];
+
+/** One child process as the governor tracks it. */
+export interface Child {
+  pid: number;
+  component: string;
+  hash: string;
+  phase: Phase;
+  startedAt: number;
+  /** When it registered (epoch ms); 0 before. */
+  readyAt: number;
+  lastPongAt: number;
+  missedPongs: number;
+  restarts: number;
+  log: string;
+  /** Absent for an adopted child (a previous governor spawned it: no exit event comes). */
+  proc?: ProcessHandle;
+  container?: string;
+  endpoint?: string;
+  node?: string;
+  /** Its last pong. */
+  stats?: PingReply;
+  /** Set when the governor ended it on purpose (drained, stopped, zombie-killed): its exit is not a crash. */
+  ending?: "drain" | "zombie" | "stop";
+  zombie?: boolean;
+  pinging?: boolean;
+  waiters: Array<(ok: boolean) => void>;
+}
+
+/** One component of the components directory. */
+export interface ComponentState {
+  name: string;
+  /** Content hash on disk. */
+  hash: string;
+  /** Limits the children reported from the manifest (undefined until one did). */
+  manifest?: { min: number; max: number };
+  desired: number;
+  startFailures: number;
+  backoffUntil: number;
+  restarts: number;
+  capacityRequests: number;
+  failed?: string;
+  /** A hash whose code failed to start during a roll: not retried until the code changes again. */
+  badHash?: string;
+  deployError?: string;
+  rolling: boolean;
+  removed: boolean;
+}
+
+export interface GovernorStateOptions {
+  clock: Clock;
+  host: string;
+  componentsDir: string;
+  /** The host capacity to start with (the settings module keeps it current). */
+  capacity: number;
+}
+
+export class GovernorState {
+  readonly clock: Clock;
+  readonly host: string;
+  readonly componentsDir: string;
+  readonly children = new Map<number, Child>();
+  readonly components = new Map<string, ComponentState>();
+  /** Children started held (a roll's new nodes) until their state is imported. */
+  readonly held = new Set<number>();
+  /** The settings object strategies read live (mutated in place). */
+  readonly settings: Settings = { ...DEFAULT_SETTINGS };
+  /** Most container processes on this host. */
+  capacity: number;
+  /** Set once the plugins are loaded (before any child is started or adopted). */
+  strategies!: StrategyKinds;
+  /** The governor's own logger (the logging strategy's, once loaded). */
+  log: Logger;
+  /** Set when stop() began: resolves when the governor stopped. */
+  stopping: Promise<void> | undefined;
+  /** Whether the current stop leaves the children running (then their record is kept). */
+  keepChildren = false;
+
+  constructor(options: GovernorStateOptions) {
+    this.clock = options.clock;
+    this.host = options.host;
+    this.componentsDir = options.componentsDir;
+    this.capacity = options.capacity;
+    this.log = consoleLogger("governor");
+  }
+
+  /** The logger of one source: the logging strategy's once loaded, the console's before. */
+  logger(source: string): Logger {
+    return this.strategies ? this.strategies.logging.logger(source) : consoleLogger(source);
+  }
+
+  childrenOf(name: string): Child[] {
+    return [...this.children.values()].filter((c) => c.component === name);
+  }
+
+  /** Children not on their way out. */
+  live(): Child[] {
+    return [...this.children.values()].filter((c) => !c.ending);
+  }
+
+  /** A deploy is writing the components directory (all of it, or component `name`): leave it alone. */
+  locked(name?: string): boolean {
+    const dir = this.componentsDir;
+    return existsSync(join(dir, ".deploy.lock")) || (name !== undefined && existsSync(join(dir, name, ".deploying")));
+  }
+}
+
+/** A child as the strategies see it. */
+export function viewOf(c: Child, now: number): ChildView {
+  return {
+    pid: c.pid,
+    component: c.component,
+    phase: c.ending ? "draining" : c.phase,
+    startedAt: c.startedAt,
+    lastPongAt: c.lastPongAt,
+    missedPongs: c.missedPongs,
+    handled: c.stats?.handled ?? 0,
+    queued: c.stats?.queued ?? 0,
+    capacity: c.stats?.capacity ?? 0,
+    queueWaitMs: c.stats?.queueWaitMs ?? 0,
+    idleMs: c.stats?.idleMs ?? now - (c.readyAt || c.startedAt),
+    restarts: c.restarts,
+  };
+}
