@@ -24,7 +24,9 @@ Commands:
                        another host; status | set | stop manage it)
   deploy SRC_DIR       copy a component into the components directory safely;
                        a running governor rolls it out with state hand-over
-  dev                  run every component in one process, for development
+  dev                  run every component (or --only some) in one process, for
+                       development and debugging; --seed (or a governor on this
+                       host) joins it to the live network
   container --component NAME
                        run one node of a component in this process, joined to
                        the network (--seed ip[:port] of another host)

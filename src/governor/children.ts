@@ -8,10 +8,11 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, fstatSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { isDeno } from "../platform/platform.ts";
 import { isSea } from "../runtime/executable.ts";
 
 /** How to start this very program again: `node bin/node-bin` from source, the executable itself when packaged. */
-export function selfCommand(argv: readonly string[] = process.argv, execPath = process.execPath, sea = isSea(), deno = "Deno" in globalThis): { command: string; args: string[] } {
+export function selfCommand(argv: readonly string[] = process.argv, execPath = process.execPath, sea = isSea(), deno = isDeno): { command: string; args: string[] } {
   // Inside the single executable argv[1] is the path the user typed (which may
   // be a symlink, or a bare name found on PATH): the executable needs no script.
   if (sea) return { command: execPath, args: [] };

@@ -31,16 +31,8 @@ export interface GossipChange {
 }
 
 /** What this host holds about one host (itself included). */
-export interface HostState {
-  host: string;
-  endpoint: string;
-  network: string;
-  incarnation: number;
-  version: number;
-  heartbeat: number;
-  schemaIds: string[];
-  /** Encoded nodebin.GossipBody, relayed as is. */
-  body: Uint8Array;
+export interface HostState extends WireRecord {
+  // body: the encoded nodebin.GossipBody, relayed as is.
   /** When its incarnation or version last changed here: recent changes ride in every SYN. */
   changedAt: number;
   /** Estimated encoded size of its record, schemas excluded. */
