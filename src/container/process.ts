@@ -16,7 +16,7 @@ import type { GossipLayer } from "../membership/agent.ts";
 import { systemClock, type Clock, type Timer } from "../platform/clock.ts";
 import type { ZmqOptions } from "../transport/zmq.ts";
 import { DEFAULT_DISCOVERY_PORT } from "../transport/runtime-dir.ts";
-import { DRAIN, GOVERNOR_CAPACITY, IMPORT_STATE, PING } from "../wire/control.ts";
+import { DRAIN, GOVERNOR_CAPACITY, IMPORT_STATE, PING, type CapacityRequest } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { NodeBinProcess } from "./compose.ts";
 import type { Container } from "./container.ts";
@@ -98,7 +98,6 @@ export class ContainerProcess {
   /** Starts the node, binds its endpoints, joins the host. Throws what the component's init throws. */
   static async start(options: ContainerProcessOptions): Promise<ContainerProcess> {
     const id = `${options.component.name}@${options.host}-${process.pid}-${randomBytes(2).toString("hex")}`;
-    const governor = options.governor;
     let self: ContainerProcess | undefined;
     const proc = await NodeBinProcess.create({
       id,
@@ -121,7 +120,8 @@ export class ContainerProcess {
         ...(options.renewMs ? { renewMs: options.renewMs } : {}),
         ...(options.makeGossip ? { makeGossip: options.makeGossip } : {}),
       },
-      onCapacity: (wanted) => self?.forwardCapacity(wanted.component, () => proc.container.sendControl(GOVERNOR_CAPACITY, wanted, { via: governor! })),
+      // A caller found this node full: the governor that started this process decides whether to grow.
+      onCapacity: (wanted) => self?.forwardCapacity(wanted),
     });
     const p = (self = new ContainerProcess(options, proc));
     try {
@@ -134,13 +134,14 @@ export class ContainerProcess {
     return p;
   }
 
-  private forwardCapacity(component: string, send: () => void): void {
-    if (!this.options.governor) {
-      this.log.debug(`capacity wanted for ${component}, but no governor runs this process`);
+  private forwardCapacity(wanted: CapacityRequest): void {
+    const governor = this.options.governor;
+    if (!governor) {
+      this.log.debug(`capacity wanted for ${wanted.component}, but no governor runs this process`);
       return;
     }
     try {
-      send();
+      this.container.sendControl(GOVERNOR_CAPACITY, wanted, { via: governor });
     } catch (err) {
       this.log.debug(`capacity request not passed to the governor: ${NodeBinError.from(err)}`);
     }
