@@ -27,24 +27,35 @@ export interface Clock {
 export const systemClock: Clock = {
   now: () => Date.now(),
   after(ms, fn) {
-    return wrap(setTimeout(fn, Math.max(0, ms)), clearTimeout);
+    return new SystemTimer(setTimeout(fn, Math.max(0, ms)), false);
   },
   every(ms, fn) {
-    return wrap(setInterval(fn, Math.max(1, ms)), clearInterval);
+    return new SystemTimer(setInterval(fn, Math.max(1, ms)), true);
   },
   sleep: (ms) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms))),
 };
 
-function wrap(handle: ReturnType<typeof setTimeout>, clear: (h: ReturnType<typeof setTimeout>) => void): Timer {
-  const timer: Timer = {
-    cancel: () => clear(handle),
-    unref() {
-      // Deno's timers are numbers: nothing to unref there.
-      (handle as { unref?: () => void }).unref?.();
-      return timer;
-    },
-  };
-  return timer;
+/**
+ * A runtime timer as a Timer. A class, not closures: every call a caller
+ * makes arms one, so it should cost one small object.
+ */
+class SystemTimer implements Timer {
+  constructor(
+    private readonly handle: ReturnType<typeof setTimeout>,
+    private readonly repeats: boolean,
+  ) {}
+
+  cancel(): void {
+    if (this.repeats) clearInterval(this.handle);
+    else clearTimeout(this.handle);
+  }
+
+  unref(): Timer {
+    // Deno's timers are numbers: nothing to unref there.
+    const handle: { unref?: () => void } | number = this.handle;
+    if (typeof handle === "object") handle.unref?.();
+    return this;
+  }
 }
 
 interface Pending {

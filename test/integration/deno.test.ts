@@ -168,3 +168,17 @@ t.test("deno - a Deno governor runs its children under Deno and serves a Node cl
   for (const end = Date.now() + 5000; alive() && Date.now() < end; ) await new Promise((r) => setTimeout(r, 100));
   t.notOk(alive(), "its child stopped with it");
 });
+
+t.test("deno - dev --only under Deno joins a host whose other component is a Node container: nested calls go out, the network's come in", { skip }, async (t) => {
+  const port = randomPort();
+  const seed = `127.0.0.1:${port}`;
+  const bank = join(ROOT, "examples", "bank");
+  const env: Record<string, string> = { ...privateRuntime(t), NODEBIN_HOST: "deno-dev-host" };
+  const ledger = await startContainer(t, ["--component", "ledger", "--components", bank, "--discovery-port", String(port)], env);
+  const ledgerNode = /container ready: (\S+)/.exec(ledger.readyLine)![1]!;
+  const dev = await startDeno(t, ["dev", "--components", bank, "--only", "teller", "--seed", seed, "--discovery-port", String(port)], env, /dev ready at (\S+)/);
+  t.match(dev.readyLine, /joined deno-dev-host as member/);
+  const deposit = await runCli(["client", "--seed", seed, "call", "bank.Teller/Deposit", '{"account":"ada","cents":42}', "--json"], env);
+  t.equal(deposit.code, 0, deposit.stderr);
+  t.match(JSON.parse(deposit.stdout), { balanceCents: "42", ledger: ledgerNode }, "a Node client, a Deno teller, a Node ledger");
+});
