@@ -74,7 +74,16 @@ interface Pending {
   deadline: number;
   /** When it was queued (epoch ms). */
   arrived: number;
+  /** Back on the connection the request came in on (see receive()). */
+  replyTo: ReplyPath | undefined;
 }
+
+/**
+ * Sends a frame back on the connection a request came in on. Given by the
+ * transport that carried the request; absent for in-process requests, whose
+ * answers go through the outbox to their `from`.
+ */
+export type ReplyPath = (frame: Uint8Array) => void;
 
 type NodeStatus = "new" | "serving" | "draining" | "closed";
 
@@ -168,8 +177,13 @@ export class ComponentNode {
     queueMicrotask(() => void this.drain());
   }
 
-  /** Entry point for every envelope addressed to this node. Never throws. */
-  receive(env: Envelope): void {
+  /**
+   * Entry point for every envelope addressed to this node. Never throws.
+   * `replyTo`: the way back to the connection it came in on. Answers go there,
+   * never to where the claimed `from` was last seen, so a peer cannot divert
+   * another's answers, and two peers claiming one `from` each get their own.
+   */
+  receive(env: Envelope, replyTo?: ReplyPath): void {
     if (env.kind === Kind.RESPONSE) {
       this.caller.handleResponse(env);
       return;
@@ -182,13 +196,13 @@ export class ComponentNode {
     const error = this.admit(env);
     if (error) {
       this.stats.rejected++;
-      this.reply(env, undefined, error);
+      this.reply(env, undefined, error, replyTo);
       return;
     }
     const method = this.component.schema.methods.get(env.method)!;
-    this.queue.push({ env, method, handler: this.component.handlers.get(env.method)!, deadline: env.deadlineMs > 0 ? now + env.deadlineMs : Infinity, arrived: now });
+    this.queue.push({ env, method, handler: this.component.handlers.get(env.method)!, deadline: env.deadlineMs > 0 ? now + env.deadlineMs : Infinity, arrived: now, replyTo });
     this.lastActivity = now;
-    if (env.mode === Mode.ASYNC) this.reply(env, undefined, undefined); // acceptance
+    if (env.mode === Mode.ASYNC) this.reply(env, undefined, undefined, replyTo); // acceptance
     if (!this.running && !this.held) {
       this.running = true;
       this.starting = true;
@@ -340,7 +354,7 @@ export class ComponentNode {
       return;
     }
     this.stats.handled++;
-    this.reply(item.env, bytes, undefined);
+    this.reply(item.env, bytes, undefined, item.replyTo);
   }
 
   /**
@@ -352,7 +366,7 @@ export class ComponentNode {
   private fail(item: Pending, thrown: unknown, refused: boolean): void {
     if (refused) this.stats.rejected++;
     else this.stats.failed++;
-    if (item.env.mode !== Mode.ASYNC) this.reply(item.env, undefined, this.coded(thrown));
+    if (item.env.mode !== Mode.ASYNC) this.reply(item.env, undefined, this.coded(thrown), item.replyTo);
   }
 
   /** The encoded reply; throws INTERNAL when `value` does not fit the response type. */
@@ -377,9 +391,11 @@ export class ComponentNode {
     return error;
   }
 
-  private reply(request: Envelope, value: Uint8Array | undefined, error: NodeBinError | undefined): void {
+  private reply(request: Envelope, value: Uint8Array | undefined, error: NodeBinError | undefined, replyTo: ReplyPath | undefined): void {
     try {
-      this.outbox(request.from, encodeResponse(request, this.id, value, error?.toWire()));
+      const frame = encodeResponse(request, this.id, value, error?.toWire());
+      if (replyTo) replyTo(frame);
+      else this.outbox(request.from, frame);
     } catch (err) {
       this.stats.dropped++;
       this.log.warn(`cannot answer ${request.from} for ${request.method}: ${NodeBinError.from(err)}`);

@@ -142,7 +142,7 @@ export class Container {
       const node = new ComponentNode({ id, component, caller, outbox: (to, frame) => this.stack.send(to, frame), log, interceptors, ...(options.hold ? { hold: true } : {}) });
       await node.start();
       // Control-plane requests addressed to a node (a capacity request, say) are its process's business.
-      this.direct.attach(id, (env, peer) => (env.plane === Plane.CONTROL && env.kind === Kind.REQUEST ? this.control.handle(env, peer) : node.receive(env)));
+      this.direct.attach(id, (env, peer) => (env.plane === Plane.CONTROL && env.kind === Kind.REQUEST ? this.control.handle(env, peer) : node.receive(env, peer.reply)));
       this.nodes.set(id, node);
       this.table.upsert(this.entryOf(node), component.schema);
       started.push(node);

@@ -23,7 +23,8 @@ import { setImmediate as nextTurn } from "node:timers/promises";
 import * as zmq from "zeromq";
 import { Fifo } from "../component/fifo.ts";
 import { isDeno } from "../platform/platform.ts";
-import { Kind, decodeEnvelope, encodeResponse, envelope, type Envelope } from "../wire/envelope.ts";
+import { Kind, Plane, decodeEnvelope, encodeResponse, envelope, type Envelope } from "../wire/envelope.ts";
+import { Mode } from "../wire/schema.ts";
 import { NodeBinError, UNHANDLED_DETAIL } from "../wire/errors.ts";
 import type { LocalDispatch, Peer, PeerKind, Transport } from "./transport.ts";
 
@@ -82,9 +83,6 @@ const DEFAULTS = { queueLimit: 10_000, highWaterMark: 10_000, maxMessageBytes: 1
  */
 const MAX_BATCH = 32;
 const MAX_BATCH_BYTES = 256 * 1024;
-// Reply routes remembered by a listener: beyond this the oldest are forgotten,
-// so that a flood of made-up sender ids cannot grow memory without bound.
-const MAX_PEERS = 65_536;
 
 type Message = (Buffer | Uint8Array)[];
 
@@ -334,8 +332,14 @@ function sameId(a: Buffer | Uint8Array, b: Buffer | Uint8Array): boolean {
 }
 
 /**
- * A bound ROUTER: frames in go to `dispatch`; answers go back to whoever sent
- * from that id. One listener binds addresses of one kind only (ipc, or tcp):
+ * A bound ROUTER: requests in go to `dispatch`, each with the way back to the
+ * connection it came on (Peer.reply: the message's routing id). A listener
+ * routes nothing by id: it never learns where an endpoint id lives from the
+ * `from` a peer claims, so a peer cannot divert answers or calls meant for
+ * another. It takes no answers either: a process's calls go out through its
+ * connector, and their answers come back on those DEALERs, so an answer that
+ * arrives at a listener was sprayed there and is dropped (counted).
+ * One listener binds addresses of one kind only (ipc, or tcp):
  * ZeroMQ does not tell which bound address a message came in on, and the
  * kind of peer decides what it may ask (wire/control.ts AUTHORITY).
  */
@@ -345,7 +349,6 @@ export class ZmqListener implements Transport {
   readonly peer: PeerKind;
   private readonly socket: zmq.Router;
   private readonly writer: Writer;
-  private readonly peers = new Map<string, Buffer>();
   private readonly onDrop: (reason: string) => void;
   private readonly done: Promise<void>;
   /** The endpoints as others reach them: tcp port 0 resolved, a wildcard address replaced by the advertised one. */
@@ -423,11 +426,14 @@ export class ZmqListener implements Transport {
       this.answerPeer(rid, env);
       return;
     }
-    if (env.from) this.remember(env.from, rid);
+    if (env.kind === Kind.RESPONSE || env.kind === Kind.STREAM_ITEM || env.kind === Kind.STREAM_END) {
+      this.onDrop(`an answer arrived at a listener (${JSON.stringify(env.method)} id ${env.id} from ${JSON.stringify(env.from)}): answers come back on the connections calls go out on`);
+      return;
+    }
     const peer: Peer = { kind: this.peer, reply: (answer) => this.writer.push([rid, answer]) };
     if (!this.dispatch(env, peer)) {
       this.onDrop(`no endpoint ${JSON.stringify(env.to)} here`);
-      if (env.kind === Kind.REQUEST && env.from) {
+      if (env.kind === Kind.REQUEST && (env.mode !== Mode.ASYNC || env.plane === Plane.APPLICATION)) {
         this.answerPeer(rid, new NodeBinError("NOT_FOUND", `no endpoint ${JSON.stringify(env.to)} at ${this.endpoints.join(", ")}; the membership table may be stale`, { details: { to: env.to } }), env);
       }
     }
@@ -442,19 +448,9 @@ export class ZmqListener implements Transport {
     }
   }
 
-  private remember(id: string, rid: Buffer): void {
-    const known = this.peers.get(id);
-    if (known && known.equals(rid)) return;
-    this.peers.delete(id);
-    this.peers.set(id, rid);
-    if (this.peers.size > MAX_PEERS) this.peers.delete(this.peers.keys().next().value!);
-  }
-
-  deliver(to: string, frame: Uint8Array): boolean {
-    const rid = this.peers.get(to);
-    if (!rid) return false;
-    this.writer.push([rid, frame]);
-    return true;
+  /** A listener delivers nothing by endpoint id (see above): answers leave through Peer.reply. */
+  deliver(_to: string, _frame: Uint8Array): boolean {
+    return false;
   }
 
   async close(): Promise<void> {

@@ -42,16 +42,17 @@ for (let id = 1; id <= EARLY; id++) connector.deliver("server", request(id));
 await new Promise((r) => setTimeout(r, 300)); // the writer meets EAGAIN and retries meanwhile
 
 const seen: number[] = [];
-const unanswered: Envelope[] = [];
+// Each request with the way back to its connection (a listener routes nothing by claimed id).
+const unanswered: { env: Envelope; reply: (frame: Uint8Array) => void }[] = [];
 let listener: ZmqListener | undefined;
 const answer = () => {
-  for (let env = unanswered.shift(); env && listener; env = unanswered.shift()) listener.deliver(env.from, encodeResponse(env, "server"));
+  for (let next = unanswered.shift(); next && listener; next = unanswered.shift()) next.reply(encodeResponse(next.env, "server"));
 };
 listener = await ZmqListener.bind(
   [endpoint],
-  (env) => {
+  (env, peer) => {
     seen.push(env.id);
-    unanswered.push(env);
+    unanswered.push({ env, reply: peer.reply! });
     answer();
     return true;
   },

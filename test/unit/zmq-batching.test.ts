@@ -39,10 +39,9 @@ t.test("zmq - a connector sends the envelopes queued together in one message, in
 t.test("zmq - a listener takes every envelope of a multi-frame message and batches its answers per peer", async (t) => {
   const address = ipcAddress(t);
   const seen: number[] = [];
-  let listener!: ZmqListener;
-  listener = await ZmqListener.bind([address], (env) => {
+  const listener = await ZmqListener.bind([address], (env, peer) => {
     seen.push(env.id);
-    listener.deliver(env.from, encodeResponse(env, "node-1", new Uint8Array(), undefined));
+    peer.reply!(encodeResponse(env, "node-1", new Uint8Array(), undefined));
     return true;
   });
   t.teardown(() => listener.close());
@@ -65,4 +64,31 @@ t.test("zmq - a listener takes every envelope of a multi-frame message and batch
   t.same(seen, [1, 2, 3, 4], "each frame dispatched as its own envelope");
   t.same(answered, [1, 2, 3, 4], "every answer came back, in order");
   t.ok(messages <= 3, `answers to the batch came back batched (${messages} messages for 4 answers)`);
+});
+
+t.test("zmq - a listener routes nothing by claimed id and takes no answers: a sprayed answer is dropped and counted, a request is answered on its own connection", async (t) => {
+  const address = ipcAddress(t);
+  const dispatched: number[] = [];
+  const drops: string[] = [];
+  const listener = await ZmqListener.bind(
+    [address],
+    (env, peer) => {
+      dispatched.push(env.id);
+      peer.reply!(encodeResponse(env, "node-1", new Uint8Array(), undefined));
+      return true;
+    },
+    { onDrop: (reason) => drops.push(reason) },
+  );
+  t.teardown(() => listener.close());
+  const dealer = new zmq.Dealer({ linger: 0, receiveTimeout: 5000 });
+  dealer.connect(address);
+  t.teardown(() => dealer.close());
+  // Forged answers first (a caller's pending ids), then a request claiming the id "caller-1".
+  await dealer.send([1, 2, 3].map((id) => encodeEnvelope(envelope({ id, kind: Kind.RESPONSE, from: "node-1", to: "caller-1", method: "a.B/C" }))));
+  await dealer.send(request(4));
+  const [frame] = await dealer.receive();
+  t.equal((decodeEnvelope(frame!) as Envelope).id, 4, "the request was answered, on the connection it came on");
+  t.same(dispatched, [4], "no answer was dispatched");
+  t.equal(drops.filter((d) => /an answer arrived at a listener/.test(d)).length, 3, "each sprayed answer counted as a drop");
+  t.equal(listener.deliver("caller-1", request(5)), false, "the id a peer claimed is no route");
 });
