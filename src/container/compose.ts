@@ -6,13 +6,14 @@
  *   top, then the ZeroMQ listeners it binds and one connector for every peer
  *   it reaches, all made here with the same ZmqOptions (socket options hook
  *   included), so a new transport or socket option is wired once;
- * - the membership role: none (a closed dev world), a pull from one endpoint
- *   (the client), or the host role (host-role.ts: agent or member);
+ * - the membership role: none (a closed dev world, or a client, which pulls
+ *   its table itself), or the host role (host-role.ts: agent or member);
  * - the router and callers, and the control server (container.ts).
  * What differs between roles is data: which listeners, which role, which
  * control methods they add.
  */
 import { randomBytes } from "node:crypto";
+import { join } from "node:path";
 import type { Logger } from "../component/context.ts";
 import { reachableEndpoint } from "../membership/table.ts";
 import type { Clock } from "../platform/clock.ts";
@@ -25,7 +26,6 @@ import { NodeBinError } from "../wire/errors.ts";
 import { Container, type ContainerOptions } from "./container.ts";
 import { HostRole, removeIpcFiles, type HostRoleOptions } from "./host-role.ts";
 import { consoleLogger } from "./log.ts";
-import { join } from "node:path";
 
 export interface ProcessOptions {
   /** Process id in the network (its control endpoint's `from`). */
@@ -224,9 +224,11 @@ export class NodeBinProcess {
     if (this.closed) return;
     this.closed = true;
     await this.host?.close();
-    this.host?.releaseFiles();
+    // The listeners still open, the host role's discovery ones included (they are bound through
+    // listen()); not those it closed when it yielded: their socket paths are the new agent's now.
+    const open = this.listeners.filter((l) => !l.closed);
     await this.container.close();
-    removeIpcFiles(this.listeners);
+    removeIpcFiles(open);
     for (const endpoint of this.claimed) releaseIpc(endpoint);
   }
 }

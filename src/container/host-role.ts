@@ -284,11 +284,6 @@ export class HostRole {
     this.agent?.close();
     this.agent = undefined;
   }
-
-  /** Removes the ipc socket files of the discovery listeners (after the process's transports closed). */
-  releaseFiles(): void {
-    removeIpcFiles(this.discovery);
-  }
 }
 
 /** libzmq leaves an ipc socket file behind when its socket closes: a caller would then wait for an answer that never comes. */

@@ -121,7 +121,7 @@ export class ContainerProcess {
         ...(options.makeGossip ? { makeGossip: options.makeGossip } : {}),
       },
       // A caller found this node full: the governor that started this process decides whether to grow.
-      onCapacity: (wanted) => self?.forwardCapacity(wanted),
+      ...(options.governor ? { onCapacity: (wanted: CapacityRequest) => self?.forwardCapacity(wanted, options.governor!) } : {}),
     });
     const p = (self = new ContainerProcess(options, proc));
     try {
@@ -134,12 +134,7 @@ export class ContainerProcess {
     return p;
   }
 
-  private forwardCapacity(wanted: CapacityRequest): void {
-    const governor = this.options.governor;
-    if (!governor) {
-      this.log.debug(`capacity wanted for ${wanted.component}, but no governor runs this process`);
-      return;
-    }
+  private forwardCapacity(wanted: CapacityRequest, governor: string): void {
     try {
       this.container.sendControl(GOVERNOR_CAPACITY, wanted, { via: governor });
     } catch (err) {

@@ -448,6 +448,11 @@ export class ZmqListener implements Transport {
     }
   }
 
+  /** Whether close() ran (or the socket closed). */
+  get closed(): boolean {
+    return this.socket.closed;
+  }
+
   /** A listener delivers nothing by endpoint id (see above): answers leave through Peer.reply. */
   deliver(_to: string, _frame: Uint8Array): boolean {
     return false;
