@@ -43,6 +43,12 @@ export interface AgentOptions {
   sweepMs?: number;
   /** Told when a container registers for the first time and when its lease ends (the governor tracks its children by it). */
   onLease?(event: { type: "registered"; container: string; pid: number; nodes: NodeEntry[] } | { type: "left"; container: string; why: string }): void;
+  /**
+   * Checks a Register before it is taken: a NodeBinError refuses it (answered
+   * to the registering process, nothing changed). The governor uses it to hold
+   * a lease's pid and container id to the children it spawned or adopted.
+   */
+  checkLease?(request: RegisterRequest): NodeBinError | undefined;
 }
 
 interface Lease {
@@ -134,6 +140,11 @@ export class HostAgent {
     if (!(request.leaseMs > 0)) throw new NodeBinError("INVALID_ARGUMENT", "Register needs lease_ms > 0", { details: { field: "leaseMs" } });
     // The hosting process itself (a renewal it sent just before it took over): its nodes are LOCAL already.
     if (request.container === this.process.id) return { version: this.process.table.version, host: this.options.host };
+    const refused = this.options.checkLease?.(request);
+    if (refused) {
+      this.options.log.warn(`refused the lease of container ${JSON.stringify(request.container)} (pid ${request.pid}): ${refused.message}`);
+      throw refused;
+    }
     for (const node of request.nodes) node.load ??= { queued: 0, capacity: 0 };
     const isNew = !this.leases.has(request.container);
     this.leases.set(request.container, { nodes: request.nodes, expires: Date.now() + request.leaseMs, seeds: request.seeds });
