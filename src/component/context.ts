@@ -39,8 +39,12 @@ export interface Caller {
   call(method: string, request: unknown, options?: CallerOptions): Promise<unknown>;
   /** An ASYNC call: resolves once the serving node's queue accepted the message. */
   send(method: string, request: unknown, options?: CallerOptions): Promise<void>;
-  /** Hands a RESPONSE addressed to this caller to the call waiting for it; unknown ids are dropped. */
-  handleResponse(env: Envelope): void;
+  /**
+   * Hands a RESPONSE addressed to this caller to the call waiting for it;
+   * unknown ids, and answers on another link than their request left on
+   * (`link`, see transport Peer.link), are dropped.
+   */
+  handleResponse(env: Envelope, link?: string): void;
 }
 
 export interface Logger {

@@ -85,6 +85,16 @@ interface Pending {
  */
 export type ReplyPath = (frame: Uint8Array) => void;
 
+/**
+ * Where an envelope came from, as the transport knows it (transport Peer
+ * satisfies it): the way back to its connection, and the outbound link an
+ * answer came back on.
+ */
+export interface Origin {
+  readonly reply?: ReplyPath;
+  readonly link?: string;
+}
+
 type NodeStatus = "new" | "serving" | "draining" | "closed";
 
 // A burst of synchronous handlers yields to the event loop after this many, so
@@ -179,15 +189,17 @@ export class ComponentNode {
 
   /**
    * Entry point for every envelope addressed to this node. Never throws.
-   * `replyTo`: the way back to the connection it came in on. Answers go there,
-   * never to where the claimed `from` was last seen, so a peer cannot divert
-   * another's answers, and two peers claiming one `from` each get their own.
+   * `origin.reply`: the way back to the connection it came in on. Answers go
+   * there, never to where the claimed `from` was last seen, so a peer cannot
+   * divert another's answers, and two peers claiming one `from` each get
+   * their own. `origin.link`: for an answer, the link it came back on.
    */
-  receive(env: Envelope, replyTo?: ReplyPath): void {
+  receive(env: Envelope, origin?: Origin): void {
     if (env.kind === Kind.RESPONSE) {
-      this.caller.handleResponse(env);
+      this.caller.handleResponse(env, origin?.link);
       return;
     }
+    const replyTo = origin?.reply;
     if (env.kind !== Kind.REQUEST) {
       this.stats.dropped++; // streams and cancellation are not served yet
       return;

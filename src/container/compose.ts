@@ -20,7 +20,7 @@ import type { Clock } from "../platform/clock.ts";
 import { hasIpc } from "../platform/platform.ts";
 import { advertiseAddress, defaultBind, tcpEndpoint } from "../transport/addresses.ts";
 import { claimIpc, ipcOwner, releaseIpc } from "../transport/runtime-dir.ts";
-import { ZmqConnector, ZmqListener, type ZmqOptions } from "../transport/zmq.ts";
+import { ZmqConnector, ZmqListener, wireLimitsFromEnv, type DropCounter, type ZmqOptions } from "../transport/zmq.ts";
 import { REQUEST_CAPACITY, type CapacityRequest, type ControlContext } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { Container, type ContainerOptions } from "./container.ts";
@@ -87,8 +87,8 @@ export class NodeBinProcess {
   readonly host: HostRole | undefined;
   readonly bind: string;
   readonly advertise: string;
-  /** Frames dropped by this process's ZeroMQ sockets (malformed, no endpoint, send failed). */
-  dropped = 0;
+  /** Frames and connections this process's ZeroMQ sockets dropped or refused, by reason. */
+  private readonly drops: Partial<Record<DropCounter, number>> = {};
   private readonly listeners: ZmqListener[] = [];
   private readonly claimed: string[] = [];
   /** The local endpoints as bound (a tcp port 0 resolved). */
@@ -115,7 +115,8 @@ export class NodeBinProcess {
       ...(options.interceptors ? { interceptors: options.interceptors } : {}),
     };
     this.container = new Container(containerOptions);
-    this.zmq = { ...options.zmq, advertise: this.advertise, onDrop: (reason) => this.drop(reason) };
+    // The wire bounds: NODEBIN_MAX_* from the environment (every role the same), then what the caller set.
+    this.zmq = { ...wireLimitsFromEnv(process.env), ...options.zmq, advertise: this.advertise, onDrop: (reason, counter) => this.drop(reason, counter) };
     const endpointOf = (to: string): string | undefined => {
       const entry = this.container.table.get(to);
       return entry && reachableEndpoint(entry, options.host);
@@ -210,9 +211,26 @@ export class NodeBinProcess {
     for (const endpoint of used) this.seenEndpoints.add(endpoint);
   }
 
-  private drop(reason: string): void {
-    this.dropped++;
-    this.log.debug(`dropped a frame: ${reason}`, { dropped: this.dropped });
+  private drop(reason: string, counter: DropCounter): void {
+    const n = (this.drops[counter] = (this.drops[counter] ?? 0) + 1);
+    // A bound that refuses is worth a line (rate-limited by powers of two: a flood writes ~log2(n) lines);
+    // everything else is routine (a peer that left, a stale table).
+    const bound = counter === "tooManyFrames" || counter === "messageTooLarge" || counter === "connectionsRefused";
+    if (bound && (n & (n - 1)) === 0) this.log.warn(`${reason} (${counter}: ${n} so far)`);
+    else this.log.debug(`dropped: ${reason}`, { [counter]: n });
+  }
+
+  /** Everything dropped or refused since start, by reason (Ping's `refused`): the transport's counters and the callers' foreign answers. */
+  refused(): Record<string, number> {
+    const out: Record<string, number> = { ...this.drops };
+    const foreign = this.container.foreignAnswers;
+    if (foreign) out.foreignAnswers = foreign;
+    return out;
+  }
+
+  /** Frames dropped by this process's ZeroMQ sockets, all reasons together. */
+  get dropped(): number {
+    return Object.values(this.drops).reduce((n, v) => n + (v ?? 0), 0);
   }
 
   /**

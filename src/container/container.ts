@@ -66,6 +66,7 @@ export class Container {
   readonly caller: RoutingCaller;
   private readonly nodes = new Map<string, ComponentNode>();
   private readonly callers: RoutingCaller[] = [];
+  private retiredForeignAnswers = 0;
   private readonly log: Logger;
   private readonly makeLogger: (source: string) => Logger;
   private readonly defaultTimeoutMs: number | undefined;
@@ -142,7 +143,7 @@ export class Container {
       const node = new ComponentNode({ id, component, caller, outbox: (to, frame) => this.stack.send(to, frame), log, interceptors, ...(options.hold ? { hold: true } : {}) });
       await node.start();
       // Control-plane requests addressed to a node (a capacity request, say) are its process's business.
-      this.direct.attach(id, (env, peer) => (env.plane === Plane.CONTROL && env.kind === Kind.REQUEST ? this.control.handle(env, peer) : node.receive(env, peer.reply)));
+      this.direct.attach(id, (env, peer) => (env.plane === Plane.CONTROL && env.kind === Kind.REQUEST ? this.control.handle(env, peer) : node.receive(env, peer)));
       this.nodes.set(id, node);
       this.table.upsert(this.entryOf(node), component.schema);
       started.push(node);
@@ -164,7 +165,11 @@ export class Container {
     this.direct.detach(id);
     this.nodes.delete(id);
     const index = this.callers.findIndex((c) => c.id === id);
-    if (index >= 0) this.callers.splice(index, 1)[0]!.close();
+    if (index >= 0) {
+      const caller = this.callers.splice(index, 1)[0]!;
+      this.retiredForeignAnswers += caller.foreignAnswers;
+      caller.close();
+    }
   }
 
   /** Drains every node, fails what is still in flight, releases transports. Idempotent. */
@@ -225,6 +230,11 @@ export class Container {
     return readReply(method, reply);
   }
 
+  /** Answers this process's callers dropped for coming back on another link than their request left on (forged, or very confused). */
+  get foreignAnswers(): number {
+    return this.callers.reduce((n, c) => n + c.foreignAnswers, 0) + this.retiredForeignAnswers;
+  }
+
   /**
    * Fails, with UNAVAILABLE, every call of this process waiting on the peer at
    * `endpoint` (its connection dropped): callers learn now, not at their deadline.
@@ -250,7 +260,7 @@ export class Container {
 
   /** An endpoint that only makes calls: anything but an answer gets UNIMPLEMENTED. */
   private answerOnly(caller: RoutingCaller, env: Envelope, peer: Peer): void {
-    if (env.kind === Kind.RESPONSE) caller.handleResponse(env);
+    if (env.kind === Kind.RESPONSE) caller.handleResponse(env, peer.link);
     else if (env.kind === Kind.REQUEST) this.reply(env, undefined, new NodeBinError("UNIMPLEMENTED", `${caller.id} serves no methods`, { origin: caller.id }), peer);
   }
 

@@ -26,6 +26,12 @@ export { DEFAULT_DISCOVERY_PORT };
 
 export interface ContainerProcessOptions {
   component: Component;
+  /**
+   * This container's id, its lease key at the host agent (default: made up
+   * from the component, host, pid and a random part). A governor names its
+   * children, so that it knows which lease is whose before they register.
+   */
+  id?: string;
   /** This host's id (default: the machine's host name). */
   host: string;
   network: string;
@@ -97,7 +103,7 @@ export class ContainerProcess {
 
   /** Starts the node, binds its endpoints, joins the host. Throws what the component's init throws. */
   static async start(options: ContainerProcessOptions): Promise<ContainerProcess> {
-    const id = `${options.component.name}@${options.host}-${process.pid}-${randomBytes(2).toString("hex")}`;
+    const id = options.id ?? `${options.component.name}@${options.host}-${process.pid}-${randomBytes(2).toString("hex")}`;
     let self: ContainerProcess | undefined;
     const proc = await NodeBinProcess.create({
       id,
@@ -188,6 +194,7 @@ export class ContainerProcess {
         role: this.role,
         min: this.options.component.manifest.limits.min,
         max: this.options.component.manifest.limits.max,
+        refused: this.process.refused(),
       };
     });
     control.serve(DRAIN, async ({ exportState }) => {

@@ -41,8 +41,12 @@ const BACKOFF_MAX_MS = 500;
 
 /** Sends an encoded envelope to endpoint `to`; throws NodeBinError when it cannot. */
 export interface Sender {
-  /** `via`: the network endpoint of the process to send to, when `to` alone does not say. */
-  send(to: string, frame: Uint8Array, via?: string): void;
+  /**
+   * `via`: the network endpoint of the process to send to, when `to` alone
+   * does not say. Returns the link the frame left on (transport Peer.link):
+   * the answer is accepted only from that link.
+   */
+  send(to: string, frame: Uint8Array, via?: string): string | void;
 }
 
 export interface CallerConfig {
@@ -101,6 +105,8 @@ interface PendingCall {
   mode: Mode;
   to: string;
   via: string | undefined;
+  /** The link the request left on (Sender.send): its answer must come back on it. */
+  link: string | undefined;
   timer: Timer;
   /** For the first send of a routed call (what a retry needs), else undefined: its errors pass straight through. */
   value: Uint8Array | undefined;
@@ -126,6 +132,8 @@ export class RoutingCaller implements Caller {
   private readonly waiting = new Set<() => void>();
   private nextId = 1;
   private closed = false;
+  /** Answers dropped for coming from another link or endpoint than their call went to (forged, or very confused). */
+  foreignAnswers = 0;
 
   constructor(config: CallerConfig) {
     this.id = config.id;
@@ -278,10 +286,11 @@ export class RoutingCaller implements Caller {
     );
     return new Promise<unknown>((resolve, reject) => {
       const timer = this.clock.after(budget, () => this.expire(id));
-      this.pending.set(id, { resolve, reject, method, mode, to, via, timer, value: retry ? value : undefined, options, start: now, deadline });
+      const call: PendingCall = { resolve, reject, method, mode, to, via, link: undefined, timer, value: retry ? value : undefined, options, start: now, deadline };
+      this.pending.set(id, call);
       this.router.started(to);
       try {
-        this.sender.send(to, frame, via);
+        call.link = this.sender.send(to, frame, via) ?? undefined;
       } catch (err) {
         const call = this.settle(id);
         if (call) this.fail(call, NodeBinError.from(err, "UNAVAILABLE"));
@@ -289,9 +298,22 @@ export class RoutingCaller implements Caller {
     });
   }
 
-  handleResponse(env: Envelope): void {
-    const call = this.settle(env.id);
-    if (!call) return; // late (after its deadline) or not ours: nothing waits for it
+  /**
+   * Settles the call an answer is for. `link`: the link it came back on
+   * (transport Peer.link). An answer is taken only for an id still pending,
+   * on the link its request left on: an answer another connection sprays
+   * with guessed ids (they are sequential) is dropped and counted, and the
+   * call still gets its real answer. (A Sender that names no links, as in
+   * unit tests, leaves calls open to any answer.)
+   */
+  handleResponse(env: Envelope, link?: string): void {
+    const waiting = this.pending.get(env.id);
+    if (!waiting) return; // late (after its deadline) or not ours: nothing waits for it
+    if (waiting.link !== undefined && link !== waiting.link) {
+      this.foreignAnswers++;
+      return;
+    }
+    const call = this.settle(env.id)!;
     if (env.error) {
       this.fail(call, NodeBinError.fromWire(env.error));
     } else if (call.mode === Mode.ASYNC) {

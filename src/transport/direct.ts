@@ -6,7 +6,7 @@
  */
 import { decodeEnvelope, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
-import { LOCAL_PEER, type Inbox, type Peer, type Transport } from "./transport.ts";
+import { LOCAL_LINK, LOCAL_PEER, type Inbox, type Peer, type Transport } from "./transport.ts";
 
 export class DirectTransport implements Transport {
   readonly name = "direct";
@@ -32,17 +32,17 @@ export class DirectTransport implements Transport {
     return this.inboxes.has(id);
   }
 
-  deliver(to: string, frame: Uint8Array): boolean {
+  deliver(to: string, frame: Uint8Array): string | false {
     const inbox = this.inboxes.get(to);
     if (!inbox) return false;
     const env = decodeEnvelope(frame);
     if (env instanceof NodeBinError) {
       // Only this process's own encoder made the frame: count it, nobody to answer.
       this.dropped++;
-      return true;
+      return LOCAL_LINK;
     }
     inbox(env, LOCAL_PEER);
-    return true;
+    return LOCAL_LINK;
   }
 
   /**

@@ -25,25 +25,30 @@ export class TransportStack implements Transport {
     if (i >= 0) this.transports.splice(i, 1);
   }
 
-  deliver(to: string, frame: Uint8Array): boolean {
-    for (const t of this.transports) if (t.deliver(to, frame)) return true;
+  deliver(to: string, frame: Uint8Array): string | false {
+    for (const t of this.transports) {
+      const link = t.deliver(to, frame);
+      if (link !== false) return link;
+    }
     return false;
   }
 
   /**
    * deliver(), but a frame no transport can route is an UNAVAILABLE error.
    * With `via`, the frame goes to the process at that network endpoint.
+   * Returns the link it left on (Peer.link).
    */
-  send(to: string, frame: Uint8Array, via?: string): void {
+  send(to: string, frame: Uint8Array, via?: string): string {
     if (via !== undefined) {
       const t = this.transports.find((x) => x.deliverVia);
       if (!t) throw new NodeBinError("UNAVAILABLE", `no transport reaches endpoints by address (transports: ${this.name || "none"})`, { details: { endpoint: via } });
-      t.deliverVia!(via, frame);
-      return;
+      return t.deliverVia!(via, frame);
     }
-    if (!this.deliver(to, frame)) {
+    const link = this.deliver(to, frame);
+    if (link === false) {
       throw new NodeBinError("UNAVAILABLE", `no route to endpoint ${JSON.stringify(to)} (transports: ${this.name || "none"})`, { details: { to } });
     }
+    return link;
   }
 
   async close(): Promise<void> {

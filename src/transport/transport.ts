@@ -22,10 +22,22 @@ export interface Peer {
    * An answer sent this way cannot be diverted by a `from` another peer claimed.
    */
   readonly reply?: (frame: Uint8Array) => void;
+  /**
+   * The outbound link the envelope came back on: the endpoint of the
+   * connector's DEALER ("tcp://10.0.0.5:7400"), or LOCAL_LINK for the
+   * process itself. A caller accepts an answer only from the link its request
+   * left on (deliver()'s result), so an answer forged on any other connection
+   * can never settle a call. Undefined for a listener's peers: answers are
+   * never accepted from those.
+   */
+  readonly link?: string;
 }
 
+/** The link of the process itself: frames between its own endpoints (the direct transport). */
+export const LOCAL_LINK = "local";
+
 /** The process itself (the direct transport). */
-export const LOCAL_PEER: Peer = { kind: "local" };
+export const LOCAL_PEER: Peer = { kind: "local", link: LOCAL_LINK };
 
 /** Receives the envelopes addressed to one local endpoint, with their sender as the transport knows it. Must not throw. */
 export type Inbox = (env: Envelope, peer: Peer) => void;
@@ -35,20 +47,21 @@ export interface Transport {
   readonly name: string;
   /**
    * Delivers `frame` (an encoded Envelope) to endpoint `to`, without blocking.
-   * Returns false when this transport has no route to `to` (the stack then
-   * asks the next one). Throws NodeBinError when it has a route but cannot
-   * deliver now: RESOURCE_EXHAUSTED when its buffers are full, UNAVAILABLE
-   * when the peer is gone.
+   * Returns the link it left on (see Peer.link: its answer must come back
+   * on the same), or false when this transport has no route to `to` (the
+   * stack then asks the next one). Throws NodeBinError when it has a route
+   * but cannot deliver now: RESOURCE_EXHAUSTED when its buffers are full,
+   * UNAVAILABLE when the peer is gone.
    */
-  deliver(to: string, frame: Uint8Array): boolean;
+  deliver(to: string, frame: Uint8Array): string | false;
   /**
    * Delivers `frame` to the process at network endpoint `endpoint` (e.g.
    * "tcp://10.0.0.5:7400"), whatever endpoint ids it hosts: how a process
    * reaches another host's discovery agent before it knows any of its ids.
    * Only transports that reach endpoints by address implement it. Throws as
-   * deliver() does.
+   * deliver() does; returns the link (the endpoint).
    */
-  deliverVia?(endpoint: string, frame: Uint8Array): void;
+  deliverVia?(endpoint: string, frame: Uint8Array): string;
   /** Releases sockets and timers. Idempotent. */
   close(): Promise<void>;
 }

@@ -2,9 +2,14 @@
  * ZeroMQ transports: a listener (ROUTER, bound: where a process's nodes are
  * reached from outside) and a connector (one DEALER per remote endpoint,
  * reused: how a process reaches nodes elsewhere). Every frame is one encoded
- * Envelope. The only module that touches zeromq, and the one place that knows
- * how a socket waits under each runtime (`io` below: native on Node, polling
- * under Deno).
+ * Envelope. With zap.ts (the connection gate) and zmq-io.ts (how a socket
+ * waits under each runtime: native on Node, polling under Deno), the only
+ * modules that touch zeromq.
+ *
+ * Bounds: each frame (maxFrameBytes, enforced by libzmq), the envelopes and
+ * bytes of one message (maxFrames, maxMessageBytes: past them a message is
+ * dropped whole), a listener's connections (maxConnections, at the gate), and
+ * each socket's send queue (queueLimit). Every refusal is counted (DropCounter).
  *
  * zeromq.js allows one send in flight per socket, so each socket has a writer
  * that queues outgoing frames and pumps them in order; a queue past its limit
@@ -19,14 +24,14 @@
  * before. Receivers take every frame of a message.
  */
 import { existsSync } from "node:fs";
-import { setImmediate as nextTurn } from "node:timers/promises";
 import * as zmq from "zeromq";
 import { Fifo } from "../component/fifo.ts";
-import { isDeno } from "../platform/platform.ts";
 import { Kind, Plane, decodeEnvelope, encodeResponse, envelope, type Envelope } from "../wire/envelope.ts";
 import { Mode } from "../wire/schema.ts";
 import { NodeBinError, UNHANDLED_DETAIL } from "../wire/errors.ts";
 import type { LocalDispatch, Peer, PeerKind, Transport } from "./transport.ts";
+import { enterGate, type GateEntry } from "./zap.ts";
+import { io, type Message, type RawSocket } from "./zmq-io.ts";
 
 /** Which end of a connection a socket is: a bound ROUTER, or a DEALER connecting out. */
 export type SocketRole = "listen" | "connect";
@@ -43,10 +48,16 @@ export interface ZmqOptions {
   queueLimit?: number;
   /** ZeroMQ high-water marks, in messages (default 10 000). */
   highWaterMark?: number;
-  /** Largest frame accepted; a peer that sends a larger one is disconnected by ZeroMQ (default 16 MiB). */
+  /** Largest frame (one envelope) accepted; a peer that sends a larger one is disconnected by ZeroMQ (ZMQ_MAXMSGSIZE; default 16 MiB). */
+  maxFrameBytes?: number;
+  /** Most envelopes (frames) in one ZeroMQ message; a message with more is dropped whole (default 64; a writer sends at most MAX_BATCH). */
+  maxFrames?: number;
+  /** Most bytes in one ZeroMQ message, all frames together; a larger one is dropped whole (default 32 MiB). */
   maxMessageBytes?: number;
-  /** Called for frames that could not be handled, for counting and logs. */
-  onDrop?: (reason: string) => void;
+  /** Most connections a listener holds at once; one past it is refused in its handshake (default 2048; see zap.ts). */
+  maxConnections?: number;
+  /** Called for frames that could not be handled, for counting (by `counter`) and logs. */
+  onDrop?: (reason: string, counter: DropCounter) => void;
   /** Extra options for every socket (see SocketOptionsHook). Applied last: they win over the defaults. */
   socketOptions?: SocketOptionsHook;
   /**
@@ -73,7 +84,68 @@ export function advertisedEndpoint(bound: string, advertise: string | undefined)
   return `tcp://${advertise.includes(":") ? `[${advertise}]` : advertise}:${m[2]}`;
 }
 
-const DEFAULTS = { queueLimit: 10_000, highWaterMark: 10_000, maxMessageBytes: 16 * 1024 * 1024 };
+/**
+ * What a transport drops or refuses, by reason: the counters a process
+ * reports (Ping's `refused`, the governor's status). Every bound past which
+ * input is refused has one.
+ */
+export type DropCounter =
+  | "undecodable" // a frame that is no envelope
+  | "tooManyFrames" // a message past maxFrames
+  | "messageTooLarge" // a message past maxMessageBytes
+  | "connectionsRefused" // a connection past maxConnections
+  | "answerAtListener" // an answer sprayed at a listener: answers come back on the connector
+  | "noEndpoint" // an envelope for an endpoint id this process does not have
+  | "sendFailed"; // an outgoing frame lost (peer gone, pipe full)
+
+const MiB = 1024 * 1024;
+export const WIRE_DEFAULTS = { queueLimit: 10_000, highWaterMark: 10_000, maxFrameBytes: 16 * MiB, maxFrames: 64, maxMessageBytes: 32 * MiB, maxConnections: 2048 };
+const DEFAULTS = WIRE_DEFAULTS;
+
+/**
+ * The wire bounds set in the environment (NODEBIN_MAX_FRAME_BYTES,
+ * NODEBIN_MAX_FRAMES, NODEBIN_MAX_MESSAGE_BYTES, NODEBIN_MAX_CONNECTIONS),
+ * each a positive integer. Throws INVALID_ARGUMENT naming a variable that is
+ * set to anything else.
+ */
+export function wireLimitsFromEnv(env: Record<string, string | undefined>): Pick<ZmqOptions, "maxFrameBytes" | "maxFrames" | "maxMessageBytes" | "maxConnections"> {
+  const out: Pick<ZmqOptions, "maxFrameBytes" | "maxFrames" | "maxMessageBytes" | "maxConnections"> = {};
+  const names = { maxFrameBytes: "NODEBIN_MAX_FRAME_BYTES", maxFrames: "NODEBIN_MAX_FRAMES", maxMessageBytes: "NODEBIN_MAX_MESSAGE_BYTES", maxConnections: "NODEBIN_MAX_CONNECTIONS" } as const;
+  for (const [key, name] of Object.entries(names) as [keyof typeof names, string][]) {
+    const raw = env[name];
+    if (raw === undefined || raw === "") continue;
+    if (!/^[1-9][0-9]{0,15}$/.test(raw) || !Number.isSafeInteger(Number(raw))) {
+      throw new NodeBinError("INVALID_ARGUMENT", `${name} must be a positive integer, got ${JSON.stringify(raw)}`, { details: { variable: name } });
+    }
+    out[key] = Number(raw);
+  }
+  return out;
+}
+
+/**
+ * Whether a received message is within the bounds: the counter to drop it
+ * under, or undefined. libzmq hands a message over only once it has every
+ * frame, and bounds only each frame (ZMQ_MAXMSGSIZE): what a peer sent is in
+ * memory already, so a message past the bounds is dropped whole, unread, and
+ * its frames released at once (see releaseMessage).
+ */
+function overBounds(parts: Buffer[], first: number, maxFrames: number, maxBytes: number): DropCounter | undefined {
+  if (parts.length - first > maxFrames) return "tooManyFrames";
+  let bytes = 0;
+  for (let i = first; i < parts.length; i++) bytes += parts[i]!.length;
+  return bytes > maxBytes ? "messageTooLarge" : undefined;
+}
+
+/**
+ * Empties a received message's array once its frames are handled. A
+ * suspended async iterator keeps the last value it yielded reachable until
+ * the next message comes, and zeromq.js's frames are external memory: without
+ * this, one large message (hundreds of MiB from a hostile peer) stays in the
+ * process until that socket's next message.
+ */
+function releaseMessage(parts: Buffer[]): void {
+  parts.length = 0;
+}
 /**
  * Most envelopes in one ZeroMQ message, and most bytes (one envelope larger
  * than that still goes, alone). Smaller batches keep several in flight, so
@@ -84,181 +156,6 @@ const DEFAULTS = { queueLimit: 10_000, highWaterMark: 10_000, maxMessageBytes: 1
 const MAX_BATCH = 32;
 const MAX_BATCH_BYTES = 256 * 1024;
 
-type Message = (Buffer | Uint8Array)[];
-
-/** The part of a zeromq.js socket the strategies below use. */
-interface RawSocket extends AsyncIterable<Buffer[]> {
-  readonly closed: boolean;
-  send(message: Message): Promise<void>;
-  receive(): Promise<Buffer[]>;
-}
-
-/**
- * How sockets wait for messages and for room to send: the one place that
- * differs between runtimes, chosen once at load.
- */
-interface SocketIo {
-  /** Options every socket gets on top of its own. */
-  readonly options: { receiveTimeout?: number; sendTimeout?: number };
-  /** The messages a socket receives, until it is closed. */
-  messages(socket: RawSocket): AsyncIterable<Buffer[]>;
-  /**
-   * Sends one message. `waits`: the socket is meant to wait while its peer's
-   * pipe is full (a DEALER); otherwise (the ROUTER, sendTimeout 0) a full pipe
-   * fails the send at once with EAGAIN, under every runtime.
-   */
-  send(socket: RawSocket, message: Message, waits: boolean): Promise<void>;
-}
-
-/** Node: zeromq.js's own waiting (libuv polls each socket's fd). Unchanged behaviour and cost. */
-const nativeIo: SocketIo = {
-  options: {},
-  messages: (socket) => socket,
-  send: (socket, message) => socket.send(message),
-};
-
-/**
- * Deno 2.9: zeromq.js's native waiting does not work. Deno's `uv_poll_start`
- * shim stops after its first callback (denoland/deno#36317) and ZeroMQ's fd is
- * edge-triggered, so the first wake-up that finds no message leaves a
- * `receive()` (or a blocking `send()`) pending forever; an expiring
- * `receiveTimeout` crashes the process (Deno's `uv_timer_init` clears
- * `handle->data`). Non-blocking calls work, so every socket gets
- * `receiveTimeout: 0` and `sendTimeout: 0` and never reaches the native
- * poller: a receive loop retries EAGAIN after a backoff (event-loop turns for
- * at least 3 ms, then sleeps of 1 ms doubling to 10 ms), back to the fastest
- * pace after every message received or sent on the socket; a send that must
- * wait (a DEALER whose peer's pipe is full) retries the same way. Cost: a
- * message that arrives during a sleep waits for its end (up to 10 ms after a
- * quiet spell), and an idle process wakes about 100 times a second.
- *
- * Socket events (`socket.events`: the connector watches "disconnect") come
- * through a separate monitor socket whose fd is signalled only when a monitor
- * message arrives, and every `receive()` of the observer starts a new poll, so
- * the shim's one-shot callback suffices: the events fire under Deno 2.9
- * (checked: connect, disconnect on a peer's exit and on a heartbeat timeout),
- * and a call in flight to a peer that dies fails with UNAVAILABLE as on Node.
- * Were a spurious wake-up ever to stall an observer, its socket would get no
- * more events: a dead peer would then still leave the membership table when
- * its lease runs out (its connection is pruned), and calls in flight to it
- * would end at their deadline (DEADLINE_EXCEEDED) instead of at once.
- */
-const pollingIo: SocketIo = {
-  options: { receiveTimeout: 0, sendTimeout: 0 },
-  async *messages(socket) {
-    const backoff = new Backoff();
-    receivers.set(socket, backoff);
-    try {
-      while (!socket.closed) {
-        let parts: Buffer[];
-        try {
-          parts = await socket.receive();
-        } catch (err) {
-          if (socket.closed) return;
-          if ((err as { code?: string }).code !== "EAGAIN") throw err;
-          await backoff.wait();
-          continue;
-        }
-        backoff.reset();
-        yield parts;
-      }
-    } finally {
-      receivers.delete(socket);
-    }
-  },
-  async send(socket, message, waits) {
-    let backoff: Backoff | undefined;
-    for (;;) {
-      try {
-        await socket.send(message);
-        // What was sent is mostly a request, or an answer to a caller that
-        // will send again: look for the next message at once.
-        receivers.get(socket)?.wake();
-        return;
-      } catch (err) {
-        if (!waits || socket.closed || (err as { code?: string }).code !== "EAGAIN") throw err;
-      }
-      await (backoff ??= new Backoff()).wait();
-    }
-  },
-};
-
-/**
- * How long a poller keeps trying at every event-loop turn after it last found
- * (or sent) something. Longer than one hop of a call that met a sleeping
- * poller (a "1 ms" sleep takes about 2 ms under Deno): with 1 ms, two Deno
- * processes calling each other one call at a time locked into ~3 ms per call,
- * with 2-3 ms they get back to ~0.5 ms.
- */
-const SPIN_MS = 3;
-/** ... and at least this many turns, however long they take (a busy host may not run this process for a while). */
-const SPIN_TURNS = 16;
-/** The longest sleep between two attempts of an idle poller. */
-const MAX_SLEEP_MS = 10;
-
-/** The receive loop's backoff of each socket, for sends to wake. */
-const receivers = new WeakMap<RawSocket, Backoff>();
-
-/**
- * The waits between non-blocking attempts: event-loop turns (at least
- * SPIN_TURNS, for at least SPIN_MS), then sleeps of 1 ms doubling to
- * MAX_SLEEP_MS.
- */
-class Backoff {
-  private turns = 0;
-  private sleeps = 0;
-  private since = 0;
-  private wakeSleeper: (() => void) | undefined;
-
-  /** Back to the fastest pace (after a message). */
-  reset(): void {
-    this.turns = 0;
-    this.sleeps = 0;
-  }
-
-  /** Back to the fastest pace, ending a sleep in progress. */
-  wake(): void {
-    this.reset();
-    const sleeper = this.wakeSleeper;
-    this.wakeSleeper = undefined;
-    sleeper?.();
-  }
-
-  wait(): Promise<unknown> {
-    if (this.turns === 0) this.since = performance.now();
-    if (this.turns < SPIN_TURNS || (this.sleeps === 0 && performance.now() - this.since < SPIN_MS)) {
-      this.turns++;
-      return nextTurn();
-    }
-    const ms = Math.min(MAX_SLEEP_MS, 2 ** this.sleeps++);
-    return new Promise<void>((resolve) => {
-      this.wakeSleeper = resolve;
-      void tick(ms).then(resolve);
-    });
-  }
-}
-
-/**
- * Sleeps shared by every poller of the process: those that sleep at the same
- * time for the same length wait on one timer, so an idle process wakes about
- * 100 times a second however many sockets it has.
- */
-const ticks = new Map<number, Promise<void>>();
-function tick(ms: number): Promise<void> {
-  let pending = ticks.get(ms);
-  if (!pending) {
-    pending = new Promise<void>((resolve) =>
-      setTimeout(() => {
-        ticks.delete(ms);
-        resolve();
-      }, ms),
-    );
-    ticks.set(ms, pending);
-  }
-  return pending;
-}
-
-const io: SocketIo = isDeno ? pollingIo : nativeIo;
 
 /** Queues outgoing messages of one socket and sends them one at a time, in order. */
 class Writer {
@@ -349,20 +246,24 @@ export class ZmqListener implements Transport {
   readonly peer: PeerKind;
   private readonly socket: zmq.Router;
   private readonly writer: Writer;
-  private readonly onDrop: (reason: string) => void;
+  private readonly onDrop: (reason: string, counter: DropCounter) => void;
   private readonly done: Promise<void>;
+  private readonly maxFrames: number;
+  private readonly maxMessageBytes: number;
   /** The endpoints as others reach them: tcp port 0 resolved, a wildcard address replaced by the advertised one. */
   readonly endpoints: string[];
   /** The endpoints actually bound (a wildcard stays a wildcard). */
   readonly bound: string[];
 
-  private constructor(socket: zmq.Router, bound: string[], peer: PeerKind, private readonly dispatch: LocalDispatch, options: ZmqOptions) {
+  private constructor(socket: zmq.Router, bound: string[], peer: PeerKind, private readonly dispatch: LocalDispatch, options: ZmqOptions, private readonly gate: GateEntry) {
     this.socket = socket;
     this.peer = peer;
     this.bound = bound;
     this.endpoints = bound.map((e) => advertisedEndpoint(e, options.advertise));
     this.onDrop = options.onDrop ?? (() => {});
-    this.writer = new Writer(socket, options.queueLimit ?? DEFAULTS.queueLimit, "listener peers", (err) => this.onDrop(`send failed: ${(err as Error).message}`), false);
+    this.maxFrames = options.maxFrames ?? DEFAULTS.maxFrames;
+    this.maxMessageBytes = options.maxMessageBytes ?? DEFAULTS.maxMessageBytes;
+    this.writer = new Writer(socket, options.queueLimit ?? DEFAULTS.queueLimit, "listener peers", (err) => this.onDrop(`send failed: ${(err as Error).message}`, "sendFailed"), false);
     this.done = this.receiveLoop();
   }
 
@@ -376,6 +277,11 @@ export class ZmqListener implements Transport {
     if (kinds.size !== 1) throw new NodeBinError("INVALID_ARGUMENT", `a listener binds addresses of one kind (ipc or tcp), got ${addresses.join(" ") || "none"}`);
     const peer = peerKindOf(addresses[0]!);
     const hwm = options.highWaterMark ?? DEFAULTS.highWaterMark;
+    const onDrop = options.onDrop ?? (() => {});
+    const maxConnections = options.maxConnections ?? DEFAULTS.maxConnections;
+    const gate = await enterGate(maxConnections, (address, live) =>
+      onDrop(`refused a connection${address ? ` from ${address}` : ""} to ${addresses.join(" ")}: ${live} of ${maxConnections} connections open`, "connectionsRefused"),
+    );
     const socket = new zmq.Router({
       mandatory: true, // unknown peer: an error we count, not a silent drop
       // One writer serves every peer: a peer whose pipe is full must not stall
@@ -385,10 +291,15 @@ export class ZmqListener implements Transport {
       linger: 0,
       sendHighWaterMark: hwm,
       receiveHighWaterMark: hwm,
-      maxMessageSize: options.maxMessageBytes ?? DEFAULTS.maxMessageBytes,
+      maxMessageSize: options.maxFrameBytes ?? DEFAULTS.maxFrameBytes,
+      // Every connection passes the gate (zap.ts: the bound on connections).
+      zapDomain: gate.domain,
+      // A connection that has not finished its handshake within this is closed (libzmq's default is 30 s).
+      handshakeInterval: 10_000,
       ...io.options,
       ...options.socketOptions?.("listen", addresses[0]!),
     });
+    gate.watch(socket);
     const bound: string[] = [];
     for (const address of addresses) {
       try {
@@ -396,10 +307,11 @@ export class ZmqListener implements Transport {
         bound.push(socket.lastEndpoint ?? address);
       } catch (err) {
         socket.close();
+        gate.release();
         throw new NodeBinError("UNAVAILABLE", `cannot listen at ${address}: ${(err as Error).message}`, { details: { endpoint: address }, cause: err });
       }
     }
-    return new ZmqListener(socket, bound, peer, dispatch, options);
+    return new ZmqListener(socket, bound, peer, dispatch, options, gate);
   }
 
   private async receiveLoop(): Promise<void> {
@@ -407,32 +319,47 @@ export class ZmqListener implements Transport {
       for await (const parts of io.messages(this.socket)) {
         const rid = parts[0];
         if (parts.length < 2 || !rid) {
-          this.onDrop(`malformed message of ${parts.length} parts`);
+          this.onDrop(`malformed message of ${parts.length} parts`, "undecodable");
           continue;
         }
-        // One envelope per frame after the routing id (see "Batching" above).
-        for (let i = 1; i < parts.length; i++) this.receive(rid, parts[i]!);
+        const over = overBounds(parts, 1, this.maxFrames, this.maxMessageBytes);
+        if (over) {
+          this.refuseMessage(rid, parts, over);
+        } else {
+          // One envelope per frame after the routing id (see "Batching" above).
+          for (let i = 1; i < parts.length; i++) this.receive(rid, parts[i]!);
+        }
+        releaseMessage(parts);
       }
     } catch (err) {
-      if (!this.socket.closed) this.onDrop(`receive failed: ${(err as Error).message}`);
+      if (!this.socket.closed) this.onDrop(`receive failed: ${(err as Error).message}`, "undecodable");
     }
+  }
+
+  /** A message past the bounds: dropped whole, counted, and its sender told once (RESOURCE_EXHAUSTED, id 0: no envelope of it was read). */
+  private refuseMessage(rid: Buffer, parts: Buffer[], over: DropCounter): void {
+    const frames = parts.length - 1;
+    const bytes = parts.reduce((n, p, i) => (i ? n + p.length : n), 0);
+    const why = over === "tooManyFrames" ? `${frames} envelopes in one message, more than ${this.maxFrames}` : `${bytes} bytes in one message, more than ${this.maxMessageBytes}`;
+    this.onDrop(`dropped a message of ${frames} frames, ${bytes} bytes: ${why}`, over);
+    this.answerPeer(rid, new NodeBinError("RESOURCE_EXHAUSTED", `message refused: ${why}`, { details: { frames: String(frames), bytes: String(bytes) } }));
   }
 
   private receive(rid: Buffer, frame: Buffer): void {
     const env = decodeEnvelope(frame);
     if (env instanceof NodeBinError) {
       // No trustworthy id to answer to: tell the connection itself, with id 0.
-      this.onDrop(env.message);
+      this.onDrop(env.message, "undecodable");
       this.answerPeer(rid, env);
       return;
     }
     if (env.kind === Kind.RESPONSE || env.kind === Kind.STREAM_ITEM || env.kind === Kind.STREAM_END) {
-      this.onDrop(`an answer arrived at a listener (${JSON.stringify(env.method)} id ${env.id} from ${JSON.stringify(env.from)}): answers come back on the connections calls go out on`);
+      this.onDrop(`an answer arrived at a listener (${JSON.stringify(env.method)} id ${env.id} from ${JSON.stringify(env.from)}): answers come back on the connections calls go out on`, "answerAtListener");
       return;
     }
     const peer: Peer = { kind: this.peer, reply: (answer) => this.writer.push([rid, answer]) };
     if (!this.dispatch(env, peer)) {
-      this.onDrop(`no endpoint ${JSON.stringify(env.to)} here`);
+      this.onDrop(`no endpoint ${JSON.stringify(env.to)} here`, "noEndpoint");
       if (env.kind === Kind.REQUEST && (env.mode !== Mode.ASYNC || env.plane === Plane.APPLICATION)) {
         this.answerPeer(rid, new NodeBinError("NOT_FOUND", `no endpoint ${JSON.stringify(env.to)} at ${this.endpoints.join(", ")}; the membership table may be stale`, { details: { to: env.to } }), env);
       }
@@ -454,13 +381,14 @@ export class ZmqListener implements Transport {
   }
 
   /** A listener delivers nothing by endpoint id (see above): answers leave through Peer.reply. */
-  deliver(_to: string, _frame: Uint8Array): boolean {
+  deliver(_to: string, _frame: Uint8Array): false {
     return false;
   }
 
   async close(): Promise<void> {
     if (!this.socket.closed) this.socket.close();
     await this.done;
+    this.gate.release();
   }
 }
 
@@ -485,16 +413,16 @@ export class ZmqConnector implements Transport {
     this.options = options;
   }
 
-  deliver(to: string, frame: Uint8Array): boolean {
+  deliver(to: string, frame: Uint8Array): string | false {
     const endpoint = this.resolve(to);
     if (endpoint === undefined) return false;
-    this.deliverVia(endpoint, frame);
-    return true;
+    return this.deliverVia(endpoint, frame);
   }
 
-  deliverVia(endpoint: string, frame: Uint8Array): void {
+  deliverVia(endpoint: string, frame: Uint8Array): string {
     if (this.closed) throw new NodeBinError("UNAVAILABLE", "connector is closed");
     this.connection(endpoint).writer.push([frame]);
+    return endpoint;
   }
 
   /** Closes the connection to `endpoint` (a peer known to be gone), if open. */
@@ -519,7 +447,7 @@ export class ZmqConnector implements Transport {
       linger: 0,
       sendHighWaterMark: hwm,
       receiveHighWaterMark: hwm,
-      maxMessageSize: this.options.maxMessageBytes ?? DEFAULTS.maxMessageBytes,
+      maxMessageSize: this.options.maxFrameBytes ?? DEFAULTS.maxFrameBytes,
       // ZeroMQ-level heartbeats notice a peer that vanished without closing (killed host, cut link).
       heartbeatInterval: 1000,
       heartbeatTimeout: 3000,
@@ -537,25 +465,34 @@ export class ZmqConnector implements Transport {
     });
     socket.connect(endpoint);
     const onDrop = this.options.onDrop ?? (() => {});
-    const writer = new Writer(socket, this.options.queueLimit ?? DEFAULTS.queueLimit, endpoint, (err) => onDrop(`send to ${endpoint} failed: ${(err as Error).message}`), true);
+    const writer = new Writer(socket, this.options.queueLimit ?? DEFAULTS.queueLimit, endpoint, (err) => onDrop(`send to ${endpoint} failed: ${(err as Error).message}`, "sendFailed"), true);
     // Answers to requests that came in over this DEALER go back over it.
-    const peer: Peer = { kind: peerKindOf(endpoint), reply: (answer) => writer.push([answer]) };
+    const peer: Peer = { kind: peerKindOf(endpoint), reply: (answer) => writer.push([answer]), link: endpoint };
     conn = { socket, writer, done: this.receiveLoop(socket, peer, onDrop) };
     this.sockets.set(endpoint, conn);
     return conn;
   }
 
-  private async receiveLoop(socket: zmq.Dealer, peer: Peer, onDrop: (reason: string) => void): Promise<void> {
+  private async receiveLoop(socket: zmq.Dealer, peer: Peer, onDrop: (reason: string, counter: DropCounter) => void): Promise<void> {
+    const maxFrames = this.options.maxFrames ?? DEFAULTS.maxFrames;
+    const maxBytes = this.options.maxMessageBytes ?? DEFAULTS.maxMessageBytes;
     try {
       for await (const frames of io.messages(socket)) {
-        for (const frame of frames) {
-          const env = decodeEnvelope(frame);
-          if (env instanceof NodeBinError) onDrop(env.message);
-          else if (!this.dispatch(env, peer)) onDrop(`no local endpoint ${JSON.stringify(env.to)}`);
+        // The peer we called is bounded as any other: a message past the bounds is dropped whole.
+        const over = overBounds(frames, 0, maxFrames, maxBytes);
+        if (over) {
+          onDrop(`dropped a message of ${frames.length} frames from ${peer.link}: past ${over === "tooManyFrames" ? `${maxFrames} envelopes` : `${maxBytes} bytes`}`, over);
+        } else {
+          for (const frame of frames) {
+            const env = decodeEnvelope(frame);
+            if (env instanceof NodeBinError) onDrop(env.message, "undecodable");
+            else if (!this.dispatch(env, peer)) onDrop(`no local endpoint ${JSON.stringify(env.to)}`, "noEndpoint");
+          }
         }
+        releaseMessage(frames);
       }
     } catch (err) {
-      if (!socket.closed) onDrop(`receive failed: ${(err as Error).message}`);
+      if (!socket.closed) onDrop(`receive failed: ${(err as Error).message}`, "sendFailed");
     }
   }
 

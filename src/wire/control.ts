@@ -106,6 +106,8 @@ export interface PingReply {
   role: string;
   min: number;
   max: number;
+  /** Input dropped or refused since start, by reason (see control.proto). */
+  refused: Record<string, number>;
 }
 export interface DrainRequest {
   exportState: boolean;

@@ -300,3 +300,31 @@ t.test("caller - the settle wait for an unknown method runs on the clock", async
   t.equal((await rejection(call)).code, "NOT_FOUND");
   t.equal(sent.length, 0);
 });
+
+t.test("caller - an answer is taken only on the link its request left on; one sprayed on another link is dropped and counted", async (t) => {
+  const sent: Envelope[] = [];
+  const table = new MembershipTable();
+  table.upsert(
+    { id: "greeter-1", component: "greeter", version: "1", host: "h1", network: "", endpoints: ["tcp://10.0.0.1:1"], methods: [{ name: HELLO.fullName, mode: HELLO.mode }], schema: greeter.schema.id, load: { queued: 0, capacity: 10 } },
+    greeter.schema,
+  );
+  const router = new Router(table, { inProcess: () => false, host: "h1", network: "" });
+  const caller = new RoutingCaller({
+    id: "me",
+    router,
+    sender: {
+      send(_to, frame) {
+        sent.push(decodeEnvelope(frame) as Envelope);
+        return "tcp://10.0.0.1:1"; // the connector's link to the node's endpoint
+      },
+    },
+  });
+  const reply = caller.call("demo.Greeter/Hello", { name: "Ada" }, { timeoutMs: 5000 });
+  const forged = decodeEnvelope(encodeResponse(sent[0]!, "greeter-1", helloReply("forged"))) as Envelope;
+  caller.handleResponse(forged, "tcp://6.6.6.6:1");
+  caller.handleResponse(forged, undefined);
+  t.equal(caller.foreignAnswers, 2, "both forged answers (another link, no link) dropped and counted");
+  t.equal(caller.inFlight, 1, "the call still waits for its real answer");
+  caller.handleResponse(decodeEnvelope(encodeResponse(sent[0]!, "greeter-1", helloReply("real"))) as Envelope, "tcp://10.0.0.1:1");
+  t.same(await reply, { message: "real" });
+});

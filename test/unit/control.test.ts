@@ -130,7 +130,7 @@ const samples: { method: AnyControlMethod; request: unknown; reply: unknown }[] 
   {
     method: PING,
     request: {},
-    reply: { pid: 1, container: "c", node: "n", component: "x", version: "1", phase: "serving", handled: 5, failed: 1, rejected: 2, queued: 3, capacity: 50, queueWaitMs: 9, idleMs: 10, uptimeMs: 11, rssBytes: 12, endpoints: ["e"], role: "member", min: 1, max: 4 },
+    reply: { pid: 1, container: "c", node: "n", component: "x", version: "1", phase: "serving", handled: 5, failed: 1, rejected: 2, queued: 3, capacity: 50, queueWaitMs: 9, idleMs: 10, uptimeMs: 11, rssBytes: 12, endpoints: ["e"], role: "member", min: 1, max: 4, refused: { undecodable: 3, foreignAnswers: 1 } },
   },
   { method: DRAIN, request: { exportState: true }, reply: { state: new Uint8Array([9]), handled: 3 } },
   { method: IMPORT_STATE, request: { state: new Uint8Array([8]) }, reply: {} },

@@ -19,11 +19,11 @@ class FakeTransport implements Transport {
     private readonly routes: Set<string>,
     private readonly onDeliver?: (to: string, frame: Uint8Array) => void,
   ) {}
-  deliver(to: string, frame: Uint8Array): boolean {
+  deliver(to: string, frame: Uint8Array): string | false {
     if (!this.routes.has(to)) return false;
     this.carried.push({ to, frame });
     this.onDeliver?.(to, frame);
-    return true;
+    return this.name;
   }
   async close(): Promise<void> {
     this.closed++;
@@ -45,7 +45,7 @@ t.test("transport - direct: delivers decoded envelopes to the endpoint with that
   const direct = new DirectTransport();
   const got: Envelope[] = [];
   direct.attach("x", (env) => got.push(env));
-  t.equal(direct.deliver("x", frame), true);
+  t.equal(direct.deliver("x", frame), "local", "delivered on the process's own link");
   t.equal(got.length, 1);
   t.equal(got[0]?.id, 5);
   t.equal(got[0]?.method, "a.B/C");
@@ -58,8 +58,8 @@ t.test("transport - direct: a frame that does not decode is counted and dropped"
   const direct = new DirectTransport();
   const got: Envelope[] = [];
   direct.attach("x", (env) => got.push(env));
-  t.equal(direct.deliver("x", new Uint8Array([0xff, 0xff, 0xff])), true, "routed, though not handed over");
-  t.equal(direct.deliver("x", encodeEnvelope(envelope({ version: 99 }))), true);
+  t.equal(direct.deliver("x", new Uint8Array([0xff, 0xff, 0xff])), "local", "routed, though not handed over");
+  t.equal(direct.deliver("x", encodeEnvelope(envelope({ version: 99 }))), "local");
   t.equal(direct.dropped, 2);
   t.equal(got.length, 0);
 });
@@ -86,8 +86,8 @@ t.test("transport - stack: a transport without a route punts to the next", async
   const second = new FakeTransport("second", new Set(["a", "b"]));
   const stack = new TransportStack([first, second]);
   t.equal(stack.name, "first+second");
-  t.equal(stack.deliver("a", frame), true);
-  t.equal(stack.deliver("b", frame), true);
+  t.equal(stack.deliver("a", frame), "first", "the link of the transport that took it");
+  t.equal(stack.deliver("b", frame), "second");
   t.same(
     first.carried.map((c) => c.to),
     ["a"],
@@ -168,7 +168,7 @@ t.test("transport - container: calls to a node outside the process punt to an ad
     const reply = encodeMessage(greeter.schema.methods.get(request.method)!.responseType, { message: "from afar" }, "reply");
     queueMicrotask(() => {
       const answer = decodeEnvelope(encodeResponse(request, "greeter-remote", reply));
-      if (!(answer instanceof NodeBinError)) c.direct.dispatch(answer, { kind: "network" });
+      if (!(answer instanceof NodeBinError)) c.direct.dispatch(answer, { kind: "network", link: "wire" }); // the link it left on
     });
   });
   c.addTransport(wire);
