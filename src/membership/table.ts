@@ -46,6 +46,8 @@ export class MembershipTable {
   private readonly listeners = new Set<() => void>();
   /** Bumped on every change: lets a puller skip an unchanged table. */
   version = 1;
+  /** Schemas refused (too large, an id that is not their content's, invalid), and the entries they took with them. */
+  refusedSchemas = 0;
 
   /** Adds or replaces one of this process's own nodes. Throws FAILED_PRECONDITION when its schema is unknown. */
   upsert(entry: NodeEntry, schema?: Schema): void {
@@ -66,11 +68,24 @@ export class MembershipTable {
 
   /**
    * Replaces every entry of `source` (an empty list removes the source).
-   * Schemas given are added (parsed once, kept by id); entries whose schema is
-   * unknown are skipped. Returns the number of entries kept.
+   * Schemas are content-addressed: one given is taken only when an entry of
+   * the source uses it and its id is the hash of its content
+   * (Schema.verified), parsed once and kept while some entry uses it (pruned
+   * with the last). Entries whose schema is unknown or refused are skipped,
+   * and counted (`refusedSchemas`); `strict` throws the refusal instead
+   * (INVALID_ARGUMENT: Register answers it). Returns the number of entries kept.
    */
-  setSource(source: string, entries: NodeEntry[], schemas: { id: string; json: string }[] = []): number {
-    for (const s of schemas) if (!this.schemas.has(s.id)) this.schemas.set(s.id, Schema.fromJSON(s.json));
+  setSource(source: string, entries: NodeEntry[], schemas: { id: string; json: string }[] = [], strict = false): number {
+    const used = new Set(entries.map((e) => e.schema));
+    for (const s of schemas) {
+      if (this.schemas.has(s.id) || !used.has(s.id)) continue;
+      try {
+        this.schemas.set(s.id, Schema.verified(s));
+      } catch (err) {
+        if (strict) throw err;
+        this.refusedSchemas++;
+      }
+    }
     const kept = entries.filter((e) => this.schemas.has(e.schema));
     const before = this.sources.get(source);
     if (kept.length === 0) {
@@ -95,7 +110,7 @@ export class MembershipTable {
       node.load ??= { queued: 0, capacity: 0 };
       if (node.endpoints.length === 0 && endpoint) node.endpoints = [endpoint];
     }
-    if (!reply.unchanged) this.setSource(source, reply.nodes, reply.schemas);
+    if (!reply.unchanged) this.setSource(source, reply.nodes, reply.schemas, true);
     return reply;
   }
 
@@ -145,16 +160,33 @@ export class MembershipTable {
     if (this.merged) return this.merged;
     const merged = new Map<string, NodeEntry>();
     // This process's own entries win over copies of them that came back from elsewhere.
-    for (const [name, entries] of this.sources) if (name !== LOCAL) for (const [id, e] of entries) merged.set(id, e);
     for (const [id, e] of this.sources.get(LOCAL) ?? []) merged.set(id, e);
+    // Then a node id belongs to the source that has claimed it longest (sources
+    // keep their first position): a later source naming the same id (a forged
+    // lease or host record) cannot take a live node's route over.
+    for (const [name, entries] of this.sources) if (name !== LOCAL) for (const [id, e] of entries) if (!merged.has(id)) merged.set(id, e);
     return (this.merged = merged);
   }
 
   private changed(): void {
     this.merged = undefined;
     this.index = undefined;
+    this.pruneSchemas();
     this.version = this.version >= 0xffffffff ? 1 : this.version + 1;
     for (const listener of [...this.listeners]) listener();
+  }
+
+  /** Forgets the schemas no entry of any source uses any more (a schema leaves with its last node). */
+  private pruneSchemas(): void {
+    if (this.schemas.size === 0) return;
+    const used = new Set<string>();
+    for (const entries of this.sources.values()) for (const e of entries.values()) used.add(e.schema);
+    for (const id of this.schemas.keys()) if (!used.has(id)) this.schemas.delete(id);
+  }
+
+  /** How many schemas the table holds (each once, however many nodes use it). */
+  get schemaCount(): number {
+    return this.schemas.size;
   }
 
   /** Every method some node serves, by full name. Rebuilt lazily after changes. */

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import t from "tap";
 import { loadComponent } from "../../src/component/loader.ts";
 import { MembershipTable, type NodeEntry } from "../../src/membership/table.ts";
@@ -122,6 +123,53 @@ t.test("table - merging skips nodes whose schema did not come along", async (t) 
 });
 
 t.test("table - merging a schema that does not parse is INVALID_ARGUMENT", async (t) => {
-  const reply = readReply(PULL, PullReply.fromObject({ nodes: [], schemas: [{ id: "bad", json: "{not json" }] }));
+  const json = "{not json";
+  const id = createHash("sha256").update(json).digest("hex").slice(0, 16);
+  const reply = readReply(PULL, PullReply.fromObject({ nodes: [{ ...entry("greeter-1", greeter.schema), schema: id }], schemas: [{ id, json }] }));
   t.equal(thrown(() => new MembershipTable().mergePull(reply)).code, "INVALID_ARGUMENT");
+});
+
+t.test("table - schemas are content-addressed: an id that is not the hash of its content is refused, and can never shadow the real one", async (t) => {
+  const table = new MembershipTable();
+  // An attacker's schema shipped under the greeter's id, before the greeter's own arrives.
+  const forged = { id: greeter.schema.id, json: counter.schema.json };
+  t.equal(table.setSource("lease:evil", [entry("greeter-evil", greeter.schema)], [forged]), 0, "its entry is skipped");
+  t.equal(table.refusedSchemas, 1, "and counted");
+  t.equal(table.schema(greeter.schema.id), undefined, "the forged content is not kept under that id");
+  const err = thrown(() => table.setSource("lease:evil", [entry("greeter-evil", greeter.schema)], [forged], true));
+  t.same([err.code, err.details.field], ["INVALID_ARGUMENT", "schemas.id"], "strict (Register): answered INVALID_ARGUMENT");
+  t.equal(table.setSource("lease:real", [entry("greeter-1", greeter.schema)], [{ id: greeter.schema.id, json: greeter.schema.json }]), 1);
+  t.equal(table.schema(greeter.schema.id)!.json, greeter.schema.json, "the real schema is kept under its id");
+  const huge = { id: "x", json: " ".repeat(1024 * 1024 + 1) };
+  t.match(thrown(() => table.setSource("lease:big", [{ ...entry("greeter-2", greeter.schema), schema: "x" }], [huge], true)).message, /more than 1048576/, "past the size bound before anything is parsed or hashed");
+});
+
+t.test("table - a schema is kept only while a node uses it: unused ones are never stored, and the last node takes its schema with it", async (t) => {
+  const table = new MembershipTable();
+  const shipped = (s: Schema) => ({ id: s.id, json: s.json });
+  table.setSource("lease:a", [entry("greeter-1", greeter.schema)], [shipped(greeter.schema), shipped(counter.schema)]);
+  t.equal(table.schemaCount, 1, "the counter's schema, used by no entry of the source, was not stored");
+  table.setSource("lease:b", [entry("greeter-2", greeter.schema)], [shipped(greeter.schema)]);
+  table.setSource("lease:a", []);
+  t.equal(table.schemaCount, 1, "still used by greeter-2");
+  table.setSource("lease:b", []);
+  t.equal(table.schemaCount, 0, "gone with its last node");
+  // 100 leases with distinct 100 KB schemas, then the leases end: nothing stays.
+  for (let i = 0; i < 100; i++) {
+    const json = JSON.stringify({ nested: { [`pad${i}`]: { fields: {} } }, pad: "x".repeat(100_000) });
+    const s = Schema.fromJSON(json);
+    table.setSource(`lease:${i}`, [{ ...entry(`n-${i}`, greeter.schema), methods: [], schema: s.id }], [{ id: s.id, json }]);
+  }
+  t.equal(table.schemaCount, 100);
+  for (let i = 0; i < 100; i++) table.setSource(`lease:${i}`, []);
+  t.equal(table.schemaCount, 0, "pruned with their nodes");
+});
+
+t.test("table - a node id belongs to the source that claimed it first: a later lease or host record naming it cannot take its route", async (t) => {
+  const table = new MembershipTable();
+  table.setSource("lease:real", [entry("greeter-1", greeter.schema, { endpoints: ["ipc:///real"] })], [{ id: greeter.schema.id, json: greeter.schema.json }]);
+  table.setSource("host:evil", [entry("greeter-1", greeter.schema, { endpoints: ["tcp://6.6.6.6:1"] })]);
+  t.same(table.get("greeter-1")!.endpoints, ["ipc:///real"], "the real entry stays");
+  table.setSource("lease:real", []);
+  t.same(table.get("greeter-1")!.endpoints, ["tcp://6.6.6.6:1"], "once the real one left, the other claim is what remains");
 });
