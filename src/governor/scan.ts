@@ -1,7 +1,8 @@
 /**
  * The components-directory scanner of the governor's hot deploy. A components
  * directory holds one subdirectory per component; each gets a content hash
- * (sha256 over the sorted relative paths and contents of its files). The
+ * (sha256 over the sorted relative paths and contents of its files, and the
+ * targets of its symbolic links, which are never followed). The
  * scanner rescans on file-system events (debounced) and every `intervalMs` as
  * the safety net, diffs against the state it last reported, and tells the
  * governor what was added, removed or changed.
@@ -15,7 +16,7 @@
  * governor can warn about it.
  */
 import { createHash } from "node:crypto";
-import { readdirSync, readFileSync, realpathSync, statSync, watch, type Dirent, type FSWatcher } from "node:fs";
+import { closeSync, constants as fsConstants, fstatSync, openSync, readdirSync, readFileSync, readlinkSync, statSync, watch, type Dirent, type FSWatcher } from "node:fs";
 import { join, resolve } from "node:path";
 import { NodeBinError } from "../wire/errors.ts";
 
@@ -66,6 +67,8 @@ export interface ComponentHash {
   hash: string;
   /** Regular files hashed. */
   files: number;
+  /** Symbolic links hashed (by their target, as written). */
+  links: number;
 }
 
 /** Names under a components directory or a component that are never components or content. */
@@ -73,85 +76,114 @@ function ignored(name: string): boolean {
   return name.startsWith(".") || name === "node_modules";
 }
 
+// Opening a file to hash it: never through a symlink put in its place since
+// the directory was read, and never blocking on a fifo put there (O_NONBLOCK
+// does nothing to regular files). Windows has neither flag.
+const OPEN_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0);
+
 /**
- * The content hash of one component directory: sha256 over its regular files
- * in order of their relative paths ("/"-separated), each as path, NUL, byte
- * length, NUL, contents. Skips node_modules and every name starting with "."
- * (so the lock file `.deploying` too). Follows symlinks to files; follows a
- * symlink to a directory unless that directory was already walked (no cycles).
+ * The content hash of one component directory: sha256 over its entries in
+ * order of their relative paths ("/"-separated): a regular file as path, NUL,
+ * byte length, NUL, contents; a symbolic link as path, NUL, "symlink", NUL,
+ * the target's length, NUL, the target as written. Skips node_modules and
+ * every name starting with "." (so the lock file `.deploying` too); sockets,
+ * fifos and devices are not content.
+ *
+ * Symbolic links inside the component are never followed, wherever they
+ * point: as git does, a link is content by what it says, not by what it
+ * reaches. Following them would have the governor (root, or the service
+ * user) read whatever a component's author names: /etc/shadow into a hash, a
+ * file of many gigabytes into memory, a fifo that blocks the scan forever, a
+ * loop. So a link that changes changes the hash; a file outside the
+ * component that a link reaches does not (deploy changed code into the
+ * component, or touch it). `node-bin deploy` copies links as links, so the
+ * copy hashes as its source. Only `dir` itself may be a link (a component
+ * placed in the components directory as one): that is the operator's choice,
+ * and the loader follows it too. Directories are walked once each (by device
+ * and inode: a bind mount can loop without any symlink).
+ *
  * A file that vanishes while it is read is left out (a write in progress).
  * Throws (the fs error) when the directory cannot be read.
  */
 export function hashComponent(dir: string): ComponentHash {
   const root = resolve(dir);
-  const files: { rel: string; abs: string }[] = [];
-  const visited = new Set<string>([realpathSync(root)]);
+  const entries: { rel: string; abs: string; link?: string }[] = [];
+  const visited = new Set<string>();
   const walk = (abs: string, rel: string, top: boolean): void => {
-    let entries: Dirent[];
+    let list: Dirent[];
     try {
-      entries = readdirSync(abs, { withFileTypes: true });
+      const st = statSync(abs); // the top may be a link (see above); below, only real directories get here
+      const id = `${st.dev}:${st.ino}`;
+      if (visited.has(id)) return;
+      visited.add(id);
+      list = readdirSync(abs, { withFileTypes: true });
     } catch (err) {
       if (!top && isGone(err)) return;
       throw err;
     }
-    for (const entry of entries) {
+    for (const entry of list) {
       if (ignored(entry.name)) continue;
       const childAbs = join(abs, entry.name);
       const childRel = rel ? `${rel}/${entry.name}` : entry.name;
       if (entry.isFile()) {
-        files.push({ rel: childRel, abs: childAbs });
+        entries.push({ rel: childRel, abs: childAbs });
       } else if (entry.isDirectory()) {
-        let real: string;
-        try {
-          real = realpathSync(childAbs);
-        } catch (err) {
-          if (isGone(err)) continue;
-          throw err;
-        }
-        if (visited.has(real)) continue;
-        visited.add(real);
         walk(childAbs, childRel, false);
       } else if (entry.isSymbolicLink()) {
-        let target;
-        let real: string;
         try {
-          target = statSync(childAbs);
-          real = realpathSync(childAbs);
+          entries.push({ rel: childRel, abs: childAbs, link: readlinkSync(childAbs) });
         } catch (err) {
-          if (isGone(err) || (err as NodeJS.ErrnoException).code === "ELOOP") continue; // dangling or looping link
+          if (isGone(err) || (err as NodeJS.ErrnoException).code === "EINVAL") continue; // removed, or replaced by a non-link meanwhile
           throw err;
-        }
-        if (target.isFile()) {
-          files.push({ rel: childRel, abs: childAbs });
-        } else if (target.isDirectory() && !visited.has(real)) {
-          visited.add(real);
-          walk(childAbs, childRel, false);
         }
       }
       // sockets, fifos, devices: not content
     }
   };
   walk(root, "", true);
-  files.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
+  entries.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0));
   const hash = createHash("sha256");
-  let count = 0;
-  for (const f of files) {
-    let content: Buffer;
-    try {
-      content = readFileSync(f.abs);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (isGone(err) || code === "EISDIR") continue;
-      throw err;
+  let files = 0;
+  let links = 0;
+  for (const e of entries) {
+    if (e.link !== undefined) {
+      const target = Buffer.from(e.link);
+      hash.update(e.rel);
+      hash.update("\0symlink\0");
+      hash.update(String(target.length));
+      hash.update("\0");
+      hash.update(target);
+      links++;
+      continue;
     }
-    hash.update(f.rel);
+    const content = readRegularFile(e.abs);
+    if (content === undefined) continue;
+    hash.update(e.rel);
     hash.update("\0");
     hash.update(String(content.length));
     hash.update("\0");
     hash.update(content);
-    count++;
+    files++;
   }
-  return { hash: hash.digest("hex"), files: count };
+  return { hash: hash.digest("hex"), files, links };
+}
+
+/** The contents of `file` if it is (still) a regular file, else undefined (gone, or replaced by a link, a fifo, a directory). */
+function readRegularFile(file: string): Buffer | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, OPEN_FLAGS);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (isGone(err) || code === "ELOOP" || code === "EISDIR" || code === "ENXIO") return undefined; // ELOOP: a symlink now (O_NOFOLLOW)
+    throw err;
+  }
+  try {
+    if (!fstatSync(fd).isFile()) return undefined;
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** What changed from `before` to `after`, sorted by name. */

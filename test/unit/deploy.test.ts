@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t, { type Test } from "tap";
@@ -94,6 +94,39 @@ t.test("deploy - over an existing component: new files replace the old, no lock 
   // Deploying the same again is fine and changes nothing.
   t.equal((await deploy([v2, "--components", components, "--name", "greeter"])).code, 0);
   t.equal(hashComponent(join(components, "greeter")).hash, after);
+});
+
+t.test("deploy - symlinks are copied as links and hashed by their target, never followed; a symlinked SRC_DIR deploys the directory it names", async (t) => {
+  const root = tmp(t);
+  const components = join(root, "components");
+  mkdirSync(components);
+  const src = join(root, "greeter");
+  write(src, COMPONENT);
+  write(root, { "outside.txt": "secret one" });
+  symlinkSync(join(root, "outside.txt"), join(src, "outside.txt")); // out of the component
+  symlinkSync("index.js", join(src, "alias.js")); // inside it, relative
+  symlinkSync("loop", join(src, "loop")); // a link to itself
+  const r = await deploy([src, "--components", components]);
+  t.equal(r.code, 0, r.err);
+  const copy = join(components, "greeter");
+  for (const name of ["outside.txt", "alias.js", "loop"]) {
+    t.ok(lstatSync(join(copy, name)).isSymbolicLink(), `${name} is a link in the copy`);
+    t.equal(readlinkSync(join(copy, name)), readlinkSync(join(src, name)), `${name}: its target as written`);
+  }
+  const hash = hashComponent(copy);
+  t.equal(hash.hash, hashComponent(src).hash, "the copy hashes as its source");
+  t.same({ files: hash.files, links: hash.links }, { files: 2, links: 3 });
+  writeFileSync(join(root, "outside.txt"), "secret two");
+  t.equal(hashComponent(copy).hash, hash.hash, "the file outside the component is no part of the hash");
+  t.equal(hashComponent(src).hash, hash.hash);
+
+  const viaLink = join(root, "linked-greeter");
+  symlinkSync(src, viaLink);
+  const linked = await deploy([viaLink, "--components", components]);
+  t.equal(linked.code, 0, linked.err);
+  const deployed = join(components, "linked-greeter");
+  t.ok(lstatSync(deployed).isDirectory(), "named after the link, deployed as a directory, not as a copy of the link");
+  t.equal(hashComponent(deployed).hash, hash.hash);
 });
 
 t.test("deploy - a lock held by someone else: refused, and the lock and files are left alone", async (t) => {

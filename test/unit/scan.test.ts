@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, truncateSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t, { type Test } from "tap";
@@ -118,22 +118,39 @@ t.test("scan - hash: node_modules, dot-files, dot-directories and the lock file 
   t.not(hashComponent(a).hash, before.hash, "files beside the ignored ones still count");
 });
 
-t.test("scan - hash: symlinks to files are followed; symlinked directories are walked once (no cycles)", async (t) => {
+t.test("scan - hash: a symlink counts by its target, never followed: outside files, huge files and loops cannot reach the hash", async (t) => {
   const root = tmp(t);
   const a = join(root, "a");
   write(a, { ...COMPONENT, "shared/x.js": "1" });
-  write(root, { "outside.txt": "one" });
+  write(root, { "outside.txt": "one", "outside-dir/secret.js": "s" });
   symlinkSync(join(root, "outside.txt"), join(a, "linked.txt"));
   const h1 = hashComponent(a);
-  t.equal(h1.files, 4, "the linked file counts");
+  t.same({ files: h1.files, links: h1.links }, { files: 3, links: 1 }, "the link is one entry, not the file it reaches");
   writeFileSync(join(root, "outside.txt"), "two");
-  t.not(hashComponent(a).hash, h1.hash, "the linked file's contents count");
+  t.equal(hashComponent(a).hash, h1.hash, "what the link reaches is not read: a file outside the component does not count");
 
-  symlinkSync(a, join(a, "shared", "loop")); // a cycle back to the root
-  symlinkSync(join(a, "shared"), join(a, "again")); // the same directory twice
-  symlinkSync(join(root, "missing"), join(a, "dangling"));
+  rmSync(join(a, "linked.txt"));
+  symlinkSync(join(root, "outside-dir"), join(a, "linked.txt"));
   const h2 = hashComponent(a);
-  t.equal(h2.files, 4, "no file is walked twice, the dangling link is skipped, and it terminates");
+  t.not(h2.hash, h1.hash, "a link to another target is a change");
+  t.same({ files: h2.files, links: h2.links }, { files: 3, links: 1 }, "a link to a directory is not walked: outside-dir/secret.js is not content");
+
+  rmSync(join(a, "linked.txt"));
+  writeFileSync(join(a, "linked.txt"), join(root, "outside-dir"));
+  t.not(hashComponent(a).hash, h2.hash, "a file holding the link's target as text is not the link");
+  rmSync(join(a, "linked.txt"));
+
+  // A file too big to read whole (readFileSync refuses 2 GiB and more): sparse, so it costs no disk.
+  const huge = join(root, "huge.bin");
+  writeFileSync(huge, "");
+  truncateSync(huge, 3 * 2 ** 30);
+  symlinkSync(huge, join(a, "huge.bin"));
+  symlinkSync(a, join(a, "shared", "loop")); // back to the component's root
+  symlinkSync("self", join(a, "self")); // a link to itself
+  symlinkSync(join(root, "missing"), join(a, "dangling"));
+  const h3 = hashComponent(a);
+  t.same({ files: h3.files, links: h3.links }, { files: 3, links: 4 }, "the huge file is not read, the loops end at once, the dangling link counts as a link");
+  t.equal(hashComponent(a).hash, h3.hash, "and the hash is stable");
 });
 
 t.test("scan - diffComponents: added, removed, changed, sorted by name", async (t) => {
