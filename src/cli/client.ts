@@ -10,7 +10,7 @@ import type { NodeEntry } from "../membership/table.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { VERSION } from "./version.ts";
 import { parseSeeds } from "./net-options.ts";
-import { reportError, stdio, parseMs, UsageError, type Output } from "./output.ts";
+import { checkFlags, reportError, stdio, parseMs, UsageError, type Output } from "./output.ts";
 
 interface ClientFlags {
   seed?: string | string[];
@@ -75,6 +75,7 @@ export async function runClient(argv: string[]): Promise<number> {
   try {
     // cac drops a bare "-": pass it on as "@-", which also reads stdin.
     const parsed = cli.parse(["node", "node-bin client", ...argv.map((a) => (a === "-" ? "@-" : a))], { run: false });
+    checkFlags(cli, argv);
     if (parsed.options.help) return 0;
     if (parsed.options.version) {
       output.out(VERSION);

@@ -12,7 +12,7 @@ import { NodeBinError } from "../wire/errors.ts";
 import { closest } from "../wire/message.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
 import { ADVERTISE_HELP, LISTEN_HELP, advertiseFlag, bindAddress, hostId, intFlag, parseSeeds } from "./net-options.ts";
-import { reportError, stdio, UsageError } from "./output.ts";
+import { checkFlags, reportError, stdio, UsageError } from "./output.ts";
 import { VERSION } from "./version.ts";
 
 export async function runContainer(argv: string[]): Promise<number> {
@@ -25,9 +25,10 @@ export async function runContainer(argv: string[]): Promise<number> {
     .option("--listen <ip>", LISTEN_HELP)
     .option("--advertise <ip>", ADVERTISE_HELP)
     .option("--network <name>", "network name (default: none)")
-    .option("--host <id>", "this host's id (default: $NODEBIN_HOST, else the host name)")
+    .option("--host <id>", "this host's id (default: $NODEBIN_HOST, else a unique id kept in the runtime directory: <host name>-<random>)")
     .option("--discovery-port <port>", "the host's discovery port (default 7400)")
     .option("--governor <endpoint>", "the governor's local socket (set by the governor when it starts this container)")
+    .option("--id <container-id>", "this container's id at the host agent (set by the governor when it starts this container; default: made up)")
     .option("--hold", "queue messages but handle none until a predecessor's state arrives (set by the governor during a rolling deploy)")
     .option("-v, --version", "print the version")
     .help();
@@ -35,6 +36,7 @@ export async function runContainer(argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = cli.parse(["node", "node-bin container", ...argv], { run: false });
+    checkFlags(cli, argv);
   } catch (err) {
     return reportError(output, err, "run `node-bin container --help` for usage");
   }
@@ -47,6 +49,7 @@ export async function runContainer(argv: string[]): Promise<number> {
   const log = consoleLogger("container");
   try {
     if (typeof o.component !== "string" || !o.component) throw new UsageError("--component NAME is required");
+    const id = containerId(o.id);
     const seeds = parseSeeds(o.seed);
     const discoveryPort = intFlag(o.discoveryPort, "--discovery-port", 1, 65535);
     const bind = bindAddress(o.listen);
@@ -65,6 +68,7 @@ export async function runContainer(argv: string[]): Promise<number> {
     const runtimeDir = ensureRuntimeDir();
     const proc = await ContainerProcess.start({
       component,
+      ...(id ? { id } : {}),
       host,
       network,
       bind,
@@ -90,4 +94,13 @@ export async function runContainer(argv: string[]): Promise<number> {
   } catch (err) {
     return reportError(output, err, "run `node-bin container --help` for usage");
   }
+}
+
+/** --id: a container id is a lease key and a log source: no spaces or control characters, bounded. */
+function containerId(value: unknown): string | undefined {
+  if (value === undefined) return undefined;
+  // cac turns a purely numeric value into a number.
+  const id = String(value);
+  if (!/^[^\s\p{Cc}]{1,200}$/u.test(id)) throw new UsageError(`--id takes 1 to 200 characters, no spaces or control characters, got ${JSON.stringify(id)}`);
+  return id;
 }

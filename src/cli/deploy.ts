@@ -14,13 +14,13 @@
  */
 import { cac } from "cac";
 import { randomBytes } from "node:crypto";
-import { closeSync, cpSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from "node:fs";
+import { closeSync, cpSync, lstatSync, mkdirSync, openSync, readdirSync, realpathSync, renameSync, rmSync, statSync, writeSync, type Dirent, type Stats } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { INDEX_FILES } from "../component/loader.ts";
 import { COMPONENT_LOCK, hashComponent } from "../governor/scan.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
-import { reportError, stdio, UsageError } from "./output.ts";
+import { checkFlags, reportError, stdio, UsageError } from "./output.ts";
 import { VERSION } from "./version.ts";
 
 export const COMPONENT_NAME = /^[A-Za-z0-9][\w.-]*$/;
@@ -47,10 +47,7 @@ export async function runDeploy(argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = cli.parse(["node", "node-bin deploy", ...argv], { run: false });
-    if (!parsed.options.help && !parsed.options.version) {
-      cli.globalCommand.checkUnknownOptions();
-      cli.globalCommand.checkOptionValue();
-    }
+    checkFlags(cli, argv);
   } catch (err) {
     return reportError(output, err, USAGE);
   }
@@ -64,14 +61,18 @@ export async function runDeploy(argv: string[]): Promise<number> {
     const args = parsed.args.map(String);
     if (args.length === 0) throw new UsageError("SRC_DIR is required: the component directory to deploy");
     if (args.length > 1) throw new UsageError(`one SRC_DIR at a time, got ${args.length}: ${args.join(" ")}`);
-    const src = resolve(args[0]!);
-    const name = o.name === undefined ? basename(src) : String(o.name);
+    const given = resolve(args[0]!);
+    const name = o.name === undefined ? basename(given) : String(o.name);
     if (!COMPONENT_NAME.test(name)) {
       throw new UsageError(
         `invalid component name ${JSON.stringify(name)}: it must start with a letter or digit and hold only letters, digits, "_", "." and "-"${o.name === undefined ? " (pass --name NAME)" : ""}`,
       );
     }
-    validateSource(src);
+    validateSource(given);
+    // SRC_DIR given as a symlink is deployed as the directory it names: cpSync
+    // would copy the link itself, which, read from the components directory,
+    // points elsewhere or nowhere.
+    const src = realpathSync(given);
     const dir = resolveComponentsDir(typeof o.components === "string" ? o.components : undefined);
     if (!isDirectory(dir)) throw new NodeBinError("NOT_FOUND", `components directory ${dir} does not exist`, { details: { file: dir } });
     const { hash, files } = deploy(src, dir, name);
@@ -159,8 +160,13 @@ function deploy(src: string, dir: string, name: string): { hash: string; files: 
       takeLock(lock, name);
       locked = true;
     }
+    // Symbolic links inside the component are copied as links, their targets
+    // as written, never followed: the copy neither reads nor carries what a
+    // link reaches (outside the component, say), and it hashes as its
+    // source, since hashComponent takes a link by its target too.
     cpSync(src, temp, {
       recursive: true,
+      dereference: false,
       verbatimSymlinks: true,
       // The source's own lock file (say, a deploy from a components directory) is not content.
       filter: (from) => !(basename(from) === COMPONENT_LOCK && resolve(from, "..") === src),

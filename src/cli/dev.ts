@@ -26,7 +26,7 @@ import { closest } from "../wire/message.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
 import { ADVERTISE_HELP, LISTEN_HELP, advertiseFlag, bindAddress, hostId, intFlag, parseSeeds } from "./net-options.ts";
 import { VERSION } from "./version.ts";
-import { reportError, stdio, UsageError } from "./output.ts";
+import { checkFlags, reportError, stdio, UsageError } from "./output.ts";
 
 const USAGE = `[options]
 
@@ -53,7 +53,7 @@ export async function runDev(argv: string[]): Promise<number> {
     .option("--listen <ip>", `joined: ${LISTEN_HELP}`)
     .option("--advertise <ip>", `joined: ${ADVERTISE_HELP}`)
     .option("--network <name>", "joined: network name (default: none)")
-    .option("--host <id>", "joined: this host's id (default: $NODEBIN_HOST, else the host name)")
+    .option("--host <id>", "joined: this host's id (default: $NODEBIN_HOST, else a unique id kept in the runtime directory: <host name>-<random>)")
     .option("--discovery-port <port>", "joined: the host's discovery port (default 7400)")
     .option("-v, --version", "print the version")
     .help();
@@ -61,6 +61,7 @@ export async function runDev(argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = cli.parse(["node", "node-bin dev", ...argv], { run: false });
+    checkFlags(cli, argv);
   } catch (err) {
     return reportError(output, err, "run `node-bin dev --help` for usage");
   }

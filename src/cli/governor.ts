@@ -20,7 +20,7 @@ import { GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP } from "../wire/control.ts
 import { NodeBinError } from "../wire/errors.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
 import { ADVERTISE_HELP, LISTEN_HELP, advertiseFlag, bindAddress, hostId, intFlag, parseSeeds } from "./net-options.ts";
-import { reportError, stdio, UsageError } from "./output.ts";
+import { checkFlags, reportError, stdio, UsageError } from "./output.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `[options]                run this host's governor
@@ -49,7 +49,7 @@ export async function runGovernor(argv: string[]): Promise<number> {
     .option("--network <name>", "network name (default: none)")
     .option("--listen <ip>", LISTEN_HELP)
     .option("--advertise <ip>", ADVERTISE_HELP)
-    .option("--host <id>", "this host's id (default: $NODEBIN_HOST, else the host name)")
+    .option("--host <id>", "this host's id (default: $NODEBIN_HOST, else a unique id kept in the runtime directory: <host name>-<random>)")
     .option("--discovery-port <port>", "the host's discovery port (default 7400)")
     .option("--config <file>", "config file, re-read when it changes (default: governor.json beside the components directory)")
     .option("--plugins <dir>", "strategy plugins (default: plugins/ beside the components directory)")
@@ -57,6 +57,7 @@ export async function runGovernor(argv: string[]): Promise<number> {
     .option("--ping-ms <ms>", "ping period of the children (default 1000)")
     .option("--zombie-after-ms <ms>", "a child silent this long is a zombie (default 3000)")
     .option("--queue-wait-ms <ms>", "grow when queue wait exceeds this on every node (default 200)")
+    .option("--queue-length <n>", "... or the queue is longer than this on every node (default 32)")
     .option("--sustain-ms <ms>", "... for this long (default 1000)")
     .option("-v, --version", "print the version")
     .help();
@@ -64,6 +65,7 @@ export async function runGovernor(argv: string[]): Promise<number> {
   let parsed;
   try {
     parsed = cli.parse(["node", "node-bin governor", ...argv], { run: false });
+    checkFlags(cli, argv);
   } catch (err) {
     return reportError(output, err, "run `node-bin governor --help` for usage");
   }
@@ -90,6 +92,7 @@ export async function runGovernor(argv: string[]): Promise<number> {
     ms("pingMs", "pingMs");
     ms("zombieAfterMs", "zombieAfterMs");
     ms("queueWaitMs", "queueWaitMs");
+    ms("queueLength", "queueLength");
     ms("sustainMs", "sustainMs");
     const capacity = intFlag(o.capacity, "--capacity", 1, 100_000);
     const discoveryPort = intFlag(o.discoveryPort, "--discovery-port", 1, 65535);
@@ -136,6 +139,7 @@ async function manage(sub: "status" | "set" | "stop", argv: string[]): Promise<n
   const output = stdio(json);
   try {
     const parsed = cli.parse(["node", `node-bin governor ${sub}`, ...argv], { run: false });
+    checkFlags(cli, argv);
     if (parsed.options.help) return 0;
     const port = intFlag(parsed.options.discoveryPort, "--discovery-port", 1, 65535) ?? DEFAULT_DISCOVERY_PORT;
     const timeoutMs = intFlag(parsed.options.timeout, "--timeout", 1, 2 ** 31 - 1) ?? 5000;
@@ -191,6 +195,9 @@ interface Status {
   used: number;
   locked: boolean;
   discovery: string[];
+  leasesRefused?: number;
+  lastLeaseRefused?: string;
+  refused?: Record<string, number>;
   components: {
     name: string;
     min: number;
@@ -202,18 +209,30 @@ interface Status {
     rolling: boolean;
     failed?: string;
     deployError?: string;
-    children: { pid: number; node: string; phase: string; uptimeMs: number; handled: number; queued: number; lastPongMsAgo: number | null; restarts: number; rssBytes: number }[];
+    waiting?: string;
+    children: { pid: number; node: string; phase: string; uptimeMs: number; handled: number; queued: number; lastPongMsAgo: number | null; restarts: number; rssBytes: number; refused?: Record<string, number> }[];
   }[];
+}
+
+/** "tooManyFrames 1, connectionsRefused 200", or "" when nothing was refused. */
+function refusals(counters: Record<string, number> | undefined): string {
+  return Object.entries(counters ?? {})
+    .filter(([, n]) => n > 0)
+    .map(([reason, n]) => `${reason} ${n}`)
+    .join(", ");
 }
 
 function formatStatus(s: Status): string {
   const lines = [`governor pid ${s.pid} on ${s.host} at ${s.discovery.join(" ")}: ${s.used}/${s.capacity} processes${s.locked ? " (deploy lock held: spawning paused)" : ""}`];
+  if (s.leasesRefused) lines.push(`${s.leasesRefused} lease(s) refused${s.lastLeaseRefused ? `; last: ${s.lastLeaseRefused}` : ""}`);
+  if (refusals(s.refused)) lines.push(`refused or dropped by the governor: ${refusals(s.refused)}`);
   if (!s.components.length) lines.push("no components");
   for (const c of s.components) {
     lines.push("");
     lines.push(`${c.name}: ${c.running} running (min ${c.min}, max ${c.max}, want ${c.desired}), ${c.queued} queued, ${c.restarts} restarts${c.rolling ? ", rolling" : ""}`);
     if (c.failed) lines.push(`  FAILED: ${c.failed}`);
     if (c.deployError) lines.push(`  DEPLOY FAILED: ${c.deployError}`);
+    if (c.waiting) lines.push(`  ${c.waiting}`);
     const rows = [["PID", "NODE", "PHASE", "UPTIME", "HANDLED", "QUEUED", "PONG", "RESTARTS", "RSS"]];
     for (const k of c.children) {
       rows.push([String(k.pid), k.node || "-", k.phase, duration(k.uptimeMs), String(k.handled), String(k.queued), k.lastPongMsAgo === null ? "-" : `${k.lastPongMsAgo} ms ago`, String(k.restarts), `${Math.round(k.rssBytes / 1048576)} MiB`]);
@@ -222,6 +241,7 @@ function formatStatus(s: Status): string {
       const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
       for (const r of rows) lines.push(`  ${r.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd()}`);
     }
+    for (const k of c.children) if (refusals(k.refused)) lines.push(`  pid ${k.pid} refused or dropped: ${refusals(k.refused)}`);
   }
   return lines.join("\n");
 }

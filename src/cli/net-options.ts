@@ -1,8 +1,7 @@
 /** Network flags shared by the subcommands that join or reach a network: seeds, host id, bind and advertise addresses. */
-import { hostname } from "node:os";
 import { isIP } from "node:net";
 import { defaultBind, isWildcard } from "../transport/addresses.ts";
-import { DEFAULT_DISCOVERY_PORT } from "../transport/runtime-dir.ts";
+import { DEFAULT_DISCOVERY_PORT, ensureRuntimeDir, hostIdentity } from "../transport/runtime-dir.ts";
 import { UsageError } from "./output.ts";
 
 /** The --listen and --advertise options, worded once for every subcommand that binds. */
@@ -23,9 +22,15 @@ export function parseSeeds(values: unknown, defaultPort = DEFAULT_DISCOVERY_PORT
   });
 }
 
-/** The host id: --host, else $NODEBIN_HOST, else the machine's host name. */
+/**
+ * The host id: --host, else $NODEBIN_HOST, else the id this host keeps in its
+ * runtime directory (made there by the first process that needs it: see
+ * hostIdentity; the machine's host name alone is no identity, two machines
+ * may share it). Throws as ensureRuntimeDir and hostIdentity do.
+ */
 export function hostId(flag: unknown, env: Record<string, string | undefined> = process.env): string {
-  return typeof flag === "string" && flag ? flag : env.NODEBIN_HOST || hostname();
+  if (typeof flag === "string" && flag) return flag;
+  return env.NODEBIN_HOST || hostIdentity(ensureRuntimeDir(env));
 }
 
 /** The address to bind: --listen (an IP, or a wildcard), else defaultBind(). Throws UsageError. */

@@ -26,7 +26,7 @@
 import { existsSync } from "node:fs";
 import * as zmq from "zeromq";
 import { Fifo } from "../component/fifo.ts";
-import { Kind, Plane, decodeEnvelope, encodeResponse, envelope, type Envelope } from "../wire/envelope.ts";
+import { Kind, Plane, decodeEnvelope, encodeResponse, envelope, partialEnvelope, type Envelope } from "../wire/envelope.ts";
 import { Mode } from "../wire/schema.ts";
 import { NodeBinError, UNHANDLED_DETAIL } from "../wire/errors.ts";
 import type { LocalDispatch, Peer, PeerKind, Transport } from "./transport.ts";
@@ -348,9 +348,12 @@ export class ZmqListener implements Transport {
   private receive(rid: Buffer, frame: Buffer): void {
     const env = decodeEnvelope(frame);
     if (env instanceof NodeBinError) {
-      // No trustworthy id to answer to: tell the connection itself, with id 0.
+      // Tell the connection itself, echoing what of the request could be read
+      // (its id, for one): the sender can tell which request was refused. An
+      // undecodable answer gets no answer.
       this.onDrop(env.message, "undecodable");
-      this.answerPeer(rid, env);
+      const partial = partialEnvelope(frame);
+      if (partial.kind === undefined || partial.kind === Kind.REQUEST) this.answerPeer(rid, env, envelope(partial));
       return;
     }
     if (env.kind === Kind.RESPONSE || env.kind === Kind.STREAM_ITEM || env.kind === Kind.STREAM_END) {

@@ -3,10 +3,10 @@
  * runtime; decodeEnvelope takes any bytes at all and returns either a checked
  * Envelope or a NodeBinError: nothing malformed throws past this boundary.
  */
-import type protobuf from "protobufjs";
+import protobuf from "protobufjs";
 import { NodeBinError, type WireError } from "./errors.ts";
 import { loadNodebinProtos } from "./proto.ts";
-import { strictView } from "./message.ts";
+import { decodeStrict, strictView, utf8OrUndefined } from "./message.ts";
 import { MODE_NAMES, type Mode } from "./schema.ts";
 
 /** The protocol version this build speaks. */
@@ -70,14 +70,18 @@ export function encodeEnvelope(env: Envelope): Uint8Array {
 
 /**
  * Decodes and checks a frame. Returns a NodeBinError (never throws):
- * INVALID_ARGUMENT for bytes that are not an Envelope or carry out-of-range
- * enums, FAILED_PRECONDITION for a protocol version this build does not speak.
+ * INVALID_ARGUMENT for bytes that are not an Envelope, carry out-of-range
+ * enums or a string that is not UTF-8 (details.field names it: "from",
+ * 'meta["k"]', "error.message"), FAILED_PRECONDITION for a protocol version
+ * this build does not speak. partialEnvelope() reads what a refused frame
+ * still says about its request (its id, to answer it).
  */
 export function decodeEnvelope(frame: Uint8Array): Envelope | NodeBinError {
   let env: Envelope;
   try {
-    env = EnvelopeType.decode(strictView(frame)) as unknown as Envelope;
+    env = decodeStrict(EnvelopeType, frame) as unknown as Envelope;
   } catch (err) {
+    if (err instanceof NodeBinError) return new NodeBinError(err.code, `malformed envelope: ${err.message}`, { details: err.details, cause: err });
     return new NodeBinError("INVALID_ARGUMENT", `malformed envelope (${frame.length} bytes): ${(err as Error).message}`, { cause: err });
   }
   if (env.version !== PROTOCOL_VERSION) {
@@ -90,6 +94,65 @@ export function decodeEnvelope(frame: Uint8Array): Envelope | NodeBinError {
   if (!(env.mode >= 0 && env.mode < MODE_NAMES.length)) return badField("mode", env.mode);
   if (!(env.kind >= 0 && env.kind < KIND_COUNT)) return badField("kind", env.kind);
   return env;
+}
+
+/**
+ * What a frame that decodeEnvelope refused still says about its request, so
+ * that the refusal can answer it (same id, plane, mode and method, sent back
+ * to its `from`) instead of id 0, which no caller waits for. It reads the
+ * top-level fields in wire order and keeps each one that reads cleanly: a
+ * string that is not UTF-8 and an out-of-range enum are left out, and
+ * reading stops at the first byte that does not parse (what came before it
+ * stands). Never throws. Use it only on the error path: it reads the frame a
+ * second time.
+ */
+export function partialEnvelope(frame: Uint8Array): Partial<Envelope> {
+  const out: Partial<Envelope> = {};
+  const r = new protobuf.Reader(strictView(frame));
+  try {
+    while (r.pos < r.len) {
+      const tag = r.uint32();
+      // The whole tag (field number and wire type) selects: a field sent with the wrong wire type is skipped.
+      switch (tag) {
+        case (1 << 3) | 0:
+          out.version = r.uint32();
+          break;
+        case (2 << 3) | 0:
+          out.id = r.uint32();
+          break;
+        case (3 << 3) | 0: {
+          const plane = r.int32();
+          if (plane === Plane.APPLICATION || plane === Plane.CONTROL) out.plane = plane;
+          break;
+        }
+        case (4 << 3) | 0: {
+          const mode = r.int32();
+          if (mode >= 0 && mode < MODE_NAMES.length) out.mode = mode as Mode;
+          break;
+        }
+        case (5 << 3) | 0: {
+          const kind = r.int32();
+          if (kind >= 0 && kind < KIND_COUNT) out.kind = kind as Kind;
+          break;
+        }
+        case (6 << 3) | 2:
+        case (7 << 3) | 2:
+        case (8 << 3) | 2: {
+          const text = utf8OrUndefined(r.bytes());
+          if (text !== undefined) out[tag === ((6 << 3) | 2) ? "from" : tag === ((7 << 3) | 2) ? "to" : "method"] = text;
+          break;
+        }
+        case (12 << 3) | 2:
+          out.state = r.bytes();
+          break;
+        default:
+          r.skipType(tag & 7);
+      }
+    }
+  } catch {
+    // The first byte that does not parse: the fields read so far are the answer.
+  }
+  return out;
 }
 
 function badField(field: string, value: number): NodeBinError {

@@ -153,20 +153,180 @@ export function encodeMessage(type: protobuf.Type, value: unknown, what: string)
 }
 
 /**
- * protobufjs decodes a Node Buffer with a reader that cuts a truncated string
- * short instead of failing; a plain Uint8Array view of the same bytes gets its
- * strict reader. Every frame from ZeroMQ and every encoded envelope is a Buffer.
+ * A plain Uint8Array view of the same bytes. protobufjs reads a Node Buffer
+ * with a reader that cuts a truncated string short instead of failing, and
+ * slices of a Buffer are Buffers: decodeStrict reads through its own reader
+ * over this view, so bounds are checked and bytes fields come out as plain
+ * views whatever the frame was. Every frame from ZeroMQ and every encoded
+ * envelope is a Buffer.
  */
 export function strictView(bytes: Uint8Array): Uint8Array {
   return bytes.constructor === Uint8Array ? bytes : new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-/** Decodes bytes as `type`. Throws INVALID_ARGUMENT when they are not a valid encoding. */
-export function decodeMessage(type: protobuf.Type, bytes: Uint8Array, what: string): protobuf.Message {
+// ignoreBOM: a string that starts with U+FEFF keeps it (the default would drop it silently).
+const UTF8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+// Up to this length an all-ASCII string is built in JS: cheaper than a call into the decoder (measured, Node 20).
+const SHORT_STRING = 8;
+
+/** What StrictReader throws for a string that is not UTF-8: `at` is the offset of its first byte. */
+class InvalidUtf8 extends Error {
+  constructor(readonly at: number) {
+    super("string is not valid UTF-8");
+  }
+}
+
+/**
+ * The reader every decode of bytes from outside goes through. protobufjs
+ * reads strings leniently (invalid UTF-8 becomes U+FFFD or other characters
+ * than were sent, so two peers can read one id differently); this reader's
+ * string() refuses invalid UTF-8 (overlong forms, surrogates, truncated
+ * sequences, stray continuation bytes). The generated decoders read every
+ * string through the reader they were given (nested messages, repeated
+ * fields, map keys and values alike), so this one override covers them all.
+ */
+class StrictReader extends protobuf.Reader {
+  override string(): string {
+    const length = this.uint32();
+    const start = this.pos;
+    const end = start + length;
+    if (end > this.len) throw new RangeError(`index out of range: ${start} + ${length} > ${this.len}`);
+    this.pos = end;
+    const buf = this.buf;
+    if (length <= SHORT_STRING) {
+      let s = "";
+      for (let i = start; i < end; i++) {
+        const c = buf[i]!;
+        if (c > 0x7f) return utf8(buf, start, end);
+        s += String.fromCharCode(c);
+      }
+      return s;
+    }
+    return utf8(buf, start, end);
+  }
+}
+
+/** `bytes` as a string, or undefined when they are not UTF-8 (the same rules as StrictReader). */
+export function utf8OrUndefined(bytes: Uint8Array): string | undefined {
   try {
-    return type.decode(strictView(bytes));
+    return UTF8.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+function utf8(buf: Uint8Array, start: number, end: number): string {
+  try {
+    return UTF8.decode(buf.subarray(start, end));
+  } catch {
+    throw new InvalidUtf8(start);
+  }
+}
+
+/**
+ * Decodes `bytes` as `type` through StrictReader. Throws what protobufjs
+ * throws for a malformed encoding, and a NodeBinError INVALID_ARGUMENT with
+ * details.field (the path, as checkMessage names it: "items[2].name",
+ * 'meta["k"]') for a string that is not UTF-8.
+ */
+export function decodeStrict(type: protobuf.Type, bytes: Uint8Array): protobuf.Message {
+  const view = strictView(bytes);
+  try {
+    return type.decode(new StrictReader(view));
   } catch (err) {
-    throw new NodeBinError("INVALID_ARGUMENT", `${what}: cannot decode ${type.fullName.slice(1)}: ${(err as Error).message}`, { details: { type: type.fullName.slice(1) }, cause: err });
+    if (!(err instanceof InvalidUtf8)) throw err;
+    const found = stringFieldAt(type, view, err.at);
+    const field = found?.path ?? "";
+    const message = !found ? "a string field is not valid UTF-8" : found.key ? `field '${field}' has a key that is not valid UTF-8` : `field '${field}' is not valid UTF-8`;
+    throw new NodeBinError("INVALID_ARGUMENT", message, { details: { field }, cause: err });
+  }
+}
+
+/**
+ * The path of the string field whose bytes start at offset `at` of `buf`, an
+ * encoding of `type` (key: true when it is a map key). The decoder knows only
+ * the offset; this walks the wire form again, guided by the schema, down to
+ * it. It runs on the error path only, so the decoder pays nothing for it.
+ */
+function stringFieldAt(type: protobuf.Type, buf: Uint8Array, at: number): { path: string; key: boolean } | undefined {
+  try {
+    return walk(type, new protobuf.Reader(buf), buf.length, "", at, 0);
+  } catch {
+    return undefined; // bytes the decoder read cannot fail here; if they do, the error goes unnamed
+  }
+}
+
+function walk(type: protobuf.Type, r: protobuf.Reader, end: number, path: string, at: number, depth: number): { path: string; key: boolean } | undefined {
+  // The decoder got this deep before it failed (protobufjs stops at 100 levels): a guard, not a limit.
+  if (depth > 100) return undefined;
+  const seen = new Map<number, number>();
+  while (r.pos < end) {
+    const tag = r.uint32();
+    const field = type.fieldsById[tag >>> 3];
+    if ((tag & 7) !== 2) {
+      r.skipType(tag & 7);
+      continue;
+    }
+    const length = r.uint32();
+    const begin = r.pos;
+    r.pos = begin + length;
+    if (!field) continue;
+    let name = path ? `${path}.${field.name}` : field.name;
+    if (field.repeated && !field.map) {
+      const index = seen.get(field.id) ?? 0;
+      seen.set(field.id, index + 1);
+      name += `[${index}]`;
+    }
+    if (at < begin || at >= begin + length) continue;
+    if (field.map) return mapEntry(field as unknown as protobuf.MapField, r, begin, begin + length, name, at, depth);
+    if (field.resolvedType instanceof protobuf.Type) {
+      r.pos = begin;
+      return walk(field.resolvedType, r, begin + length, name, at, depth + 1);
+    }
+    return field.type === "string" && at === begin ? { path: name, key: false } : undefined;
+  }
+  return undefined;
+}
+
+/** walk() inside one map entry (key: field 1, value: field 2, in either order). */
+function mapEntry(field: protobuf.MapField, r: protobuf.Reader, start: number, end: number, name: string, at: number, depth: number): { path: string; key: boolean } | undefined {
+  r.pos = start;
+  let key = "";
+  let value: [number, number] | undefined;
+  while (r.pos < end) {
+    const tag = r.uint32();
+    if (tag >>> 3 === 1 && field.keyType === "string" && (tag & 7) === 2) {
+      const length = r.uint32();
+      if (r.pos === at) return { path: name, key: true };
+      key = protobuf.util.utf8.read(r.buf, r.pos, r.pos + length);
+      r.pos += length;
+    } else if (tag >>> 3 === 1 && (tag & 7) !== 2) {
+      key = String((r as unknown as Record<string, () => unknown>)[field.keyType]!.call(r));
+    } else if (tag >>> 3 === 2 && (tag & 7) === 2) {
+      const length = r.uint32();
+      value = [r.pos, r.pos + length];
+      r.pos += length;
+    } else {
+      r.skipType(tag & 7);
+    }
+  }
+  if (!value || at < value[0] || at >= value[1]) return undefined;
+  const path = `${name}[${JSON.stringify(key)}]`;
+  if (field.resolvedType instanceof protobuf.Type) {
+    r.pos = value[0];
+    return walk(field.resolvedType, r, value[1], path, at, depth + 1);
+  }
+  return field.type === "string" && at === value[0] ? { path, key: false } : undefined;
+}
+
+/** Decodes bytes as `type`. Throws INVALID_ARGUMENT when they are not a valid encoding (details.field names a string that is not UTF-8). */
+export function decodeMessage(type: protobuf.Type, bytes: Uint8Array, what: string): protobuf.Message {
+  const typeName = type.fullName.slice(1);
+  try {
+    return decodeStrict(type, bytes);
+  } catch (err) {
+    if (err instanceof NodeBinError) throw new NodeBinError(err.code, `${what}: ${typeName} ${err.message}`, { details: { ...err.details, type: typeName }, cause: err });
+    throw new NodeBinError("INVALID_ARGUMENT", `${what}: cannot decode ${typeName}: ${(err as Error).message}`, { details: { type: typeName }, cause: err });
   }
 }
 

@@ -21,3 +21,42 @@ t.test("cli - --help and --version on every subcommand; unknown commands are usa
     t.match(r.stderr, /^error: /m, `${args.join(" ")}: says what is wrong`);
   }
 });
+
+t.test("cli - an unknown flag is a usage error on every subcommand, named as typed, with the closest known flag for a likely typo", async (t) => {
+  const env = privateRuntime(t);
+  // A port of its own: a command that ignored the flag would start serving, and must not take 7400.
+  const port = String(20000 + Math.floor(Math.random() * 20000));
+  const subcommands = [
+    ["dev", "--discovery-port", port],
+    ["container", "--component", "greeter", "--discovery-port", port],
+    ["governor", "--discovery-port", port],
+    ["governor", "status", "--discovery-port", port],
+    ["governor", "set", "capacity", "4", "--discovery-port", port],
+    ["governor", "stop", "--discovery-port", port],
+    ["deploy", "."],
+    ["client", "call", "demo.Greeter/Hello"],
+    ["client", "send", "demo.Greeter/Sign"],
+    ["client", "list"],
+    ["client", "nodes"],
+    ["client"],
+  ];
+  for (const args of subcommands) {
+    const r = await runCli([...args, "--bogus"], env, { timeoutMs: 15_000 });
+    t.equal(r.code, 64, `${args.join(" ")} --bogus: usage error`);
+    t.match(r.stderr, /^error: Unknown option `--bogus`$/m, `${args.join(" ")} --bogus: names the flag`);
+  }
+  const typos: [string[], RegExp][] = [
+    [["dev", "--sed", "127.0.0.1", "--discovery-port", port], /^error: Unknown option `--sed` \(did you mean `--seed`\?\)$/m],
+    [["container", "--component", "greeter", "--discovery-prot", port], /Unknown option `--discovery-prot` \(did you mean `--discovery-port`\?\)/],
+    [["governor", "--capacty", "3", "--discovery-port", port], /Unknown option `--capacty` \(did you mean `--capacity`\?\)/],
+    [["governor", "status", "--jsno"], /Unknown option `--jsno` \(did you mean `--json`\?\)/],
+    [["client", "list", "--tiemout", "50"], /Unknown option `--tiemout` \(did you mean `--timeout`\?\)/],
+    [["dev", "-x", "--no-seed", "--discovery-port", port], /Unknown options `-x`, `--no-seed`/],
+    [["dev", "--only", "--discovery-port", port], /^error: option `--only <names>` value is missing$/m],
+  ];
+  for (const [args, message] of typos) {
+    const r = await runCli(args, env, { timeoutMs: 15_000 });
+    t.equal(r.code, 64, `${args.join(" ")}: usage error`);
+    t.match(r.stderr, message, `${args.join(" ")}: ${message}`);
+  }
+});

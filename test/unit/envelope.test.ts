@@ -1,5 +1,5 @@
 import t from "tap";
-import { Kind, PROTOCOL_VERSION, Plane, decodeEnvelope, encodeEnvelope, encodeResponse, envelope, type Envelope } from "../../src/wire/envelope.ts";
+import { Kind, PROTOCOL_VERSION, Plane, decodeEnvelope, encodeEnvelope, encodeResponse, envelope, partialEnvelope, type Envelope } from "../../src/wire/envelope.ts";
 import { NodeBinError } from "../../src/wire/errors.ts";
 import { Mode } from "../../src/wire/schema.ts";
 import { seededRandom } from "../lib/seeded-random.ts";
@@ -223,4 +223,129 @@ t.test("envelope - a Buffer frame cut inside a string field is INVALID_ARGUMENT,
     t.ok(decoded instanceof NodeBinError, `${label}: refused, not shortened`);
     t.equal((decoded as NodeBinError).code, "INVALID_ARGUMENT", label);
   }
+});
+
+/**
+ * `frame` with the one occurrence of the ASCII `marker` replaced by `replacement`
+ * (same length): how a peer that does not encode with protobufjs puts invalid
+ * UTF-8 into a string field.
+ */
+function withBytes(frame: Uint8Array, marker: string, replacement: number[]): Buffer {
+  const out = Buffer.from(frame);
+  const at = out.indexOf(marker);
+  if (at < 0 || out.indexOf(marker, at + 1) >= 0 || marker.length !== replacement.length) throw new Error(`marker ${marker} must occur once and match the replacement's length`);
+  out.set(replacement, at);
+  return out;
+}
+
+/** Byte sequences that are not UTF-8, each of a kind protobufjs used to turn into some other text. */
+const INVALID_UTF8: [string, number[]][] = [
+  ["a lone 0xFF", [0xff]],
+  ["a stray continuation byte", [0x80]],
+  ["an overlong NUL", [0xc0, 0x80]],
+  ["an overlong '/'", [0xe0, 0x80, 0xaf]],
+  ["a UTF-16 surrogate half", [0xed, 0xa0, 0x80]],
+  ["a code point past U+10FFFF", [0xf4, 0x90, 0x80, 0x80]],
+  ["a sequence cut short by ASCII", [0xe2, 0x82, 0x41]],
+];
+
+t.test("envelope - a string field that is not UTF-8 is INVALID_ARGUMENT naming the field, in every string of the envelope", async (t) => {
+  const cases: [string, (m: string) => Partial<Envelope>][] = [
+    ["from", (m) => ({ from: `caller-${m}` })],
+    ["to", (m) => ({ to: m })],
+    ["method", (m) => ({ method: `demo.${m}/Hello` })],
+    ["meta", (m) => ({ meta: { ok: "1", [`key-${m}`]: "v" } })],
+    ['meta["trace"]', (m) => ({ meta: { trace: `t-${m}-longer-than-eight-bytes` } })],
+    ['control["hop"]', (m) => ({ control: { hop: m } })],
+    ["error.message", (m) => ({ kind: Kind.RESPONSE, error: { code: 5, message: `gone ${m}`, details: {}, origin: "" } })],
+    ["error.origin", (m) => ({ kind: Kind.RESPONSE, error: { code: 5, message: "gone", details: {}, origin: m } })],
+    ['error.details["field"]', (m) => ({ kind: Kind.RESPONSE, error: { code: 3, message: "bad", details: { field: m }, origin: "" } })],
+  ];
+  for (const [field, fields] of cases) {
+    for (const [what, bad] of INVALID_UTF8) {
+      const marker = "~".repeat(bad.length);
+      const frame = withBytes(encodeEnvelope(envelope({ id: 9, ...fields(marker) })), marker, bad);
+      const err = decodeEnvelope(frame);
+      t.ok(err instanceof NodeBinError, `${field}, ${what}: refused`);
+      t.equal((err as NodeBinError).code, "INVALID_ARGUMENT", `${field}, ${what}: INVALID_ARGUMENT`);
+      t.equal((err as NodeBinError).details.field, field, `${field}, ${what}: names the field`);
+    }
+  }
+  // A ZeroMQ frame is often a view into a larger buffer: offsets are the view's.
+  const pool = Buffer.concat([Buffer.alloc(37, 0xee), withBytes(encodeEnvelope(envelope({ from: "ab~cd" })), "~", [0xff])]);
+  const err = decodeEnvelope(pool.subarray(37));
+  t.equal((err as NodeBinError).details.field, "from", "a frame at an offset of its buffer names the field too");
+});
+
+t.test("envelope - valid UTF-8 of every length and width decodes to exactly what was sent", async (t) => {
+  const texts = ["", "a", "ascii-only-and-longer-than-the-short-path", "é", "naïve ünïcødé ✓", "€", "𝄞 music", "\uFEFFstarts with a BOM", "nul \u0000 inside", "x".repeat(5000), "ü".repeat(3000)];
+  for (const text of texts) {
+    const got = decodeOk(encodeEnvelope(envelope({ from: text, method: text, meta: { [text]: text } })));
+    t.equal(got.from, text, `${JSON.stringify(text.slice(0, 20))} (${text.length} chars)`);
+    t.same({ ...got.meta }, { [text]: text });
+    const asBuffer = decodeOk(Buffer.from(encodeEnvelope(envelope({ to: text }))));
+    t.equal(asBuffer.to, text, "from a Buffer too");
+  }
+});
+
+t.test("envelope - partialEnvelope reads id, plane, mode, kind, from and method of a refused frame, so its refusal can answer it", async (t) => {
+  const request = { id: 4242, plane: Plane.CONTROL, mode: Mode.SYNC, kind: Kind.REQUEST, from: "caller-1", method: "nodebin.Control/Pull", state: new Uint8Array([1, 2]) };
+  // Refused for a bad meta value: everything else reads.
+  const badMeta = withBytes(encodeEnvelope(envelope({ ...request, meta: { k: "~" } })), "~", [0xff]);
+  t.ok(decodeEnvelope(badMeta) instanceof NodeBinError, "decodeEnvelope refuses it");
+  const partial = partialEnvelope(badMeta);
+  t.match(partial, { id: 4242, plane: Plane.CONTROL, mode: Mode.SYNC, kind: Kind.REQUEST, from: "caller-1", method: "nodebin.Control/Pull" });
+  t.same(bytes(partial.state!), [1, 2], "pass-through state, to echo");
+
+  // The refusal, built as a listener builds it, answers the request's id.
+  const answer = decodeOk(encodeResponse(envelope(partial), "", undefined, new NodeBinError("INVALID_ARGUMENT", "bad").toWire()));
+  t.same([answer.id, answer.kind, answer.plane, answer.to, answer.method], [4242, Kind.RESPONSE, Plane.CONTROL, "caller-1", "nodebin.Control/Pull"], "the answer carries the request's id, back to its sender");
+
+  // A `from` that is not UTF-8 is left out; what follows it still reads.
+  const badFrom = withBytes(encodeEnvelope(envelope({ ...request, from: "~" })), "~", [0xc0]);
+  const noFrom = partialEnvelope(badFrom);
+  t.equal(noFrom.id, 4242);
+  t.equal(noFrom.from, undefined, "the invalid from is not used");
+  t.equal(noFrom.method, "nodebin.Control/Pull", "the method after it is read");
+
+  // Out-of-range enums (decodeEnvelope refuses them) are left out.
+  const badPlane = partialEnvelope(encodeEnvelope(envelope({ id: 5, plane: 7 as Plane, kind: 9 as Kind, mode: Mode.ASYNC })));
+  t.same([badPlane.id, badPlane.plane, badPlane.kind, badPlane.mode], [5, undefined, undefined, Mode.ASYNC]);
+
+  // A frame cut inside its method: what came before stands.
+  const full = encodeEnvelope(envelope(request));
+  const cut = Buffer.from(full).indexOf("Control/Pull");
+  const truncated = partialEnvelope(full.subarray(0, cut));
+  t.match(truncated, { id: 4242, from: "caller-1" });
+  t.equal(truncated.method, undefined, "the cut string is not used");
+
+  // Another protocol version: still answerable.
+  t.equal(partialEnvelope(encodeEnvelope(envelope({ id: 77, version: PROTOCOL_VERSION + 1 }))).id, 77);
+  t.same(partialEnvelope(new Uint8Array(0)), {}, "an empty frame says nothing");
+  t.same(partialEnvelope(new Uint8Array([0xff, 0xff, 0xff])), {}, "neither does garbage");
+});
+
+t.test("envelope - partialEnvelope never throws, on random frames and every truncation", async (t) => {
+  const random = seededRandom(0xbad);
+  const failures: string[] = [];
+  const frames: Uint8Array[] = [];
+  for (let i = 0; i < 5000; i++) {
+    const frame = new Uint8Array(Math.floor(random() * 300));
+    for (let j = 0; j < frame.length; j++) frame[j] = Math.floor(random() * 256);
+    frames.push(frame);
+  }
+  const full = encodeEnvelope(fullEnvelope());
+  for (let length = 0; length <= full.length; length++) frames.push(full.subarray(0, length));
+  for (const frame of frames) {
+    try {
+      const p = partialEnvelope(frame);
+      if (p.plane !== undefined && p.plane !== 0 && p.plane !== 1) failures.push(`plane ${p.plane}`);
+      if (p.kind !== undefined && !(p.kind >= 0 && p.kind <= 4)) failures.push(`kind ${p.kind}`);
+      if (p.mode !== undefined && !(p.mode >= 0 && p.mode <= 3)) failures.push(`mode ${p.mode}`);
+    } catch (err) {
+      failures.push(`threw ${String(err)}`);
+    }
+  }
+  t.same(failures.slice(0, 5), []);
+  t.match(partialEnvelope(full), { id: 0xffffffff, from: "client-1/caller", method: "demo.Greeter/Hello" }, "a whole frame reads in full");
 });

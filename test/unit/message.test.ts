@@ -246,3 +246,50 @@ t.test("message - a float field refuses finite numbers beyond float32's range", 
   t.doesNotThrow(() => encodeMessage(All, { f: "NaN" }, "test"), "so is NaN");
   t.doesNotThrow(() => encodeMessage(All, { d: 1e300 }, "test"), "a double takes it");
 });
+
+/** `value` encoded as `type`, with the one occurrence of the ASCII `marker` replaced by `replacement` (same length). */
+function forged(type: protobuf.Type, value: unknown, marker: string, replacement: number[]): Uint8Array {
+  const out = Buffer.from(encodeMessage(type, value, "test"));
+  const at = out.indexOf(marker);
+  if (at < 0 || out.indexOf(marker, at + 1) >= 0 || marker.length !== replacement.length) throw new Error(`marker ${marker} must occur once and match the replacement's length`);
+  out.set(replacement, at);
+  return out;
+}
+
+const Tags = protobuf.parse('syntax = "proto3"; message Tags { repeated string tags = 1; map<string, string> labels = 2; }').root.lookupType("Tags");
+
+t.test("message - decodeMessage refuses a string that is not UTF-8, naming its path: nested, repeated, map keys and values, oneofs", async (t) => {
+  const m = "~~";
+  const cases: [protobuf.Type, unknown, string][] = [
+    [All, { s: `x${m}y` }, "s"],
+    [All, { a: { b: m, n: 1 } }, "a.b"],
+    [All, { items: [{ b: "fine" }, { n: 2 }, { b: m }] }, "items[2].b"],
+    [All, { counts: { ok: 1, [`k${m}`]: 2 } }, "counts"],
+    [All, { names: { 5: `value ${m} longer than eight bytes` } }, 'names["5"]'],
+    [All, { flags: { true: { b: m } } }, 'flags["true"].b'],
+    [All, { left: m }, "left"],
+    [All, { next: { next: { s: m } } }, "next.next.s"],
+    [All, { snakeCaseField: m }, "snakeCaseField"],
+    [Tags, { tags: ["a", "b", m] }, "tags[2]"],
+    [Tags, { labels: { env: m } }, 'labels["env"]'],
+    [Tags, { labels: { [m]: "v" } }, "labels"],
+  ];
+  for (const [type, value, field] of cases) {
+    const err = thrown(() => decodeMessage(type, forged(type, value, m, [0xc3, 0x28]), "request of types.Test/Call"));
+    t.equal(err.code, "INVALID_ARGUMENT", `${field}: INVALID_ARGUMENT`);
+    t.equal(err.details.field, field, `${field}: named`);
+    t.equal(err.details.type, type.fullName.slice(1), `${field}: the type is named too`);
+    t.match(err.message, /^request of types\.Test\/Call: .*not valid UTF-8/, `${field}: says what is wrong`);
+  }
+});
+
+t.test("message - every kind of invalid UTF-8 is refused; valid text of every width decodes exactly", async (t) => {
+  for (const bad of [[0xff], [0x80], [0xc0, 0xaf], [0xed, 0xbf, 0xbf], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xf0, 0x9f, 0x98]]) {
+    const marker = "~".repeat(bad.length);
+    const err = thrown(() => decodeMessage(All, forged(All, { s: marker }, marker, bad), "x"));
+    t.equal(err.details.field, "s", `[${bad.map((b) => b.toString(16)).join(" ")}] refused`);
+  }
+  for (const text of ["", "plain", "ünïcødé", "日本語のテキスト", "emoji 😀 and 𝄞", "\uFEFFbom kept", "x".repeat(70_000)]) {
+    t.equal(roundTrip({ s: text, a: { b: text } }).s, text, `${JSON.stringify(text.slice(0, 16))} round trips`);
+  }
+});

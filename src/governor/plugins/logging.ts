@@ -1,7 +1,9 @@
 /**
  * The built-in logging plugin ("default-logging"): the governor's lines go to
- * stderr through consoleLogger. Option `level` (debug, info, warn, error,
- * silent) overrides NODEBIN_LOG.
+ * stderr through consoleLogger, the one sink that escapes control characters
+ * (a container id with a newline must not forge a line), so a logger made
+ * here needs no escaping of its own. Option `level` (debug, info, warn,
+ * error, silent) overrides NODEBIN_LOG.
  */
 import type { Logger } from "../../component/context.ts";
 import { consoleLogger, type LogLevel } from "../../container/log.ts";
