@@ -51,11 +51,17 @@ export class GovernorApi {
       discovery: sources.discovery(),
       socket: sources.socket,
       capacity: state.capacity,
-      used: state.live().length,
+      // Live children, and the ones draining to make room for a component with no node (their slot is promised).
+      used: state.used(),
       settings: { ...state.settings },
       plugins: sources.plugins(),
       // The host agent's leases and gossip counters (bytes sent and received, rounds, hosts known).
       agent: sources.agent(),
+      // Registers refused because they named one of the children without being it (or leased too many nodes).
+      leasesRefused: state.leasesRefused,
+      // Input the governor's process dropped or refused past a bound, by reason (each child's is in its row).
+      refused: { ...sources.refused(), ...(this.state.leasesRefused ? { leases: this.state.leasesRefused } : {}), ...tableRefusals(sources.agent()) },
+      ...(state.lastLeaseRefused ? { lastLeaseRefused: state.lastLeaseRefused } : {}),
       locked: state.locked(),
       components: [...state.components.values()]
         .filter((c) => !c.removed || state.childrenOf(c.name).length)
@@ -75,8 +81,10 @@ export class GovernorApi {
             ...(c.removed ? { removed: true } : {}),
             ...(c.failed ? { failed: c.failed } : {}),
             ...(c.deployError ? { deployError: c.deployError } : {}),
+            ...(c.waiting ? { waiting: c.waiting } : {}),
             children: kids.map((k) => ({
               pid: k.pid,
+              container: k.container ?? "",
               node: k.node ?? "",
               phase: k.ending ? "draining" : k.phase,
               uptimeMs: now - k.startedAt,
@@ -84,8 +92,10 @@ export class GovernorApi {
               queued: k.stats?.queued ?? 0,
               idleMs: k.stats?.idleMs ?? null,
               lastPongMsAgo: k.lastPongAt ? now - k.lastPongAt : null,
+              pongs: k.pongs,
               restarts: k.restarts,
               rssBytes: k.stats?.rssBytes ?? 0,
+              refused: k.stats?.refused ?? {},
               code: k.hash.slice(0, 12),
               adopted: !k.proc,
               log: k.log,
@@ -94,4 +104,10 @@ export class GovernorApi {
         }),
     };
   }
+}
+
+/** The membership table's refused schemas, when the agent reports any. */
+function tableRefusals(agent: Record<string, unknown>): Record<string, number> {
+  const n = agent.refusedSchemas;
+  return typeof n === "number" && n > 0 ? { schemas: n } : {};
 }

@@ -235,6 +235,7 @@ export class Governor {
         startedAt: this.startedAt,
         discovery: () => this.process.host?.discoveryEndpoints ?? [],
         agent: () => this.process.host?.stats() ?? {},
+        refused: () => this.process.refused(),
         plugins: () => this.plugins,
       },
       (keepChildren) => this.stop({ keepChildren }),
@@ -267,6 +268,8 @@ export class Governor {
           onLease: (event) => {
             if (event.type === "registered") late.governor?.supervisor.onRegistered(event.pid, event.container, event.nodes);
           },
+          // A lease naming a child must be that child's (its pid with its container id): see Supervisor.checkLease.
+          checkLease: (request) => late.governor?.supervisor.checkLease(request),
         },
         // A capacity request that reached the governor's own process (from another host's governor).
         onCapacity: (wanted) => late.governor?.elastic.capacityWanted(wanted),

@@ -68,4 +68,6 @@ export interface StatusSources {
   /** The host agent's leases and gossip counters. */
   agent(): Record<string, unknown>;
   plugins(): readonly { kind: string; name: string; source: string }[];
+  /** What the governor's own process dropped or refused, by reason (NodeBinProcess.refused). */
+  refused(): Record<string, number>;
 }

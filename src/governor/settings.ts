@@ -21,6 +21,13 @@ export interface SupervisionSettings {
   zombieAfterMs: number;
   /** A child not registered this long after its spawn failed to start (ms; default 30 000). */
   startTimeoutMs: number;
+  /**
+   * Most nodes one Register may lease (default 64). A container has one node
+   * and a joined `node-bin dev` one per component: anything past this is a
+   * process making the host agent hold table entries for it, refused with
+   * RESOURCE_EXHAUSTED.
+   */
+  maxLeaseNodes: number;
 }
 
 export type Settings = GovernorSettings & SupervisionSettings;
@@ -33,6 +40,7 @@ export const DEFAULT_SETTINGS: Settings = {
   pingMs: 1000,
   zombieAfterMs: 3000,
   startTimeoutMs: 30_000,
+  maxLeaseNodes: 64,
 };
 
 /** `node-bin governor set KEY VALUE` keys and the setting each changes. */
@@ -44,6 +52,7 @@ export const SETTING_KEYS: Record<string, keyof Settings> = {
   "ping-ms": "pingMs",
   "zombie-after-ms": "zombieAfterMs",
   "start-timeout-ms": "startTimeoutMs",
+  "max-lease-nodes": "maxLeaseNodes",
 };
 
 /** The governor's config file, as parseConfig checked it. */

@@ -28,10 +28,17 @@ export interface Child {
   readyAt: number;
   lastPongAt: number;
   missedPongs: number;
+  /** Pings it answered (status: how many times it was found alive). */
+  pongs: number;
   restarts: number;
   log: string;
   /** Absent for an adopted child (a previous governor spawned it: no exit event comes). */
   proc?: ProcessHandle;
+  /**
+   * Its container id: chosen by the governor at spawn (`--id`), or recorded
+   * for an adopted child. The host agent takes a lease naming this child's pid
+   * only from this container (Supervisor.checkLease).
+   */
   container?: string;
   endpoint?: string;
   node?: string;
@@ -40,6 +47,13 @@ export interface Child {
   /** Set when the governor ended it on purpose (drained, stopped, zombie-killed): its exit is not a crash. */
   ending?: "drain" | "zombie" | "stop";
   zombie?: boolean;
+  /**
+   * Drained to make room on a full host for a component with no node: it
+   * still holds its slot until it exited (the elastic loop gives up waiting
+   * after ROOM_WAIT_MS), so that the host never runs more processes than its
+   * capacity and what it makes room for, and nothing else, gets the slot.
+   */
+  makingRoomFor?: { component: string; since: number };
   pinging?: boolean;
   waiters: Array<(ok: boolean) => void>;
 }
@@ -60,6 +74,8 @@ export interface ComponentState {
   /** A hash whose code failed to start during a roll: not retried until the code changes again. */
   badHash?: string;
   deployError?: string;
+  /** Why it runs fewer nodes than it wants, when the elastic loop could not start one this round (status). */
+  waiting?: string;
   rolling: boolean;
   removed: boolean;
 }
@@ -92,6 +108,9 @@ export class GovernorState {
   stopping: Promise<void> | undefined;
   /** Whether the current stop leaves the children running (then their record is kept). */
   keepChildren = false;
+  /** Registers the host agent refused on the governor's word (Supervisor.checkLease), and the last reason. */
+  leasesRefused = 0;
+  lastLeaseRefused: string | undefined;
 
   constructor(options: GovernorStateOptions) {
     this.clock = options.clock;
@@ -113,6 +132,17 @@ export class GovernorState {
   /** Children not on their way out. */
   live(): Child[] {
     return [...this.children.values()].filter((c) => !c.ending);
+  }
+
+  /**
+   * The host's slots in use: live children, and those draining to make room
+   * for a component with no node (until they exited: the slot is promised).
+   * Other draining children no longer count, as everywhere in the governor.
+   */
+  used(): number {
+    let n = 0;
+    for (const c of this.children.values()) if (!c.ending || c.makingRoomFor) n++;
+    return n;
   }
 
   /** A deploy is writing the components directory (all of it, or component `name`): leave it alone. */

@@ -55,7 +55,11 @@ export interface ComponentView {
 export interface HostView {
   /** Most container processes this host runs (all components together). */
   capacity: number;
-  /** Container processes running or starting now. */
+  /**
+   * Slots in use: container processes running or starting now, plus one held
+   * for each component that has no node yet (it starts before any component
+   * grows, so growth cannot have its slot).
+   */
   used: number;
   now: number;
 }

@@ -5,11 +5,13 @@
  * error), pinging them, finding zombies (a child silent past zombieAfterMs;
  * the zombie strategy decides what happens), killing and draining them,
  * adopting the live children a previous governor recorded, and keeping that
- * record (the children file) current.
+ * record (the children file) current. It also judges the leases the host
+ * agent is asked for (checkLease): a child's pid comes with its container id.
  *
  * Every side effect (control calls, spawning, signals, the host agent) comes
  * in through SupervisorPorts, and all time through the state's clock.
  */
+import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Timer } from "../platform/clock.ts";
@@ -64,11 +66,59 @@ export class Supervisor {
     this.childrenFile = new ChildrenFile(join(config.stateDir, "children.json"));
   }
 
+  /**
+   * Judges a Register before the host agent takes it (AgentOptions.checkLease).
+   * Anything on this host that can open the private runtime directory may
+   * register, and what it says of itself is all the agent has: so a lease
+   * that names one of this governor's children (its pid, its container id or
+   * its node) must name all three consistently, or it would repoint the
+   * child's record (its pings then go to a stranger, and the healthy child is
+   * killed as a zombie) or hijack its node's entry. The child's container id
+   * is the one the governor gave it at spawn (or recorded for an adopted
+   * child). A lease naming no child (`node-bin dev`, a hand-started
+   * container) is taken, up to maxLeaseNodes nodes.
+   */
+  checkLease(request: RegisterRequest): NodeBinError | undefined {
+    const refused = this.leaseProblem(request);
+    if (refused) {
+      this.state.leasesRefused++;
+      this.state.lastLeaseRefused = `container ${JSON.stringify(request.container)} (pid ${request.pid}): ${refused.message}`;
+    }
+    return refused;
+  }
+
+  private leaseProblem(request: RegisterRequest): NodeBinError | undefined {
+    const { state } = this;
+    const limit = state.settings.maxLeaseNodes;
+    if (request.nodes.length > limit) {
+      return new NodeBinError("RESOURCE_EXHAUSTED", `a lease may hold at most ${limit} nodes (max-lease-nodes), got ${request.nodes.length}`, {
+        details: { limit: String(limit), nodes: String(request.nodes.length) },
+      });
+    }
+    // The child's own container id stays out of the answers: it would tell the asker what to claim.
+    const denied = (why: string) => new NodeBinError("PERMISSION_DENIED", why, { details: { pid: String(request.pid), container: request.container } });
+    const byPid = state.children.get(request.pid);
+    // A child with no container id yet (only a child spawned by an older governor and adopted
+    // without a record of it) is bound to the first one it registers with (onRegistered).
+    if (byPid?.container !== undefined && byPid.container !== request.container) {
+      return denied(`pid ${request.pid} is the governor's ${byPid.component} child, which is another container`);
+    }
+    for (const child of state.children.values()) {
+      if (child === byPid) continue;
+      if (child.container === request.container) return denied(`container ${JSON.stringify(request.container)} is the governor's ${child.component} child, which is not pid ${request.pid}`);
+      if (child.node !== undefined && request.nodes.some((n) => n.id === child.node)) return denied(`node ${child.node} is the governor's ${child.component} child's (pid ${child.pid}), which is another container`);
+    }
+    return undefined;
+  }
+
   /** The host agent saw a container register: if it is a child, it now serves. */
   onRegistered(pid: number, container: string, nodes: { id: string; endpoints: string[] }[]): void {
     const { state } = this;
     const child = state.children.get(pid);
     if (!child || !nodes.length) return;
+    // checkLease refused any other container for this pid already; this keeps the record safe
+    // should the agent ever be asked without it.
+    if (child.container !== undefined && child.container !== container) return;
     child.container = container;
     child.node = nodes[0]!.id;
     child.endpoint = nodes[0]!.endpoints.find((e) => e.startsWith("ipc://")) ?? nodes[0]!.endpoints[0];
@@ -85,9 +135,14 @@ export class Supervisor {
   /** Starts one child of a component; resolves once it registered (true) or died first (false). */
   spawn(comp: ComponentState, options: { hold?: boolean; restarts?: number } = {}): { child: Child; ready: Promise<boolean> } | undefined {
     const { state, config: o } = this;
+    // The governor names the container, so that it knows which lease is its child's before the
+    // child registers (checkLease): a stranger claiming the child's pid cannot take its record.
+    const container = `${comp.name}@${o.host}-${randomBytes(4).toString("hex")}`;
     const args = [
       "--component",
       comp.name,
+      "--id",
+      container,
       "--components",
       o.componentsDir,
       "--governor",
@@ -126,9 +181,11 @@ export class Supervisor {
       readyAt: 0,
       lastPongAt: 0,
       missedPongs: 0,
+      pongs: 0,
       restarts: options.restarts ?? 0,
       log: logFile,
       proc,
+      container,
       waiters: [],
     };
     if (options.hold) state.held.add(child.pid);
@@ -211,6 +268,7 @@ export class Supervisor {
             if (r.pid !== child.pid) return; // another process behind that endpoint: not our child
             child.lastPongAt = state.clock.now();
             child.missedPongs = 0;
+            child.pongs++;
             child.stats = r;
             const comp = state.components.get(child.component);
             if (comp && r.max > 0) comp.manifest = { min: r.min, max: r.max };
@@ -233,12 +291,13 @@ export class Supervisor {
 
   private checkZombie(child: Child, now: number): void {
     const { state } = this;
-    if (child.zombie || child.ending || child.phase === "starting") return;
-    // An adopted child has no exit event: a vanished pid is its exit.
+    // An adopted child has no exit event: a vanished pid is its exit (a drained one's too, or it
+    // would stay listed as draining, and a slot it was making room with would never come free).
     if (!child.proc && !this.ports.pidAlive(child.pid)) {
       this.onExit(child, null, null);
       return;
     }
+    if (child.zombie || child.ending || child.phase === "starting") return;
     const silentMs = now - (child.lastPongAt || child.readyAt || child.startedAt);
     if (silentMs <= state.settings.zombieAfterMs) return;
     child.zombie = true;
@@ -344,6 +403,12 @@ export class Supervisor {
         try {
           const reply = await this.ports.ping(r.endpoint, 1500);
           if (reply.pid !== r.pid) return;
+          // The record says which container this pid is (the governor named it at spawn): a
+          // process answering with another id is not the child that was recorded.
+          if (r.container !== undefined && reply.container !== r.container) {
+            state.log.warn(`recorded child ${r.component} pid ${r.pid} answers as container ${JSON.stringify(reply.container)}, recorded as ${JSON.stringify(r.container)}: not adopted (left alone)`);
+            return;
+          }
           const now = state.clock.now();
           state.children.set(r.pid, {
             pid: r.pid,
@@ -354,6 +419,7 @@ export class Supervisor {
             readyAt: now,
             lastPongAt: now,
             missedPongs: 0,
+            pongs: 1,
             restarts: r.restarts,
             log: r.log,
             container: reply.container,

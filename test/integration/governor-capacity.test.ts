@@ -11,8 +11,9 @@ import { join } from "node:path";
 import t from "tap";
 import { Client } from "../../src/client/client.ts";
 import { NodeBinError } from "../../src/wire/errors.ts";
-import { startGovernor, testHost, type TestHost } from "../lib/governor.ts";
+import { example, startGovernor, testHost, type GovernorStatus, type TestHost } from "../lib/governor.ts";
 import { fixturePath } from "../lib/fixture-components.ts";
+import { EXAMPLES, runCli } from "../lib/processes.ts";
 
 /** The slow fixture with a queue of 2 (so a few callers fill a node) and max 4. */
 function smallQueueSlow(t: { teardown(fn: () => unknown): void }): string {
@@ -97,4 +98,66 @@ t.test("capacity - a host at its process limit passes the request to another hos
   const onB = await govB.component("slow");
   t.ok(onB!.running >= 2, `host B grew to ${onB!.running} nodes`);
   t.match(govA.stderr(), /capacity wanted for slow: no room here, asked host host-b/, "A passed the request to B");
+});
+
+t.test("capacity - on a full host a new component is started: the most idle extra node drains to make room, and status says why it waits", async (t) => {
+  const host = testHost(t, [example("greeter"), example("welcome")]);
+  // No idle shrink and no load growth during the test: only what the test sets moves the counts.
+  const gov = await startGovernor(t, host, [...noQueueGrowth, "--capacity", "3", "--idle-ms", "600000"]);
+  const cli = (...args: string[]) => runCli(["governor", ...args, "--discovery-port", String(host.port)], host.env);
+  const processes = (s: GovernorStatus) => s.components.reduce((n, c) => n + c.children.length, 0);
+  let most = 0;
+  const watch = (s: GovernorStatus) => {
+    most = Math.max(most, processes(s));
+    return s;
+  };
+  const ready = (s: GovernorStatus, name: string) => s.components.find((c) => c.name === name)?.children.filter((k) => k.phase === "ready").length ?? 0;
+  await gov.until((s) => ready(watch(s), "greeter") === 1 && ready(s, "welcome") === 1, 30_000, "greeter and welcome serving");
+
+  // greeter grown to 2 by its min: 3/3 in use, every component at its min.
+  const set = await cli("set", "component", "greeter", "min", "2");
+  t.equal(set.code, 0, set.stderr);
+  await gov.until((s) => ready(watch(s), "greeter") === 2 && s.used === 3, 30_000, "greeter at 2 nodes");
+
+  const deployed = await runCli(["deploy", join(EXAMPLES, "counter"), "--components", host.components], host.env);
+  t.equal(deployed.code, 0, deployed.stderr);
+  const waiting = await gov.until((s) => watch(s).components.find((c) => c.name === "counter" && c.waiting)?.waiting, 20_000, "counter waiting");
+  t.match(waiting, /^waiting for capacity: 3\/3 in use \(no component runs above its min/, "with every component at its min it waits, and says why");
+  t.equal((await gov.component("counter"))!.running, 0, "not started");
+  const text = await cli("status");
+  t.equal(text.code, 0, text.stderr);
+  t.match(text.stdout, /counter: 0 running[^\n]*\n\s+waiting for capacity: 3\/3 in use/, "`governor status` prints the reason under the component");
+
+  // greeter's min back to 1: its second node is now above the min, and the most idle of them makes room.
+  const before = watch(await gov.status());
+  const greeters = before.components.find((c) => c.name === "greeter")!.children;
+  const idlest = [...greeters].sort((a, b) => (b.idleMs ?? 0) - (a.idleMs ?? 0))[0]!;
+  const other = greeters.find((k) => k.pid !== idlest.pid)!;
+  const welcomePid = before.components.find((c) => c.name === "welcome")!.children[0]!.pid;
+  const lowered = await cli("set", "component", "greeter", "min", "1");
+  t.equal(lowered.code, 0, lowered.stderr);
+  const started = Date.now();
+  const draining = await gov.until((s) => watch(s).components.find((c) => c.name === "counter")?.waiting?.match(/drains to make room/)?.input, 10_000, "counter waiting for the drain");
+  t.equal(draining, `waiting for capacity: 3/3 in use (greeter pid ${idlest.pid} drains to make room)`, "the most idle greeter node drains for counter");
+  const after = await gov.until((s) => (ready(watch(s), "counter") === 1 ? s : undefined), 30_000, "counter serving");
+  t.comment(`counter serving ${Date.now() - started} ms after the slot could be made`);
+  const g = after.components.find((c) => c.name === "greeter")!;
+  t.same(
+    g.children.map((k) => k.pid),
+    [other.pid],
+    "the idlest greeter node left, the other serves on",
+  );
+  t.same(
+    after.components.find((c) => c.name === "welcome")!.children.map((k) => k.pid),
+    [welcomePid],
+    "welcome (at its min) was left alone",
+  );
+  t.equal(after.used, 3, "3/3 in use");
+  t.equal(after.components.find((c) => c.name === "counter")!.waiting, undefined, "nothing waits");
+  t.ok(most <= 3, `never more than 3 processes (at most ${most} seen)`);
+
+  const client = await Client.connect({ endpoint: `tcp://${host.seed}`, host: host.env.NODEBIN_HOST! });
+  t.teardown(() => client.close());
+  const added = (await client.call("demo.Counter/Add", { key: "k", by: 2 }, { timeoutMs: 10_000 })) as { count: number | string };
+  t.equal(Number(added.count), 2, "the new component serves");
 });

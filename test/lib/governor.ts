@@ -18,16 +18,22 @@ interface Teardown {
 
 export interface ChildStatus {
   pid: number;
+  /** Its container id (the governor names it at spawn). */
+  container: string;
   node: string;
   phase: string;
   handled: number;
   queued: number;
   /** At the last pong: 0 while a handler runs. */
   idleMs: number | null;
+  /** Pings it answered. */
+  pongs: number;
   restarts: number;
   rssBytes: number;
   adopted: boolean;
   code: string;
+  /** Input it dropped or refused, by reason (its Ping's `refused`). */
+  refused: Record<string, number>;
 }
 
 export interface ComponentStatus {
@@ -41,6 +47,8 @@ export interface ComponentStatus {
   hash: string;
   failed?: string;
   deployError?: string;
+  /** Why it runs fewer nodes than it wants ("waiting for capacity: 3/3 in use ..."). */
+  waiting?: string;
   children: ChildStatus[];
 }
 
@@ -49,6 +57,9 @@ export interface GovernorStatus {
   locked?: boolean;
   capacity: number;
   used: number;
+  /** Registers refused because they named a child without being it, or leased too many nodes. */
+  leasesRefused: number;
+  lastLeaseRefused?: string;
   components: ComponentStatus[];
 }
 

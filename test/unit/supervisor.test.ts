@@ -3,17 +3,18 @@ import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t, { type Test } from "tap";
-import { ElasticLoop } from "../../src/governor/elastic.ts";
+import { ElasticLoop, ROOM_WAIT_MS } from "../../src/governor/elastic.ts";
 import defaultZombie from "../../src/governor/plugins/zombie.ts";
+import type { SpawnSpec } from "../../src/governor/children.ts";
 import type { ProcessHandle, SupervisorPorts } from "../../src/governor/ports.ts";
 import { RollingDeploy } from "../../src/governor/roll.ts";
 import { DEFAULT_SETTINGS, GovernorConfig, type Settings } from "../../src/governor/settings.ts";
 import { GovernorState, type ComponentState } from "../../src/governor/state.ts";
-import type { ChildView, ZombieActions, ZombieStrategy } from "../../src/governor/strategy.ts";
+import type { ChildView, LifecycleStrategy, ZombieActions, ZombieStrategy } from "../../src/governor/strategy.ts";
 import { Supervisor } from "../../src/governor/supervisor.ts";
 import type { Logger } from "../../src/component/context.ts";
 import { ManualClock } from "../../src/platform/clock.ts";
-import type { PingReply } from "../../src/wire/control.ts";
+import type { PingReply, RegisterRequest } from "../../src/wire/control.ts";
 import { NodeBinError } from "../../src/wire/errors.ts";
 
 /**
@@ -44,6 +45,18 @@ class FakeProcess extends EventEmitter implements ProcessHandle {
   }
 }
 
+/** A Register as a container sends it (only what the governor's check reads matters here). */
+function lease(container: string, pid: number, nodes: { id: string; endpoints: string[] }[]): RegisterRequest {
+  return {
+    container,
+    pid,
+    leaseMs: 3000,
+    seeds: [],
+    schemas: [],
+    nodes: nodes.map((n) => ({ ...n, component: n.id.replace(/-\d+$/, ""), version: "1", host: "host-a", network: "", methods: [], schema: "s", load: { queued: 0, capacity: 100 } })),
+  };
+}
+
 function pong(pid: number, over: Partial<PingReply> = {}): PingReply {
   return {
     pid,
@@ -65,6 +78,7 @@ function pong(pid: number, over: Partial<PingReply> = {}): PingReply {
     role: "member",
     min: 1,
     max: 4,
+    refused: {},
     ...over,
   };
 }
@@ -85,7 +99,12 @@ interface HarnessOptions {
   /** The pong a child answers its ping with; undefined: no answer (the ping times out after its timeout). */
   answer?: (pid: number) => PingReply | undefined;
   zombie?: ZombieStrategy;
+  lifecycle?: LifecycleStrategy;
   settings?: Partial<Settings>;
+  /** The host's capacity (default 8). */
+  capacity?: number;
+  /** Processes ignore SIGTERM (a child that will not exit when told to). */
+  ignoreTerm?: boolean;
 }
 
 function harness(t: Test, options: HarnessOptions = {}) {
@@ -97,14 +116,17 @@ function harness(t: Test, options: HarnessOptions = {}) {
   mkdirSync(join(stateDir, "logs"), { recursive: true });
 
   const clock = new ManualClock();
-  const state = new GovernorState({ clock, host: "host-a", componentsDir, capacity: 8 });
+  const capacity = options.capacity ?? 8;
+  const state = new GovernorState({ clock, host: "host-a", componentsDir, capacity });
   state.log = quiet;
   const zombie = options.zombie ?? new SpyZombie();
-  state.strategies = { logging: { name: "quiet", logger: () => quiet }, lifecycle: { name: "none", decide: () => [] }, zombie };
-  const config = new GovernorConfig(state, { stateDir, capacity: 8, ...(options.settings ? { settings: options.settings } : {}) });
+  state.strategies = { logging: { name: "quiet", logger: () => quiet }, lifecycle: options.lifecycle ?? { name: "none", decide: () => [] }, zombie };
+  const config = new GovernorConfig(state, { stateDir, capacity, ...(options.settings ? { settings: options.settings } : {}) });
   config.readConfig(true);
 
   const procs: FakeProcess[] = [];
+  /** What each process was spawned with, by pid. */
+  const specs = new Map<number, SpawnSpec>();
   const kills: { pid: number; signal: NodeJS.Signals }[] = [];
   const pings: { via: string; timeoutMs: number }[] = [];
   const evicted: string[] = [];
@@ -124,15 +146,17 @@ function harness(t: Test, options: HarnessOptions = {}) {
         throw new NodeBinError("DEADLINE_EXCEEDED", `ping ${via}: no answer in ${timeoutMs} ms`);
       });
     },
-    spawn() {
+    spawn(spec) {
       const p = new FakeProcess(nextPid++);
       procs.push(p);
+      specs.set(p.pid, spec);
       return p;
     },
     kill(pid, signal) {
       kills.push({ pid, signal });
       const p = procs.find((x) => x.pid === pid);
       if (!p?.alive) throw new Error("ESRCH");
+      if (signal === "SIGTERM" && options.ignoreTerm) return;
       // Like a real process, it exits after the signal, not inside kill().
       queueMicrotask(() => p.exit(null, signal));
     },
@@ -156,8 +180,13 @@ function harness(t: Test, options: HarnessOptions = {}) {
   return {
     clock,
     state,
+    config,
+    supervisor,
+    deploy,
     comp,
     procs,
+    specs,
+    endpoints,
     kills,
     pings,
     evicted,
@@ -168,11 +197,27 @@ function harness(t: Test, options: HarnessOptions = {}) {
       supervisor.startPings();
       loop.tick();
     },
-    /** The host agent saw child `pid` register its node. */
+    /** Runs one round of the elastic loop now. */
+    tick() {
+      loop.tick();
+    },
+    /** The container id the governor gave child `pid` at spawn (its --id argument). */
+    containerOf(pid: number): string {
+      const args = specs.get(pid)?.args ?? [];
+      const at = args.indexOf("--id");
+      if (at < 0) throw new Error(`pid ${pid} was spawned without --id`);
+      return args[at + 1]!;
+    },
+    /** The host agent saw child `pid` register its node (its own container id, as a real child does). */
     register(pid: number) {
-      const endpoint = `ipc://${join(dir, `greeter-${pid}.sock`)}`;
+      const component = state.children.get(pid)?.component ?? "greeter";
+      const endpoint = `ipc://${join(dir, `${component}-${pid}.sock`)}`;
       endpoints.set(endpoint, pid);
-      supervisor.onRegistered(pid, `c-${pid}`, [{ id: `greeter-${pid}`, endpoints: [endpoint] }]);
+      const container = this.containerOf(pid);
+      const nodes = [{ id: `${component}-${pid}`, endpoints: [endpoint] }];
+      const refused = supervisor.checkLease(lease(container, pid, nodes));
+      if (refused) throw refused;
+      supervisor.onRegistered(pid, container, nodes);
     },
   };
 }
@@ -204,7 +249,7 @@ t.test("supervisor - a child whose pings go unanswered is a zombie only after zo
   t.type(call.actions.kill, "function");
   t.type(call.actions.respawn, "function");
   t.same(h.kills, [{ pid, signal: "SIGKILL" }], "kill() SIGKILLs the child");
-  t.ok(h.evicted.length >= 1 && h.evicted.every((c) => c === `c-${pid}`), "its lease ends at the agent");
+  t.ok(h.evicted.length >= 1 && h.evicted.every((c) => c === h.containerOf(pid)), "its lease ends at the agent");
   t.notOk(h.state.children.has(pid), "the killed child leaves the table of children once it exited");
   t.equal(h.comp.desired, 1, "respawn() keeps the slot wanted");
   t.equal(h.comp.restarts, 1);
@@ -366,4 +411,210 @@ t.test("supervisor - a child that never registers is killed after startTimeoutMs
   t.same(h.kills, [{ pid, signal: "SIGKILL" }]);
   t.notOk(h.state.children.has(pid));
   t.equal(h.comp.startFailures, 1, "counted as a failed start");
+});
+
+// ---------------------------------------------------------------- leases (issue 11, finding 4)
+
+t.test("supervisor - a lease naming a child's pid must carry the container id the governor gave it at spawn", async (t) => {
+  const h = harness(t, { answer: (pid) => pong(pid) });
+  h.start();
+  const pid = h.procs[0]!.pid;
+  const container = h.containerOf(pid);
+  t.match(container, /^greeter@host-a-[0-9a-f]{8}$/, "the governor named the child's container");
+  t.equal(h.state.children.get(pid)?.container, container, "and knows it before the child registered");
+
+  // Before the child registered: a made-up container claiming its pid.
+  const early = h.supervisor.checkLease(lease("greeter@host-a-evil", pid, [{ id: "greeter-evil", endpoints: ["ipc:///tmp/attacker.sock"] }]));
+  t.equal(early?.code, "PERMISSION_DENIED", "refused before the child registered");
+  t.equal(h.state.children.get(pid)?.phase, "starting", "the child is still starting");
+
+  h.register(pid);
+  const child = h.state.children.get(pid)!;
+  const record = () => ({ container: child.container, node: child.node, endpoint: child.endpoint, phase: child.phase });
+  const before = record();
+  t.equal(before.phase, "ready");
+
+  const attackerNode = [{ id: `greeter-${pid}`, endpoints: ["ipc:///tmp/attacker.sock"] }];
+  const refused = [
+    h.supervisor.checkLease(lease("greeter@host-a-evil", pid, attackerNode)),
+    h.supervisor.checkLease(lease("another@host-a-1", pid, [{ id: "other-1", endpoints: ["ipc:///tmp/a.sock"] }])),
+    h.supervisor.checkLease(lease(container, 999_999, attackerNode)),
+    h.supervisor.checkLease(lease("dev@host-a-1", 777, attackerNode)),
+  ];
+  t.same(
+    refused.map((e) => e?.code),
+    ["PERMISSION_DENIED", "PERMISSION_DENIED", "PERMISSION_DENIED", "PERMISSION_DENIED"],
+    "the child's pid with another container, its container with another pid, its node from another container: all refused",
+  );
+  t.notMatch(refused[0]!.message, container, "the answer does not tell the asker the child's container id");
+  t.equal(h.state.leasesRefused, 5, "each refusal counted");
+  t.match(h.state.lastLeaseRefused, /container "dev@host-a-1" \(pid 777\)/);
+  // Should the agent be asked to take one anyway, the child's record is not repointed.
+  h.supervisor.onRegistered(pid, "greeter@host-a-evil", attackerNode);
+  t.same(record(), before, "the child's record is unchanged");
+
+  t.equal(h.supervisor.checkLease(lease(container, pid, [{ id: `greeter-${pid}`, endpoints: [child.endpoint!] }])), undefined, "the child's own renewal is taken");
+  t.equal(h.supervisor.checkLease(lease("dev@host-a-2", 778, [{ id: "welcome-1", endpoints: ["ipc:///tmp/dev.sock"] }])), undefined, "a process that is no child, with its own nodes, may register");
+  t.equal(h.state.leasesRefused, 5);
+
+  await h.clock.advance(20_000);
+  t.same(h.kills, [], "20 s of pings later the child was never taken for a zombie");
+  t.equal(child.phase, "ready");
+  t.ok(h.pings.every((p) => p.via === before.endpoint), "every ping went to the child's own endpoint");
+});
+
+t.test("supervisor - a lease with more than max-lease-nodes nodes is refused with RESOURCE_EXHAUSTED", async (t) => {
+  const h = harness(t);
+  const nodes = (n: number) => Array.from({ length: n }, (_, i) => ({ id: `dev-${i}`, endpoints: [`ipc:///tmp/dev-${i}.sock`] }));
+  t.equal(h.state.settings.maxLeaseNodes, 64, "64 by default");
+  t.equal(h.supervisor.checkLease(lease("dev@host-a-1", 777, nodes(64))), undefined, "64 nodes are taken");
+  const e = h.supervisor.checkLease(lease("dev@host-a-1", 777, nodes(65)));
+  t.equal(e?.code, "RESOURCE_EXHAUSTED", "65 are not");
+  t.match(e?.message, /at most 64 nodes/);
+  h.config.set("max-lease-nodes", "", 4);
+  t.equal(h.supervisor.checkLease(lease("dev@host-a-1", 777, nodes(5)))?.code, "RESOURCE_EXHAUSTED", "the bound changes live");
+  t.equal(h.state.leasesRefused, 2);
+});
+
+t.test("supervisor - a recorded child that answers as another container is not adopted", async (t) => {
+  const h = harness(t, { answer: (pid) => pong(pid) });
+  const records = [5001, 5002].map((pid) => {
+    h.procs.push(new FakeProcess(pid));
+    const endpoint = `ipc:///tmp/recorded-${pid}.sock`;
+    h.endpoints.set(endpoint, pid);
+    return { pid, component: "greeter", hash: "code-1", endpoint, startedAt: 0, restarts: 0, log: "/dev/null" };
+  });
+  // pong() answers with container c-PID: the first record matches, the second names another.
+  h.supervisor.childrenFile.write([
+    { ...records[0]!, container: "c-5001" },
+    { ...records[1]!, container: "greeter@host-a-recorded" },
+  ]);
+  await h.supervisor.adopt();
+  t.same([...h.state.children.keys()], [5001], "only the child that answers as its recorded container is adopted");
+  t.equal(h.state.children.get(5001)?.container, "c-5001");
+});
+
+// ---------------------------------------------------------- a full host (issue 11, finding 14)
+
+/** A greeter grown to 2 (min 2 then back to 1: one node above its min) and a welcome at 1, on a host of capacity 3. */
+async function fullHost(t: Test, options: HarnessOptions = {}) {
+  const idle = new Map<number, number>();
+  const h = harness(t, { capacity: 3, answer: (pid) => pong(pid, { idleMs: idle.get(pid) ?? 10 }), ...options });
+  h.deploy.addComponentState("welcome", "w-1");
+  h.start();
+  t.equal(h.procs.length, 2, "greeter and welcome started");
+  for (const p of h.procs) h.register(p.pid);
+  h.config.set("min", "greeter", 2);
+  await h.clock.advance(250);
+  t.equal(h.procs.length, 3, "greeter grew to its new min");
+  h.register(h.procs[2]!.pid);
+  h.config.set("min", "greeter", 1);
+  const [g1, w1, g2] = h.procs.map((p) => p.pid) as [number, number, number];
+  t.equal(h.state.children.get(w1)?.component, "welcome");
+  await h.clock.advance(1000); // a ping round: the idle times arrive with the pongs
+  return { h, idle, g1, g2, w1 };
+}
+
+t.test("elastic - on a full host a new component takes the slot of the most idle node above its component's min", async (t) => {
+  const { h, idle, g1, g2, w1 } = await fullHost(t);
+  // welcome is the idlest of all, but at its min: no donor. Of greeter's two, g1 is the idler.
+  idle.set(g1, 40_000).set(g2, 500).set(w1, 90_000);
+  await h.clock.advance(1000);
+  t.equal(h.state.used(), 3, "3/3 in use");
+
+  h.deploy.onComponentsChanged([{ type: "added", name: "counter", hash: "k-1" }]);
+  h.tick();
+  const counter = h.state.components.get("counter")!;
+  const victim = h.state.children.get(g1)!;
+  t.equal(victim.ending, "drain", "the most idle node above its component's min drains (gracefully: Drain first)");
+  t.equal(victim.makingRoomFor?.component, "counter");
+  t.notOk(h.state.children.get(g2)!.ending, "greeter's busier node keeps serving");
+  t.notOk(h.state.children.get(w1)!.ending, "welcome, at its min, is left alone");
+  t.equal(h.state.components.get("greeter")!.desired, 1, "greeter is not grown back into the slot");
+  t.equal(h.procs.length, 3, "counter waits for the drained node to exit: never more processes than the capacity");
+  t.equal(h.state.used(), 3, "the draining node's slot is promised to counter");
+  t.match(counter.waiting, new RegExp(`^waiting for capacity: 3/3 in use \\(greeter pid ${g1} drains to make room\\)$`), "status says why counter waits");
+
+  await h.clock.advance(2500); // the drain's grace period (2 s), the SIGTERM, the exit, the next round
+  t.notOk(h.state.children.has(g1), "the drained node exited");
+  t.equal(h.procs.length, 4, "counter started in its slot");
+  t.equal(h.state.children.get(h.procs[3]!.pid)?.component, "counter");
+  t.equal(counter.waiting, undefined, "nothing waits any more");
+  t.equal(h.state.used(), 3);
+  t.same(
+    h.kills.map((k) => [k.pid, k.signal]),
+    [[g1, "SIGTERM"]],
+    "only the victim was signalled, and with SIGTERM",
+  );
+});
+
+t.test("elastic - a component with no node gets a free slot before another component's extra node", async (t) => {
+  const seen: number[] = [];
+  let grow = false;
+  const lifecycle: LifecycleStrategy = {
+    name: "grow-greeter",
+    decide(host) {
+      seen.push(host.used);
+      return grow ? [{ action: "grow", component: "greeter", reason: "test" }] : [];
+    },
+  };
+  const h = harness(t, { capacity: 3, lifecycle, answer: (pid) => pong(pid) });
+  h.deploy.addComponentState("welcome", "w-1");
+  h.start();
+  for (const p of h.procs) h.register(p.pid);
+  t.equal(h.state.used(), 2, "2/3 in use");
+
+  // counter arrives while it is being written (its .deploying lock): it cannot start yet,
+  // but the one free slot is held for it.
+  mkdirSync(join(h.state.componentsDir, "counter", ".deploying"), { recursive: true });
+  h.deploy.onComponentsChanged([{ type: "added", name: "counter", hash: "k-1" }]);
+  grow = true;
+  seen.length = 0;
+  await h.clock.advance(1000);
+  t.equal(h.procs.length, 2, "the strategy asked to grow greeter every round: refused, the slot is counter's");
+  t.ok(seen.length >= 4 && seen.every((u) => u === 3), "strategies see the held slot as used (3/3)");
+  t.equal(h.state.components.get("greeter")!.desired, 1);
+  t.match(h.state.components.get("counter")!.waiting, /^waiting for the deploy lock/);
+
+  // Both in one round: greeter's min rises (it wants a second node, and comes first in the
+  // components' order) while counter's lock goes. counter gets the slot.
+  grow = false;
+  h.config.set("min", "greeter", 2);
+  rmSync(join(h.state.componentsDir, "counter", ".deploying"), { recursive: true });
+  h.tick();
+  t.equal(h.procs.length, 3);
+  t.equal(h.state.children.get(h.procs[2]!.pid)?.component, "counter", "the component with no node started first");
+  t.match(h.state.components.get("greeter")!.waiting, /^waiting for capacity: 3\/3 in use$/, "greeter says why it waits");
+});
+
+t.test("elastic - with no component above its min, a component with no node waits and says why", async (t) => {
+  const h = harness(t, { capacity: 2, answer: (pid) => pong(pid) });
+  h.deploy.addComponentState("welcome", "w-1");
+  h.deploy.addComponentState("counter", "k-1");
+  h.start();
+  t.equal(h.procs.length, 2, "two of three components started: capacity 2");
+  for (const p of h.procs) h.register(p.pid);
+  await h.clock.advance(5000);
+  t.equal(h.procs.length, 2);
+  t.same(h.kills, [], "nothing drained: every running component is at its min");
+  t.match(h.state.components.get("counter")!.waiting, /^waiting for capacity: 2\/2 in use \(no component runs above its min/);
+
+  h.config.set("capacity", "", 3);
+  await h.clock.advance(250);
+  t.equal(h.procs.length, 3, "a slot more: it starts");
+  t.equal(h.state.components.get("counter")!.waiting, undefined);
+});
+
+t.test("elastic - a node draining to make room that does not exit gives its slot up after ROOM_WAIT_MS", async (t) => {
+  const { h, idle, g1, g2 } = await fullHost(t, { ignoreTerm: true });
+  idle.set(g1, 40_000).set(g2, 500);
+  await h.clock.advance(1000);
+  h.deploy.onComponentsChanged([{ type: "added", name: "counter", hash: "k-1" }]);
+  h.tick();
+  t.equal(h.state.children.get(g1)?.makingRoomFor?.component, "counter");
+  await h.clock.advance(ROOM_WAIT_MS - 500);
+  t.equal(h.procs.length, 3, "still waiting for it");
+  await h.clock.advance(750);
+  t.equal(h.procs.length, 4, "then counter starts anyway");
+  t.equal(h.state.children.get(h.procs[3]!.pid)?.component, "counter");
 });
