@@ -10,7 +10,7 @@ import { hostname } from "node:os";
 import type { CallOptions } from "../component/context.ts";
 import { NodeBinProcess } from "../container/compose.ts";
 import type { MembershipTable, NodeEntry } from "../membership/table.ts";
-import { devEndpoint, discoveryIpc, ipcOwner, ipcOwnerFile, runtimeDirPath } from "../transport/runtime-dir.ts";
+import { devEndpoint, discoveryIpc, ipcOwner, ipcOwnerFile, readHostIdentity, runtimeDirPath } from "../transport/runtime-dir.ts";
 import { PULL, type ControlMethod } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { messageToJSON } from "../wire/message.ts";
@@ -22,7 +22,7 @@ export interface ClientOptions {
   timeoutMs?: number;
   /** Time allowed to reach the endpoint and pull its table (default 5 000 ms). */
   connectTimeoutMs?: number;
-  /** This client's host id, to reach same-host nodes over ipc (default $NODEBIN_HOST or the host name). */
+  /** This client's host id, to reach same-host nodes over ipc (default $NODEBIN_HOST, else the id this host's processes keep in the runtime directory, else the host name). */
   host?: string;
   /**
    * How often the table is pulled again in the background, so that nodes
@@ -93,7 +93,7 @@ export class Client {
     if (!/^tcp:\/\/(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):\d{1,5}$/.test(endpoint) && !/^ipc:\/\/\S+$/.test(endpoint)) {
       throw new NodeBinError("INVALID_ARGUMENT", `endpoint ${JSON.stringify(endpoint)} must be tcp://HOST:PORT or ipc://PATH`, { details: { endpoint } });
     }
-    const host = options.host ?? (process.env.NODEBIN_HOST || hostname());
+    const host = options.host ?? (process.env.NODEBIN_HOST || localHostId());
     let client: Client | undefined;
     const proc = await NodeBinProcess.create({
       // Short: it travels in every request frame (zeromq.js copies frames up to 128 bytes, and zero-copies larger ones at a cost).
@@ -251,4 +251,20 @@ function defaultEndpoint(): string {
   if (ipcOwner(dev) !== undefined) return dev;
   const discovery = discoveryIpc(runtimeDirPath());
   return existsSync(discovery.slice("ipc://".length)) ? discovery : dev;
+}
+
+/**
+ * The id the node-bin processes of this host go by (kept in the runtime
+ * directory, see hostIdentity), so that the client prefers their nodes and
+ * reaches them over ipc. A client makes none: without one, no process of this
+ * user runs here and no node is on "this host"; the host name then serves as
+ * a label (as it does when the file is unreadable: the client only loses the
+ * same-host preference, the processes themselves report the file).
+ */
+function localHostId(): string {
+  try {
+    return readHostIdentity(runtimeDirPath()) ?? hostname();
+  } catch {
+    return hostname();
+  }
 }

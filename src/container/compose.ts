@@ -72,7 +72,7 @@ export interface ProcessOptions {
    */
   pruneConnections?: boolean;
   /** Join the host's membership (see host-role.ts); `bind`/`advertise` come from above. */
-  hostRole?: Omit<HostRoleOptions, "bind" | "advertise" | "runtimeDir" | "log" | "clock">;
+  hostRole?: Omit<HostRoleOptions, "bind" | "advertise" | "runtimeDir" | "log" | "clock" | "disconnect">;
   /**
    * Where capacity requests that reach this process go (a caller found every
    * node here full): its governor. Without one they are logged and dropped.
@@ -135,6 +135,8 @@ export class NodeBinProcess {
           advertise: this.advertise,
           runtimeDir: options.runtimeDir,
           log: this.log,
+          // The agent closes the gossip connections it no longer needs (at most 64 kept, see gossip.ts).
+          disconnect: (endpoint: string) => this.connector.disconnect(endpoint),
           ...(options.clock ? { clock: options.clock } : {}),
         })
       : undefined;

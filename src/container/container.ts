@@ -27,6 +27,12 @@ import { consoleLogger, logLevelFromEnv } from "./log.ts";
 export interface ContainerOptions {
   /** Container id (default "<host>-<pid>"). */
   id?: string;
+  /**
+   * Its host id. Default: the machine's host name, which is no identity on a
+   * network (two machines may share it) but is all an in-process container
+   * needs; every process that joins a network is built by NodeBinProcess,
+   * which is given the host's id (hostId() in cli/net-options.ts).
+   */
   host?: string;
   network?: string;
   /** Endpoints at which this process's nodes can be reached from outside (advertised in the table). */

@@ -68,7 +68,7 @@ export class ControlServer implements ControlService {
     }
     let result: unknown;
     try {
-      result = served.run(decodeMessage(schema.requestType, env.value, `request of ${env.method}`), { env, peer });
+      result = served.run(decodeMessage(schema.requestType, env.value, `request of ${env.method}`), { env, peer: from });
     } catch (err) {
       fail(err);
       return;

@@ -48,6 +48,8 @@ export interface HostRoleOptions {
   renewMs?: number;
   /** Makes the gossip layer when this process becomes the agent (default: Gossip with its defaults). */
   makeGossip?: (self: GossipSelf, seeds: string[]) => GossipLayer;
+  /** Closes the process's outbound connection to an endpoint (its connector's disconnect): gossip's connections stay bounded by it. */
+  disconnect?: (endpoint: string) => void;
   /** Told of leases starting and ending while this process is the agent (the governor tracks its children by it). */
   onLease?: AgentOptions["onLease"];
   /** See AgentOptions.checkLease. */
@@ -186,7 +188,7 @@ export class HostRole {
     // A seed naming this very agent (`--seed 127.0.0.1` on the seed host itself) is no other host.
     const others = seeds.filter((s) => !isOwnEndpoint(s, this.discoveryPort, [advertise]));
     const gossip = this.options.makeGossip ? this.options.makeGossip(self, others) : new Gossip({ self, seeds: others, now: () => this.clock.now() });
-    this.agent = new HostAgent(container, { host: container.host, endpoint, log, gossip, ...(this.options.onLease ? { onLease: this.options.onLease } : {}), ...(this.options.checkLease ? { checkLease: this.options.checkLease } : {}) });
+    this.agent = new HostAgent(container, { host: container.host, endpoint, log, gossip, ...(this.options.disconnect ? { disconnect: this.options.disconnect } : {}), ...(this.options.onLease ? { onLease: this.options.onLease } : {}), ...(this.options.checkLease ? { checkLease: this.options.checkLease } : {}) });
     this.agent.start();
     this.role = "agent";
     const says = `host agent for ${container.host} at ${listeners.flatMap((l) => l.endpoints).join(" ")}${others.length ? `, seeds ${others.join(" ")}` : ""}`;

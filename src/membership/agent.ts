@@ -9,7 +9,7 @@
  * serves to containers and clients through nodebin.Control/Pull.
  */
 import type { Logger } from "../component/context.ts";
-import { DEREGISTER, GOSSIP, REGISTER, oneWayControlFrame, type ControlService, type RegisterReply, type RegisterRequest } from "../wire/control.ts";
+import { DEREGISTER, GOSSIP, REGISTER, oneWayControlFrame, type ControlContext, type ControlService, type RegisterReply, type RegisterRequest } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { LOCAL, type MembershipTable, type NodeEntry } from "./table.ts";
 
@@ -25,8 +25,16 @@ export interface AgentHost {
 /** The gossip layer as the agent uses it (see gossip.ts). */
 export interface GossipLayer {
   setLocalNodes(nodes: NodeEntry[], schemas: { id: string; json: string }[]): void;
+  /** The SYNs of a round, each to its endpoint (over this process's own connection to it). */
   tick(): { endpoint: string; bytes: Uint8Array }[];
-  receive(bytes: Uint8Array, fromEndpoint: string): { endpoint: string; bytes: Uint8Array }[];
+  /**
+   * One message, with `link`: the endpoint of this process's own connection
+   * it came back on, undefined when it came in on a listener. Returns the
+   * replies, for the connection it came in on.
+   */
+  receive(bytes: Uint8Array, link?: string): { endpoint: string; bytes: Uint8Array }[];
+  /** Endpoints the gossip no longer needs a connection to (idle, or beyond its bound). */
+  idleConnections(): string[];
   nextDelayMs(): number;
   onChange(listener: (event: { type: "added" | "updated" | "removed"; host: { host: string; nodes: NodeEntry[]; schemas: { id: string; json: string }[] } }) => void): () => void;
   stats(): Record<string, number>;
@@ -38,6 +46,12 @@ export interface AgentOptions {
   /** This agent's discovery endpoint, as other hosts reach it ("tcp://10.0.0.5:7400"). */
   endpoint: string;
   gossip?: GossipLayer;
+  /**
+   * Closes this process's outbound connection to an endpoint (the
+   * connector's disconnect): how the connections gossip dials stay bounded.
+   * Without it they stay open until the process closes.
+   */
+  disconnect?(endpoint: string): void;
   log: Logger;
   /** How often expired leases are swept (default 250 ms). */
   sweepMs?: number;
@@ -56,6 +70,15 @@ interface Lease {
   expires: number;
   seeds: string[];
 }
+
+/**
+ * Bounds on what Register can make the agent hold: nodes per lease (a
+ * container serves one node; dev serves one per component) and leases per
+ * host. Past them a Register is RESOURCE_EXHAUSTED and nothing changes.
+ * Schemas come with their nodes and leave with their last one (table.ts).
+ */
+export const MAX_NODES_PER_LEASE = 256;
+export const MAX_LEASES = 4096;
 
 const LEASE = "lease:";
 const REMOTE = "host:";
@@ -87,9 +110,7 @@ export class HostAgent {
       this.drop(container, "deregistered");
       return {};
     });
-    control.serve(GOSSIP, ({ payload }, { env }) => {
-      this.send(this.gossip?.receive(payload, env.control.endpoint ?? "") ?? []);
-    });
+    control.serve(GOSSIP, ({ payload }, { peer }) => this.receiveGossip(payload, peer));
     this.sweepTimer = setInterval(() => this.sweep(), this.options.sweepMs ?? 250);
     this.sweepTimer.unref?.();
     if (this.gossip) {
@@ -100,26 +121,36 @@ export class HostAgent {
       });
       // Our own nodes change when a lease or the hosting process's nodes do.
       let last = "";
-      this.offTable = table.onChange(() => {
+      const publish = () => {
         const nodes = this.hostNodes();
         const key = nodes.map((n) => `${n.id}:${n.schema}`).sort().join(",");
         if (key === last) return;
         last = key;
         const schemas = [...new Set(nodes.map((n) => n.schema))].map((id) => ({ id, json: table.schema(id)!.json }));
         this.gossip!.setLocalNodes(nodes, schemas);
-      });
+      };
+      this.offTable = table.onChange(publish);
+      // The nodes the process had before it became the agent: else they would wait for the next change of
+      // the table, which a host whose agent serves the only node (and whose peers do likewise) never sees.
+      publish();
       this.round();
     }
   }
 
-  /** The nodes of this host: the hosting process's own and those leased by other containers. */
+  /**
+   * The nodes of this host: the hosting process's own and those leased by
+   * other containers. Read from the table's lease sources, not from `leases`:
+   * the table tells of a new lease (and gossip publishes it) while Register
+   * is still storing it.
+   */
   hostNodes(): NodeEntry[] {
     const table = this.process.table;
-    return [...table.sourceEntries(LOCAL), ...[...this.leases.keys()].flatMap((c) => table.sourceEntries(LEASE + c))];
+    const leased = table.sourceNames().filter((source) => source.startsWith(LEASE));
+    return [...table.sourceEntries(LOCAL), ...leased.flatMap((source) => table.sourceEntries(source))];
   }
 
   stats(): Record<string, number> {
-    return { leases: this.leases.size, ...(this.gossip?.stats() ?? {}) };
+    return { leases: this.leases.size, refusedSchemas: this.process.table.refusedSchemas, ...(this.gossip?.stats() ?? {}) };
   }
 
   close(): void {
@@ -145,11 +176,18 @@ export class HostAgent {
       this.options.log.warn(`refused the lease of container ${JSON.stringify(request.container)} (pid ${request.pid}): ${refused.message}`);
       throw refused;
     }
-    for (const node of request.nodes) node.load ??= { queued: 0, capacity: 0 };
+    if (request.nodes.length > MAX_NODES_PER_LEASE) {
+      throw new NodeBinError("RESOURCE_EXHAUSTED", `a lease holds at most ${MAX_NODES_PER_LEASE} nodes, container ${request.container} registered ${request.nodes.length}`, { details: { field: "nodes", max: String(MAX_NODES_PER_LEASE) } });
+    }
     const isNew = !this.leases.has(request.container);
-    this.leases.set(request.container, { nodes: request.nodes, expires: Date.now() + request.leaseMs, seeds: request.seeds });
-    for (const seed of request.seeds) this.seeds.add(seed);
-    this.process.table.setSource(LEASE + request.container, request.nodes, request.schemas);
+    if (isNew && this.leases.size >= MAX_LEASES) {
+      throw new NodeBinError("RESOURCE_EXHAUSTED", `this host agent holds ${MAX_LEASES} leases already`, { details: { max: String(MAX_LEASES) } });
+    }
+    for (const node of request.nodes) node.load ??= { queued: 0, capacity: 0 };
+    // Schemas are checked before anything changes (strict: a refused schema is the Register's answer).
+    this.process.table.setSource(LEASE + request.container, request.nodes, request.schemas, true);
+    this.leases.set(request.container, { nodes: request.nodes, expires: Date.now() + request.leaseMs, seeds: request.seeds.slice(0, 64) });
+    for (const seed of request.seeds.slice(0, 64)) if (this.seeds.size < 1024) this.seeds.add(seed);
     if (isNew) {
       this.options.log.info(`container ${request.container} registered ${request.nodes.map((n) => n.id).join(", ") || "no nodes"}`);
       this.options.onLease?.({ type: "registered", container: request.container, pid: request.pid, nodes: request.nodes });
@@ -178,6 +216,7 @@ export class HostAgent {
     if (this.closed || !this.gossip) return;
     try {
       this.send(this.gossip.tick());
+      this.closeIdle(this.gossip.idleConnections());
     } catch (err) {
       this.options.log.warn(`gossip round failed: ${NodeBinError.from(err)}`);
     }
@@ -185,15 +224,50 @@ export class HostAgent {
     this.gossipTimer.unref?.();
   }
 
-  /** Sends gossip messages one-way to other agents' control endpoints. */
+  /** Sends a round's SYNs one-way to other agents' control endpoints, each over this process's own connection to it. */
   private send(messages: { endpoint: string; bytes: Uint8Array }[]): void {
     for (const { endpoint, bytes } of messages) {
-      const frame = oneWayControlFrame(GOSSIP, { payload: bytes }, this.process.id, "", { endpoint: this.options.endpoint });
       try {
-        this.process.sendVia(endpoint, frame);
+        this.process.sendVia(endpoint, this.gossipFrame(bytes));
       } catch (err) {
         this.options.log.debug(`gossip to ${endpoint} not sent: ${NodeBinError.from(err)}`);
       }
     }
+  }
+
+  /**
+   * One gossip message. What it may change depends on the connection it came
+   * on (`peer.link`: ours, to the endpoint it names; else a listener's, which
+   * anyone may have opened), and its replies go back on that very connection,
+   * never to an endpoint the message names: an answer there would have a
+   * stranger's claims open sockets in this process without end.
+   */
+  private receiveGossip(payload: Uint8Array, peer: ControlContext["peer"]): void {
+    if (!this.gossip) return;
+    const replies = this.gossip.receive(payload, peer.link);
+    // No way back (the process itself): nothing to answer on.
+    if (replies.length === 0 || !peer.reply) return;
+    for (const { endpoint, bytes } of replies) {
+      try {
+        peer.reply(this.gossipFrame(bytes));
+      } catch (err) {
+        this.options.log.debug(`gossip reply to ${endpoint} not sent: ${NodeBinError.from(err)}`);
+      }
+    }
+  }
+
+  private gossipFrame(bytes: Uint8Array): Uint8Array {
+    return oneWayControlFrame(GOSSIP, { payload: bytes }, this.process.id, "");
+  }
+
+  /**
+   * Closes the connections gossip no longer needs (see
+   * Gossip.idleConnections), unless a node in the table is reached there too
+   * (its calls share the connection).
+   */
+  private closeIdle(endpoints: string[]): void {
+    if (endpoints.length === 0 || !this.options.disconnect) return;
+    const used = new Set(this.process.table.entries().flatMap((e) => e.endpoints));
+    for (const endpoint of endpoints) if (!used.has(endpoint)) this.options.disconnect(endpoint);
   }
 }

@@ -8,6 +8,7 @@
  */
 import { join } from "node:path";
 import { NODEBIN_PROTO_DIR, loadProtoFiles } from "../wire/proto.ts";
+import { decodeStrict } from "../wire/message.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import type { NodeEntry } from "./table.ts";
 
@@ -82,7 +83,7 @@ export function encodeNodes(nodes: NodeEntry[]): Uint8Array {
 /** The nodes of an encoded nodebin.GossipBody. Throws (protobufjs's error) when it does not decode. */
 export function decodeNodes(body: Uint8Array): NodeEntry[] {
   // toObject() converts each node as NodeEntry's own toObject() would, with the same options; it is typed `{ [k: string]: any }`, so the shape is stated here.
-  const nodes: NodeEntry[] = BodyType.toObject(BodyType.decode(body), { defaults: true, arrays: true }).nodes;
+  const nodes: NodeEntry[] = BodyType.toObject(decodeStrict(BodyType, body), { defaults: true, arrays: true }).nodes;
   for (const entry of nodes) entry.load ??= { queued: 0, capacity: 0 };
   return nodes;
 }
@@ -90,7 +91,7 @@ export function decodeNodes(body: Uint8Array): NodeEntry[] {
 /** Whether `body` decodes as a nodebin.GossipBody (a record's body is relayed as is, but checked once). */
 export function bodyDecodes(body: Uint8Array): boolean {
   try {
-    BodyType.decode(body);
+    decodeStrict(BodyType, body);
     return true;
   } catch {
     return false;
@@ -182,7 +183,7 @@ export function parse(bytes: Uint8Array): Incoming | "incompatible" | undefined 
   if (bytes.length > MAX_RECEIVE_BYTES) return undefined;
   let m: Record<string, unknown>;
   try {
-    m = MessageType.decode(bytes) as unknown as Record<string, unknown>;
+    m = decodeStrict(MessageType, bytes) as unknown as Record<string, unknown>;
   } catch {
     return undefined;
   }

@@ -6,11 +6,77 @@
  * the merge rules for an incoming record or digest. Pure, like the protocol
  * (gossip.ts) that owns one: it decides what to send and when; this decides
  * what a record or heartbeat that came in means for the view.
+ *
+ * WHO MAY CHANGE WHAT (the trust rule; until cluster keys sign records, a
+ * host's identity is its discovery endpoint):
+ *
+ * - FIRST-HAND: a message that came back on a connection this agent opened
+ *   itself, to endpoint E (Peer.link = E: an ACK answering our SYN), from a
+ *   sender that says it is host H at E, where E may be H's (mayBind: we hold
+ *   H nowhere else, or only as a tombstone, or only from relays and never
+ *   heard it first-hand). Such a message speaks for H's own record, and only
+ *   for H's: whatever it says of H (incarnation, up or down; version; nodes;
+ *   heartbeat; endpoint E) replaces what we hold, revives H from a tombstone
+ *   at once, and counts as a heartbeat. What it says of other hosts is
+ *   second-hand.
+ * - SECOND-HAND: everything else: records and digests relayed by a third
+ *   host, and every message that arrived on a listener (there anyone may have
+ *   connected and claimed any host and endpoint; such a claim is at most a
+ *   reason to probe the endpoint it names, a few per round, see gossip.ts).
+ *   Second-hand information may add a host we hold nothing of; revive a
+ *   tombstone with a newer incarnation or a heartbeat clearly past the
+ *   tombstone's; raise a heartbeat of the same incarnation within
+ *   HEARTBEAT_SLACK + HEARTBEAT_RATE per base period of the last first-hand
+ *   one; and replace the record of a host NOT heard first-hand within the last
+ *   DIRECT_ROUNDS rounds with a newer version or incarnation. It may never:
+ *   change anything but the heartbeat of a host heard first-hand within those
+ *   rounds, move a live host to another endpoint, or take a host out (a
+ *   digest flagged dead is never taken: only our own failure detector buries
+ *   a host, and every first-hand message is a heartbeat for it, so a host
+ *   whose own agent answers us is never buried). A tombstone revived by a
+ *   newer incarnation may come back elsewhere: that is a new agent.
+ * - ALWAYS: no incarnation beyond MAX_INCARNATION_AHEAD_MS past our clock is
+ *   taken, first- or second-hand (an incarnation is an agent's start time in
+ *   ms; one "from the future" would outbid every real restart of its host).
+ *   What others hold of us never changes our incarnation or heartbeat; a
+ *   newer version of our own incarnation is outbid by at most MAX_SELF_OUTBID.
+ * Each refusal is counted (incarnationRefused, relayRefused, endpointRefused,
+ * heartbeatRefused, selfRefused, staleIgnored).
+ *
+ * What this leaves open: a relay can still lie about hosts we do not hear
+ * first-hand (in a cluster larger than fanout + 1, most of them at any time;
+ * in any cluster, a host in the round after we learnt of it, or one silent for
+ * DIRECT_ROUNDS) until we hear them ourselves, which puts it right at once;
+ * and a host id is bound to the first endpoint that answered for it
+ * first-hand while that binding lives. Signed records (cluster keys) close
+ * both.
  */
 import { PhiAccrualDetector, type PhiParameters } from "./failure-detector.ts";
 import { bodyDecodes, decodeNodes, recordBytes, type Digest, type Incoming, type WireRecord } from "./gossip-codec.ts";
 import type { GossipPlan } from "./gossip-plan.ts";
 import type { NodeEntry } from "./table.ts";
+
+/**
+ * How far past our own clock an incarnation may be (24 h): an incarnation is
+ * its agent's start time in ms, so anything later is a forgery or a clock set
+ * absurdly wrong. Generous on purpose: a host whose clock is a time zone off
+ * must still be able to join; what this stops is an incarnation that
+ * outbids every restart for years (2^53 - 1).
+ */
+export const MAX_INCARNATION_AHEAD_MS = 24 * 3_600_000;
+/** Rounds after a first-hand message during which second-hand news may not change that host's record. */
+export const DIRECT_ROUNDS = 2;
+/**
+ * A relayed heartbeat may pass the last first-hand one (or the one its record
+ * came with) by this much plus HEARTBEAT_RATE per base period since: room
+ * for copies that lag, none for a jump that would make every real heartbeat
+ * look old (a heartbeat of 2^32 - 1 would have had its host declared dead).
+ */
+export const HEARTBEAT_SLACK = 64;
+export const HEARTBEAT_RATE = 4;
+/** The most a version of our own incarnation held elsewhere may be ahead of ours for us to outbid it. */
+export const MAX_SELF_OUTBID = 1000;
+const U32_MAX = 0xffffffff;
 
 /** A remote host as the view holds it. */
 export interface HostView {
@@ -42,6 +108,13 @@ export interface HostState extends WireRecord {
   /** The stamp of the last SYN that listed it (see ack in gossip.ts). */
   listed: number;
   view: HostView | undefined;
+  /** When it was last heard first-hand (see the trust rule above); undefined: only ever through relays. */
+  verifiedAt: number | undefined;
+  /** The heartbeat of that first-hand message: the same one again is no new heartbeat. */
+  directHeartbeat: number | undefined;
+  /** The heartbeat relayed ones are bounded from (the last first-hand one, or the one its record came with) and when it was taken. */
+  anchorHeartbeat: number;
+  anchorAt: number;
 }
 
 /** A dead host's last record, kept so that stale digests relayed by others cannot bring it back. */
@@ -52,9 +125,36 @@ export interface Tombstone {
   margin: number;
 }
 
+/**
+ * Where a message came from, as far as the receiver can tell: `direct` is the
+ * host it speaks for first-hand (its sender, when it came back on our own
+ * connection to the endpoint bound to it), else undefined.
+ */
+export interface Origin {
+  message: Incoming;
+  /** The endpoint of our own connection it came back on; undefined when it arrived on a listener. */
+  link: string | undefined;
+  direct: string | undefined;
+}
+
 /** The counters the store advances: a part of the gossip's (see Gossip.stats()), shared with it. */
 export type StoreCounters = Record<
-  "recordsReceived" | "badRecords" | "conflicts" | "selfRefuted" | "hostsAdded" | "hostsUpdated" | "hostsRemoved" | "revived" | "staleIgnored" | "listenerErrors",
+  | "recordsReceived"
+  | "badRecords"
+  | "conflicts"
+  | "selfRefuted"
+  | "hostsAdded"
+  | "hostsUpdated"
+  | "hostsRemoved"
+  | "revived"
+  | "refuted"
+  | "staleIgnored"
+  | "incarnationRefused"
+  | "relayRefused"
+  | "endpointRefused"
+  | "heartbeatRefused"
+  | "selfRefused"
+  | "listenerErrors",
   number
 >;
 
@@ -80,10 +180,14 @@ export class HostStore {
   private derivedDirty = true;
   private alivePeers: HostState[] = [];
   private aliveEndpoints = new Set<string>();
+  /** The base round period: relayed heartbeats may not run ahead faster than HEARTBEAT_RATE per this. */
+  private readonly basePeriodMs: number;
   /** The last plan's expected heartbeat interval: the prior of new detectors. */
   private priorIntervalMs: number;
   private priorStdDevMs: number | undefined;
   private detectorParams: PhiParameters | undefined;
+  /** How long after a first-hand message relays may not change that host's record (DIRECT_ROUNDS of the plan's period). */
+  private directWindowMs: number;
   /** Records that changed here (new, new version or incarnation, revived), in time order: the hot ones ride in every SYN. */
   private readonly changes: { host: string; at: number }[] = [];
   /** No detector's deadline is before this: detection scans the view only once it passes. */
@@ -91,12 +195,14 @@ export class HostStore {
 
   /**
    * A store holding only `self` (version 1, no nodes). `counters` is the
-   * gossip's, advanced in place; `priorIntervalMs` stands for the plan's
-   * expected interval until adoptPlan() gives one.
+   * gossip's, advanced in place; `basePeriodMs` is the round period the plan
+   * starts from (and the prior expected interval until adoptPlan() gives one).
    */
-  constructor(self: { host: string; endpoint: string; network: string; incarnation: number }, now: number, counters: StoreCounters, priorIntervalMs: number) {
+  constructor(self: { host: string; endpoint: string; network: string; incarnation: number }, now: number, counters: StoreCounters, basePeriodMs: number) {
     this.counters = counters;
-    this.priorIntervalMs = priorIntervalMs;
+    this.basePeriodMs = basePeriodMs;
+    this.priorIntervalMs = basePeriodMs;
+    this.directWindowMs = DIRECT_ROUNDS * basePeriodMs;
     this.self = this.makeState({ ...self, network: self.network ?? "", version: 1, heartbeat: 0, schemaIds: [], body: new Uint8Array(0) }, now);
     this.self.detector = undefined;
     this.alive.set(self.host, this.self);
@@ -133,6 +239,7 @@ export class HostStore {
     this.priorIntervalMs = plan.expectedIntervalMs;
     this.earliestDeadline = -Infinity; // new parameters: every deadline may have moved
     this.priorStdDevMs = plan.stdDevMs;
+    this.directWindowMs = DIRECT_ROUNDS * plan.periodMs;
     // One object per plan: detectors cache their verdict per parameters object.
     this.detectorParams = {
       threshold,
@@ -152,62 +259,76 @@ export class HostStore {
     this.self.recordBytes = recordBytes(this.self);
   }
 
+  // ---- the trust rule's questions ----
+
+  /**
+   * Whether an incarnation is within MAX_INCARNATION_AHEAD_MS of our clock;
+   * counts a refusal. Our own incarnation is a reading of the same clock, so
+   * it counts as one too (a simulation whose clock starts at 0 still works).
+   */
+  incarnationAllowed(incarnation: number, now: number): boolean {
+    if (incarnation <= Math.max(now, this.self.incarnation) + MAX_INCARNATION_AHEAD_MS) return true;
+    this.counters.incarnationRefused++;
+    return false;
+  }
+
+  /** Whether `local` was heard first-hand within the direct window: relays may not change its record now. */
+  heardRecently(local: HostState, now: number): boolean {
+    return local.verifiedAt !== undefined && now - local.verifiedAt < this.directWindowMs;
+  }
+
+  /**
+   * Whether a message from `host`, on our own connection to `endpoint`, may
+   * speak for it first-hand: we hold it at that endpoint, or not at all, or
+   * only as a tombstone (the host at the old endpoint stopped answering), or
+   * only from relays (never heard first-hand: a squatter's record loses to the
+   * host itself). A host heard first-hand at another endpoint keeps it;
+   * counted (`endpointRefused`).
+   */
+  mayBind(host: string, endpoint: string): boolean {
+    const local = this.alive.get(host);
+    if (!local || local === this.self || local.endpoint === endpoint || local.verifiedAt === undefined) return local !== this.self;
+    this.counters.endpointRefused++;
+    return false;
+  }
+
   // ---- merging ----
 
-  /** A record from a peer: add, replace (newer version or incarnation) or only take its heartbeat. */
-  merge(record: WireRecord, message: Incoming, now: number): void {
+  /**
+   * A record from a peer: add, replace or only take its heartbeat, by the
+   * trust rule (file header): first-hand when `origin.direct` is its host and
+   * it names the endpoint we reached that host at.
+   */
+  merge(record: WireRecord, origin: Origin, now: number): void {
     this.counters.recordsReceived++;
     if (record.host === this.self.host) {
       this.checkSelf(record, now);
       return;
     }
+    if (!this.incarnationAllowed(record.incarnation, now)) return;
+    const direct = origin.direct === record.host && record.endpoint === origin.link;
     const local = this.alive.get(record.host);
     if (local) {
-      if (record.incarnation < local.incarnation) return;
-      if (record.incarnation === local.incarnation) {
-        this.adoptHeartbeat(local, record, now);
-        if (record.version <= local.version) return;
-      }
-      const jsons = this.resolveSchemas(record, message);
-      if (!jsons) return;
-      const restarted = record.incarnation > local.incarnation;
-      this.retain(record.schemaIds, jsons);
-      this.release(local.schemaIds);
-      Object.assign(local, {
-        endpoint: record.endpoint,
-        network: record.network,
-        incarnation: record.incarnation,
-        version: record.version,
-        heartbeat: restarted ? record.heartbeat : Math.max(local.heartbeat, record.heartbeat),
-        schemaIds: record.schemaIds,
-        body: record.body,
-        view: undefined,
-      });
-      this.changed(local, now);
-      local.recordBytes = recordBytes(local);
-      if (restarted) {
-        local.detector = new PhiAccrualDetector(now, this.priorIntervalMs, this.priorStdDevMs);
-        this.earliestDeadline = Math.min(this.earliestDeadline, now + (this.detectorParams?.minFailMs ?? 0));
-      }
-      this.membershipChanged();
-      this.counters.hostsUpdated++;
-      this.emit("updated", local);
+      if (direct) this.mergeDirect(local, record, origin.message, now);
+      else this.mergeRelayed(local, record, origin.message, now);
       return;
     }
     const tomb = this.dead.get(record.host);
-    if (tomb && !mayRevive(tomb, record, message)) {
+    if (tomb && !direct && !mayRevive(tomb, record)) {
       this.counters.staleIgnored++;
       return;
     }
-    const jsons = this.resolveSchemas(record, message);
+    const jsons = this.resolveSchemas(record, origin.message);
     if (!jsons) return;
     this.retain(record.schemaIds, jsons);
     if (tomb) {
       this.dead.delete(record.host);
       this.release(tomb.state.schemaIds);
       this.counters.revived++;
+      if (direct) this.counters.refuted++;
     }
     const state = this.makeState(record, now);
+    if (direct) this.heardDirect(state, record.heartbeat, record.endpoint, now);
     this.changed(state, now);
     this.earliestDeadline = Math.min(this.earliestDeadline, now + (this.detectorParams?.minFailMs ?? 0));
     this.alive.set(state.host, state);
@@ -217,34 +338,149 @@ export class HostStore {
     this.emit("added", state);
   }
 
-  /** A heartbeat digest from an ACK. */
-  applyDigest(d: Digest, message: Incoming, now: number): void {
+  /** The host's own word: the same record is a heartbeat; anything else it says of itself replaces what we hold. */
+  private mergeDirect(local: HostState, record: WireRecord, message: Incoming, now: number): void {
+    if (record.incarnation === local.incarnation && record.version === local.version && record.endpoint === local.endpoint) {
+      this.heardDirect(local, record.heartbeat, record.endpoint, now);
+      return;
+    }
+    this.replace(local, record, message, now, true);
+  }
+
+  /** A relayed record: a heartbeat within bounds; a newer version or incarnation only for a host not heard first-hand lately, at the endpoint we hold. */
+  private mergeRelayed(local: HostState, record: WireRecord, message: Incoming, now: number): void {
+    if (record.incarnation < local.incarnation) return;
+    const sameIncarnation = record.incarnation === local.incarnation;
+    if (sameIncarnation) this.heardRelayed(local, record, now);
+    if (sameIncarnation && record.version <= local.version) return;
+    if (this.heardRecently(local, now)) {
+      this.counters.relayRefused++;
+      return;
+    }
+    if (record.endpoint !== local.endpoint) {
+      this.counters.endpointRefused++;
+      return;
+    }
+    this.replace(local, record, message, now, false);
+  }
+
+  private replace(local: HostState, record: WireRecord, message: Incoming, now: number, direct: boolean): void {
+    const jsons = this.resolveSchemas(record, message);
+    if (!jsons) return;
+    const restarted = record.incarnation !== local.incarnation;
+    this.retain(record.schemaIds, jsons);
+    this.release(local.schemaIds);
+    Object.assign(local, {
+      endpoint: record.endpoint,
+      network: record.network,
+      incarnation: record.incarnation,
+      version: record.version,
+      // First-hand, the host's own heartbeat stands even below a relayed one (relays may have run it up).
+      heartbeat: restarted || direct ? record.heartbeat : Math.max(local.heartbeat, record.heartbeat),
+      schemaIds: record.schemaIds,
+      body: record.body,
+      view: undefined,
+    });
+    this.changed(local, now);
+    local.recordBytes = recordBytes(local);
+    if (restarted) {
+      local.detector = new PhiAccrualDetector(now, this.priorIntervalMs, this.priorStdDevMs);
+      local.directHeartbeat = undefined;
+      local.anchorHeartbeat = record.heartbeat;
+      local.anchorAt = now;
+      this.earliestDeadline = Math.min(this.earliestDeadline, now + (this.detectorParams?.minFailMs ?? 0));
+    }
+    if (direct) this.heardDirect(local, record.heartbeat, record.endpoint, now);
+    this.membershipChanged();
+    this.counters.hostsUpdated++;
+    this.emit("updated", local);
+  }
+
+  /** A heartbeat digest from an ACK (first-hand for the host `origin.direct` names). */
+  applyDigest(d: Digest, origin: Origin, now: number): void {
     if (d.dead) return;
     const local = this.alive.get(d.host);
     if (local === this.self) return this.checkSelf(d, now);
-    if (local) return this.adoptHeartbeat(local, d, now);
+    if (!this.incarnationAllowed(d.incarnation, now)) return;
+    const link = origin.direct === d.host ? origin.link : undefined;
+    if (local) return this.heartbeat(local, d, now, link);
     const tomb = this.dead.get(d.host);
-    if (tomb && mayRevive(tomb, d, message) && d.incarnation === tomb.state.incarnation && d.version === tomb.state.version) this.revive(tomb, d.heartbeat, now);
+    if (tomb && (link !== undefined || mayRevive(tomb, d)) && d.incarnation === tomb.state.incarnation && d.version === tomb.state.version) this.revive(tomb, d.heartbeat, now, link);
   }
 
-  /** A newer heartbeat of the same incarnation: the failure detector's signal. */
-  adoptHeartbeat(local: HostState, d: { incarnation: number; heartbeat: number }, now: number): void {
+  /**
+   * A heartbeat of `local` in a digest: the host's own (`link`: the endpoint
+   * we reached it at) when first-hand, else relayed (see heardRelayed).
+   */
+  heartbeat(local: HostState, d: { incarnation: number; version: number; heartbeat: number }, now: number, link: string | undefined): void {
+    if (link !== undefined) {
+      // The host itself at the same record: alive now. (Another incarnation or version: its record is on the way.)
+      if (d.incarnation === local.incarnation && d.version === local.version) this.heardDirect(local, d.heartbeat, link, now);
+    } else this.heardRelayed(local, d, now);
+  }
+
+  /**
+   * The host spoke first-hand, at `endpoint`: alive at once (a new heartbeat
+   * value, whichever way it moved, is a heartbeat), its heartbeat as it says,
+   * bound to that endpoint.
+   */
+  private heardDirect(local: HostState, heartbeat: number, endpoint: string, now: number): void {
+    local.verifiedAt = now;
+    local.anchorHeartbeat = heartbeat;
+    local.anchorAt = now;
+    if (local.endpoint !== endpoint) {
+      // Same record, new place (mayBind allowed it): the host answers there.
+      local.endpoint = endpoint;
+      local.view = undefined;
+      this.membershipChanged();
+      this.counters.hostsUpdated++;
+      this.emit("updated", local);
+    }
+    if (heartbeat === local.directHeartbeat) return; // the same round of the host, seen twice
+    local.directHeartbeat = heartbeat;
+    local.heartbeat = heartbeat;
+    this.arrival(local, now);
+  }
+
+  /** A relayed heartbeat of the same incarnation: taken when newer and within the bound (see HEARTBEAT_SLACK). */
+  private heardRelayed(local: HostState, d: { incarnation: number; heartbeat: number }, now: number): void {
     if (d.incarnation !== local.incarnation || d.heartbeat <= local.heartbeat) return;
+    const bound = local.anchorHeartbeat + HEARTBEAT_SLACK + ((now - local.anchorAt) * HEARTBEAT_RATE) / this.basePeriodMs;
+    if (d.heartbeat > bound) {
+      this.counters.heartbeatRefused++;
+      return;
+    }
     local.heartbeat = d.heartbeat;
+    this.arrival(local, now);
+  }
+
+  /** The failure detector's signal. */
+  private arrival(local: HostState, now: number): void {
     if (!local.detector) return;
     local.detector.heartbeat(now);
     if (this.detectorParams) this.earliestDeadline = Math.min(this.earliestDeadline, now + local.detector.failAfterMs(this.detectorParams));
   }
 
-  /** A dead host is back with the record its tombstone holds: no need to fetch it again. */
-  revive(tomb: Tombstone, heartbeat: number, now: number): void {
+  /**
+   * A dead host is back with the record its tombstone holds: no need to fetch
+   * it again. `link`: it said so itself, from there (the tombstone is refuted).
+   */
+  revive(tomb: Tombstone, heartbeat: number, now: number, link?: string): void {
     const state = tomb.state;
     this.dead.delete(state.host);
     state.heartbeat = Math.max(state.heartbeat, heartbeat);
+    state.anchorHeartbeat = state.heartbeat;
+    state.anchorAt = now;
     state.detector = new PhiAccrualDetector(now, this.priorIntervalMs, this.priorStdDevMs);
     this.changed(state, now);
     this.earliestDeadline = Math.min(this.earliestDeadline, now + (this.detectorParams?.minFailMs ?? 0));
     this.alive.set(state.host, state);
+    if (link !== undefined) {
+      this.counters.refuted++;
+      state.endpoint = link;
+      state.view = undefined;
+      this.heardDirect(state, heartbeat, link, now);
+    }
     this.membershipChanged();
     this.counters.revived++;
     this.counters.hostsAdded++;
@@ -253,22 +489,26 @@ export class HostStore {
 
   /**
    * Someone holds a record of ours. A newer version of our own incarnation
-   * means we restarted with the same incarnation: outbid it. A newer
-   * incarnation is another agent using our host id: counted (`conflicts`).
+   * means we restarted with the same incarnation: outbid it, by a bounded
+   * step (`selfRefused` past it: a peer may make us bump our version, never
+   * run it to the end of its range). A newer incarnation is another agent
+   * using our host id, or a forgery: counted (`conflicts`). Their heartbeats
+   * of us are never taken: ours is ours.
    */
-  checkSelf(d: { incarnation: number; version: number; heartbeat: number }, now: number): void {
+  checkSelf(d: { incarnation: number; version: number }, now: number): void {
     if (d.incarnation > this.self.incarnation) {
       this.counters.conflicts++;
       return;
     }
-    if (d.incarnation < this.self.incarnation) return;
-    if (d.version > this.self.version) {
-      this.self.version = d.version + 1;
-      this.self.changedAt = now;
-      this.self.view = undefined;
-      this.counters.selfRefuted++;
+    if (d.incarnation < this.self.incarnation || d.version <= this.self.version) return;
+    if (d.version - this.self.version > MAX_SELF_OUTBID || d.version >= U32_MAX) {
+      this.counters.selfRefused++;
+      return;
     }
-    if (d.heartbeat > this.self.heartbeat) this.self.heartbeat = d.heartbeat;
+    this.self.version = d.version + 1;
+    this.self.changedAt = now;
+    this.self.view = undefined;
+    this.counters.selfRefuted++;
   }
 
   /** The JSON of each schema a record names, from the message or our store; undefined (counted) if one is missing or its body does not decode. */
@@ -450,6 +690,10 @@ export class HostStore {
       detector: new PhiAccrualDetector(now, this.priorIntervalMs, this.priorStdDevMs),
       listed: 0,
       view: undefined,
+      verifiedAt: undefined,
+      directHeartbeat: undefined,
+      anchorHeartbeat: r.heartbeat,
+      anchorAt: now,
     };
     state.recordBytes = recordBytes(state);
     return state;
@@ -539,14 +783,15 @@ export class HostStore {
 }
 
 /**
- * Whether a tombstoned host may come back on the strength of `d`: a newer
- * incarnation; its own word (the message comes from it); or a heartbeat past
- * what it can have sent before we declared it dead (stale copies relayed by
- * hosts that have not declared it dead yet stop there).
+ * Whether second-hand news `d` may bring a tombstoned host back: a newer
+ * incarnation (within the bound, checked before), or a heartbeat past what it
+ * can have sent before we declared it dead (stale copies relayed by hosts that
+ * have not declared it dead yet stop there). What a message claims of its own
+ * sender is no better: it may have come from anyone. The host's first-hand
+ * word always revives it (the callers check that first).
  */
-export function mayRevive(tomb: Tombstone, d: { host: string; incarnation: number; heartbeat: number }, message: Incoming): boolean {
+export function mayRevive(tomb: Tombstone, d: { incarnation: number; heartbeat: number }): boolean {
   if (d.incarnation !== tomb.state.incarnation) return d.incarnation > tomb.state.incarnation;
-  if (d.host === message.host) return true;
   return d.heartbeat > tomb.state.heartbeat + tomb.margin;
 }
 

@@ -4,8 +4,13 @@
  * no sockets, timers or clock; time and randomness are passed in, bytes go
  * in and out, so that a network of these can be simulated deterministically
  * (test/unit/gossip.test.ts, bench/gossip-sim.ts). The agent (agent.ts) wires
- * it to ZeroMQ: it calls tick() every nextDelayMs(), and receive() for each
- * message, and sends what they return. The plan (period, fanout, digests
+ * it to ZeroMQ: it calls tick() every nextDelayMs() and sends the SYNs it
+ * returns to their endpoints (its own outbound connections), closes what
+ * idleConnections() names, and for each message that arrives calls
+ * receive() with the connection it came on, and sends the replies back on
+ * that same connection, never to an endpoint a message names (a claimed
+ * endpoint is no route: answering there let any peer make us open sockets
+ * without end). The plan (period, fanout, digests
  * per SYN, detector parameters) is gossip-plan.ts; the wire form,
  * gossip-codec.ts; what is held (records, tombstones, the ring, schemas,
  * views) and how an incoming record or digest changes it, gossip-state.ts.
@@ -21,7 +26,15 @@
  * `version` when its nodes change, `heartbeat` every round, `incarnation`
  * when its agent restarts (a higher one supersedes the old record). Record
  * bodies travel only when a version is newer, heartbeats only in digests: an
- * idle cluster sends no node lists.
+ * idle cluster sends no node lists. So the ACK to A's SYN comes back on A's
+ * own connection to B's endpoint: what it says of B is B's first-hand word,
+ * and only that may override what relays said of B (the trust rule, in
+ * gossip-state.ts). A message that arrives on a listener (a SYN, an ACK2) is
+ * second-hand for every host in it, its sender included; when it claims to be
+ * a host we hold as dead, or hold only from relays at another endpoint, the
+ * endpoint is probed with a SYN of ours (a few per round), whose answer
+ * settles it first-hand: a live host's tombstone is refuted within a round
+ * of it speaking to us.
  *
  * Failure detection: phi accrual (failure-detector.ts) on the intervals
  * between increases of each host's heartbeat as seen here. A dead host leaves
@@ -51,7 +64,7 @@
 import { NodeBinError } from "../wire/errors.ts";
 import { MAX_ENDPOINT_LENGTH, MAX_HELD_SCHEMAS, columns, encode, encodeNodes, pack, parse, validId, type Incoming } from "./gossip-codec.ts";
 import { DEFAULT_BUDGET, DEFAULT_PERIOD_MS, DEFAULT_THRESHOLD, DIGEST_OVERHEAD, HEADROOM, gossipPlan, type GossipPlan, type PlanOptions } from "./gossip-plan.ts";
-import { HostStore, mayRevive, upperBound, type GossipChange, type HostState, type HostView } from "./gossip-state.ts";
+import { HostStore, mayRevive, upperBound, type GossipChange, type HostState, type HostView, type Origin } from "./gossip-state.ts";
 import type { NodeEntry } from "./table.ts";
 
 /** The gossip's options; those of the plan (period, budget, detector) are PlanOptions'. */
@@ -70,7 +83,13 @@ export interface GossipOptions extends PlanOptions {
   seedProbability?: number;
 }
 
-/** A message to send. */
+/**
+ * A message to send. tick()'s SYNs go to `endpoint` (over the agent's own
+ * connection to it). receive()'s replies go back on the connection the
+ * message came in on, whatever `endpoint` says: there it only names the peer
+ * (the endpoint of our connection, or the one the sender claims), for logs
+ * and simulations.
+ */
 export interface Outgoing {
   endpoint: string;
   bytes: Uint8Array;
@@ -81,6 +100,13 @@ export type { GossipChange, HostView } from "./gossip-state.ts";
 
 const DEFAULT_TOMBSTONE_MS = 3_600_000;
 const DEFAULT_SEED_PROBABILITY = 0.1;
+/** Endpoints claimed on a listener and waiting to be probed (more are dropped, counted): what a flood of claims can make us hold. */
+const MAX_PENDING_PROBES = 16;
+/** Probes of claimed endpoints per round: what a flood of claims can make us dial. */
+const MAX_PROBES_PER_ROUND = 2;
+/** Outbound connections kept (least recently used closed first) and rounds an unused one stays open. */
+const MAX_CONNECTIONS = 64;
+const IDLE_ROUNDS = 30;
 /** Largest message sent, unless a single record is larger. */
 const MAX_SEND_BYTES = 256 * 1024;
 
@@ -110,14 +136,23 @@ const COUNTERS = [
   "badRecords",
   "conflicts",
   "selfRefuted",
+  "selfRefused",
   "selfMessages",
   "hostsAdded",
   "hostsUpdated",
   "hostsRemoved",
   "revived",
+  "refuted",
   "staleIgnored",
+  "incarnationRefused",
+  "relayRefused",
+  "endpointRefused",
+  "heartbeatRefused",
   "seedContacts",
   "deadProbes",
+  "claimProbes",
+  "probesDropped",
+  "connectionsClosed",
   "budgetTrimmed",
   "internalErrors",
   "listenerErrors",
@@ -137,8 +172,12 @@ export class Gossip {
   private readonly self: HostState;
   private readonly selfEndpoints = new Set<string>();
   private readonly seedsContacted = new Set<string>();
-  /** The host that spoke from an endpoint (seeds are endpoints; this says which are known). */
+  /** The host that answered on our connection to an endpoint (seeds are endpoints; this says which are known). */
   private readonly endpointHosts = new Map<string, string>();
+  /** Endpoints claimed on a listener by hosts we hold as dead, or only from relays elsewhere: probed a few per round. */
+  private readonly probes = new Map<string, string>();
+  /** Endpoints we dialed, by the round we last did, least recently first: what idleConnections() closes. */
+  private readonly dialed = new Map<string, number>();
   private readonly tokens: { value: number; at: number };
   /** Last host id a SYN range covered: the next starts after it. */
   private cursor: string | undefined;
@@ -183,7 +222,12 @@ export class Gossip {
       this.detect(now);
       const plan = this.plan();
       this.hot = undefined;
-      return this.targets(plan).map((target) => this.syn(target, plan, now));
+      const targets = this.targets(plan);
+      for (const { endpoint } of targets) {
+        this.dialed.delete(endpoint);
+        this.dialed.set(endpoint, this.counters.rounds);
+      }
+      return targets.map((target) => this.syn(target, plan, now));
     } catch (err) {
       // A bug must not stop the rounds (the agent's timer keeps calling).
       this.counters.internalErrors++;
@@ -192,11 +236,15 @@ export class Gossip {
   }
 
   /**
-   * Handles one gossip message that arrived from `fromEndpoint`; returns the
-   * replies to send (an ACK for a SYN, an ACK2 for an ACK with requests).
-   * Malformed bytes: returns [] and counts them (`malformed`); never throws.
+   * Handles one gossip message; returns the replies (an ACK for a SYN, an
+   * ACK2 for an ACK with requests), to be sent back on the connection it came
+   * in on. `link`: the endpoint of our own outbound connection it came back
+   * on (an answer to our SYN), undefined when it arrived on a listener (from
+   * whoever connected). That, not what the message claims, decides what it
+   * may change (gossip-state.ts). Malformed bytes: returns [] and counts them
+   * (`malformed`); never throws.
    */
-  receive(bytes: Uint8Array, fromEndpoint: string): Outgoing[] {
+  receive(bytes: Uint8Array, link?: string): Outgoing[] {
     try {
       const now = this.options.now();
       this.refill(now);
@@ -211,23 +259,15 @@ export class Gossip {
         this.counters.malformed++;
         return [];
       }
-      if (message.host === this.self.host) {
-        // Our own message (a seed that is us under another name): never contact that endpoint again.
-        if (message.incarnation === this.self.incarnation) {
-          this.counters.selfMessages++;
-          if (typeof fromEndpoint === "string") this.selfEndpoints.add(fromEndpoint);
-        } else this.counters.conflicts++;
-        return [];
-      }
-      // Replies go where the message came from; a transport that cannot tell uses the endpoint the sender gives.
-      const replyTo = typeof fromEndpoint === "string" && fromEndpoint ? fromEndpoint : message.endpoint;
-      if (this.endpointHosts.size > 4 * this.store.records.size + 64) this.endpointHosts.clear(); // bounded: it is only a hint
-      if (replyTo) this.endpointHosts.set(replyTo, message.host);
+      if (typeof link !== "string" || !link) link = undefined;
+      if (message.host === this.self.host) return this.fromSelf(message, link);
+      const origin = this.originOf(message, link);
+      const replyTo = link ?? message.endpoint;
       this.counters[`${message.kind}Received`]++;
-      if (message.kind === "syn") return [this.ack(message, replyTo, now)];
-      for (const record of message.records) this.store.merge(record, message, now);
+      if (message.kind === "syn") return [this.ack(message, origin, replyTo, now)];
+      for (const record of message.records) this.store.merge(record, origin, now);
       if (message.kind === "ack2") return [];
-      for (const digest of message.digests) this.store.applyDigest(digest, message, now);
+      for (const digest of message.digests) this.store.applyDigest(digest, origin, now);
       if (message.requests.length === 0) return [];
       const wanted = new Set(message.requests);
       const states = [...wanted].map((h) => this.store.records.get(h)).filter((s): s is HostState => s !== undefined);
@@ -236,6 +276,81 @@ export class Gossip {
       this.counters.internalErrors++;
       return [];
     }
+  }
+
+  /**
+   * Endpoints to close now: those we have not dialed for IDLE_ROUNDS rounds,
+   * and the least recently dialed beyond MAX_CONNECTIONS (never one dialed
+   * this round: its answer may still be on the way). Forgotten once returned.
+   */
+  idleConnections(): string[] {
+    const round = this.counters.rounds;
+    const out: string[] = [];
+    for (const [endpoint, last] of this.dialed) {
+      if (last >= round || (round - last < IDLE_ROUNDS && this.dialed.size - out.length <= MAX_CONNECTIONS)) break;
+      out.push(endpoint);
+    }
+    for (const endpoint of out) this.dialed.delete(endpoint);
+    this.counters.connectionsClosed += out.length;
+    return out;
+  }
+
+  /**
+   * A message from our own host id. Ours, looped back (a seed that is us
+   * under another name): on our own connection, that endpoint is never
+   * contacted again; on a listener, our SYN is answered so that the answer
+   * comes back on that connection and names it. Another incarnation: another
+   * agent with our id, or a forgery (`conflicts`).
+   */
+  private fromSelf(message: Incoming, link: string | undefined): Outgoing[] {
+    if (message.incarnation !== this.self.incarnation) {
+      this.counters.conflicts++;
+      return [];
+    }
+    this.counters.selfMessages++;
+    if (link !== undefined) {
+      this.selfEndpoints.add(link);
+      return [];
+    }
+    if (message.kind !== "syn") return [];
+    return [this.sent(message.endpoint, encode(this.self, { ack: {} }), "ackSent")];
+  }
+
+  /**
+   * Who a message speaks for first-hand (see Origin): its sender, when it came
+   * back on our connection to the endpoint it says is its own and that
+   * endpoint may be its (HostStore.mayBind). On a listener it speaks for no
+   * one, but a claim worth checking is noted for a probe.
+   */
+  private originOf(message: Incoming, link: string | undefined): Origin {
+    if (link === undefined) {
+      this.noteClaim(message);
+      return { message, link, direct: undefined };
+    }
+    if (this.endpointHosts.size > 4 * this.store.records.size + 64) this.endpointHosts.clear(); // bounded: it is only a hint
+    this.endpointHosts.set(link, message.host);
+    const direct = link === message.endpoint && this.store.mayBind(message.host, link) ? message.host : undefined;
+    return { message, link, direct };
+  }
+
+  /**
+   * A listener's message claims to be host H at endpoint E. Worth a probe of E
+   * (our SYN, whose answer comes back first-hand) when we hold H as dead, or
+   * hold it only from relays and at another endpoint: then H itself may be
+   * there. Not for hosts we hear first-hand (their binding stands), nor for
+   * hosts we do not know (their record comes with the exchange, and we dial
+   * them as peers).
+   */
+  private noteClaim(message: Incoming): void {
+    const { host, endpoint } = message;
+    if (!endpoint || endpoint === this.self.endpoint || this.selfEndpoints.has(endpoint) || this.probes.has(endpoint)) return;
+    const alive = this.store.records.get(host);
+    if (alive ? alive.endpoint === endpoint || alive.verifiedAt !== undefined : !this.store.tombs.has(host)) return;
+    if (this.probes.size >= MAX_PENDING_PROBES) {
+      this.counters.probesDropped++;
+      return;
+    }
+    this.probes.set(endpoint, host);
   }
 
   /** Delay until the next tick() under the adaptive period. */
@@ -272,8 +387,12 @@ export class Gossip {
 
   /**
    * Counters (bytes and messages sent and received by kind, digests and
-   * records sent, malformed, hosts added / updated / removed / revived, ...)
-   * and gauges (hosts alive, tombstones, periodMs, fanout, digestsPerSyn, tokens).
+   * records sent, malformed, hosts added / updated / removed / revived, the
+   * trust rule's refusals: incarnationRefused, relayRefused, endpointRefused,
+   * heartbeatRefused, selfRefused, staleIgnored; tombstones refuted
+   * first-hand, claimProbes, connectionsClosed, ...) and gauges (hosts
+   * alive, tombstones, periodMs, fanout, digestsPerSyn, tokens, connections
+   * open, probes pending).
    */
   stats(): Record<string, number> {
     const plan = this.plan();
@@ -285,6 +404,8 @@ export class Gossip {
       fanout: plan.fanout,
       digestsPerSyn: plan.digestsPerSyn,
       tokens: Math.floor(this.tokens.value),
+      connections: this.dialed.size,
+      probesPending: this.probes.size,
     };
   }
 
@@ -312,8 +433,9 @@ export class Gossip {
   /**
    * This round's destinations: `fanout` random alive peers; seeds we do not
    * know as alive hosts: each once at first, then some every round while we
-   * know fewer than 2 peers, else one now and then (so partitions heal); and
-   * now and then a dead host, which answers if it was only cut off.
+   * know fewer than 2 peers, else one now and then (so partitions heal); a
+   * few endpoints claimed on our listener (see noteClaim); and now and then a
+   * dead host, which answers if it was only cut off.
    */
   private targets(plan: GossipPlan): Target[] {
     const out: Target[] = [];
@@ -345,6 +467,15 @@ export class Gossip {
         this.counters.seedContacts++;
         push({ endpoint: seed });
       }
+    }
+    let probed = 0;
+    for (const [endpoint, host] of this.probes) {
+      if (probed >= MAX_PROBES_PER_ROUND) break;
+      this.probes.delete(endpoint);
+      if (used.has(endpoint)) continue;
+      probed++;
+      this.counters.claimProbes++;
+      push({ endpoint, host });
     }
     if (this.store.tombs.size && this.random() < Math.min(1, this.store.tombs.size / (peers.length + 1))) {
       const tombs = [...this.store.tombs.values()];
@@ -442,8 +573,14 @@ export class Gossip {
 
   // ---- answering ----
 
-  /** B's side: compare A's digests with ours; send what A lacks, ask for what A has newer. */
-  private ack(message: Incoming, endpoint: string, now: number): Outgoing {
+  /**
+   * B's side: compare A's digests with ours; send what A lacks, ask for what
+   * A has newer. The ACK goes back on A's own connection, so for A what it
+   * says of us is our first-hand word: our record whenever A holds us
+   * otherwise than we are (dead, another incarnation, an older version),
+   * which refutes whatever A was told; else our heartbeat.
+   */
+  private ack(message: Incoming, origin: Origin, endpoint: string, now: number): Outgoing {
     const send: HostState[] = [];
     const fresher: HostState[] = [];
     const requests: string[] = [];
@@ -455,16 +592,25 @@ export class Gossip {
         if (local.listed === stamp) continue;
         local.listed = stamp;
       }
+      const link = origin.direct === d.host ? origin.link : undefined;
+      if (local === this.self) {
+        this.store.checkSelf(d, now);
+        if (d.dead || d.incarnation !== this.self.incarnation || d.version < this.self.version) send.push(this.self);
+        // Our heartbeat always: to A it is our first-hand heartbeat, even where relays ran A's copy of it up.
+        else fresher.push(this.self);
+        continue;
+      }
+      if (d.dead && !local) continue;
+      if (!this.store.incarnationAllowed(d.incarnation, now)) continue;
       if (!local) {
-        if (d.dead) continue;
         const tomb = this.store.tombs.get(d.host);
         if (tomb) {
-          if (!mayRevive(tomb, d, message)) {
+          if (link === undefined && !mayRevive(tomb, d)) {
             this.counters.staleIgnored++;
             continue;
           }
           if (d.incarnation === tomb.state.incarnation && d.version === tomb.state.version) {
-            this.store.revive(tomb, d.heartbeat, now);
+            this.store.revive(tomb, d.heartbeat, now, link);
             tomb.state.listed = stamp;
             continue;
           }
@@ -472,13 +618,13 @@ export class Gossip {
         requests.push(d.host);
         continue;
       }
-      if (!d.dead) {
-        if (local === this.self) this.store.checkSelf(d, now);
-        else this.store.adoptHeartbeat(local, d, now);
-      }
-      if (d.incarnation > local.incarnation || (d.incarnation === local.incarnation && d.version > local.version)) {
-        if (!d.dead && local !== this.self) requests.push(d.host);
-      } else if (d.incarnation < local.incarnation || d.version < local.version) send.push(local);
+      if (!d.dead) this.store.heartbeat(local, d, now, link);
+      const differs = d.incarnation !== local.incarnation || d.version !== local.version;
+      if (link !== undefined && differs) requests.push(d.host); // the host's own word on itself: wanted, whichever way it differs
+      else if (d.incarnation > local.incarnation || (d.incarnation === local.incarnation && d.version > local.version)) {
+        // A relayed newer record; not asked for while its host is heard first-hand (it would be refused).
+        if (!d.dead && !this.store.heardRecently(local, now)) requests.push(d.host);
+      } else if (differs) send.push(local);
       else if (d.heartbeat < local.heartbeat) fresher.push(local);
     }
     // Hosts we hold inside the SYN's range that it does not list: it lacks them.

@@ -3,8 +3,9 @@
  * sockets and pid files live. Mode 0700 and owned by the user, because anyone
  * who can open an ipc socket can call every component behind it.
  */
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { randomBytes } from "node:crypto";
+import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { hasIpc } from "../platform/platform.ts";
 import { NodeBinError } from "../wire/errors.ts";
@@ -94,4 +95,82 @@ export const DEFAULT_DISCOVERY_PORT = 7400;
 /** The host agent's ipc endpoint for a discovery port: where the host's containers register and local clients pull. */
 export function discoveryIpc(runtimeDir: string, port: number = DEFAULT_DISCOVERY_PORT): string {
   return `ipc://${join(runtimeDir, `discovery-${port}.sock`)}`;
+}
+
+/** The file in the runtime directory that keeps this host's id (see hostIdentity). */
+export const HOST_ID_FILE = "host-id";
+/** What a host id kept there may look like: the file is checked against it whenever it is read. */
+const HOST_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+/**
+ * This host's id, made once and kept in the runtime directory `dir` (which
+ * must exist: ensureRuntimeDir()), so that every process of the host that
+ * shares the directory (governor, containers, dev, client) agrees on it, and
+ * two machines with the same host name are two hosts: the host name alone
+ * made a second host take the first one's gossip for its own. The id reads
+ * "<host name>-<12 hex digits>": the name for people (status, `client
+ * nodes`), the random part for uniqueness.
+ *
+ * Race-free when several processes of a host start at once: the id is
+ * written whole to a temporary file of this process (mode 0600, created
+ * exclusively) and hard-linked to its name, which fails for all but the
+ * first; everyone then reads what the first wrote. Throws FAILED_PRECONDITION
+ * when the file holds anything but an id (it is never overwritten: processes
+ * already running hold the id it had), PERMISSION_DENIED when it is not a
+ * regular file of this user.
+ */
+export function hostIdentity(dir: string): string {
+  const file = join(dir, HOST_ID_FILE);
+  const existing = readHostIdentity(dir);
+  if (existing !== undefined) return existing;
+  const label = hostname().replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[^A-Za-z0-9]+/, "").slice(0, 64) || "host";
+  const id = `${label}-${randomBytes(6).toString("hex")}`;
+  const temp = join(dir, `.${HOST_ID_FILE}-${process.pid}-${randomBytes(4).toString("hex")}`);
+  try {
+    writeFileSync(temp, `${id}\n`, { mode: 0o600, flag: "wx" });
+    try {
+      linkSync(temp, file);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "EPERM" || code === "ENOTSUP" || code === "EOPNOTSUPP") {
+        // A file system without hard links: exclusive creation still leaves one winner (a reader may
+        // then, very rarely, catch the file empty and fail loudly rather than take another id).
+        writeFileSync(file, `${id}\n`, { mode: 0o600, flag: "wx" });
+      } else if (code !== "EEXIST") throw err;
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") {
+      throw new NodeBinError("PERMISSION_DENIED", `cannot keep this host's id in ${file} (${(err as Error).message}); set NODEBIN_HOST or --host`, { details: { file }, cause: err });
+    }
+  } finally {
+    rmSync(temp, { force: true });
+  }
+  const kept = readHostIdentity(dir);
+  if (kept === undefined) throw new NodeBinError("FAILED_PRECONDITION", `${file} vanished while this host's id was being made; start again`, { details: { file } });
+  return kept;
+}
+
+/**
+ * The host id kept in runtime directory `dir`, checked; undefined when there
+ * is none yet. Throws as hostIdentity() does for a file that is not an id.
+ */
+export function readHostIdentity(dir: string): string | undefined {
+  const file = join(dir, HOST_ID_FILE);
+  let st;
+  try {
+    st = lstatSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw new NodeBinError("PERMISSION_DENIED", `cannot read this host's id from ${file} (${(err as Error).message}); set NODEBIN_HOST or --host`, { details: { file }, cause: err });
+  }
+  // A symlink or a file of another user is not ours to trust (the directory is private, so neither should be there).
+  if (!st.isFile() || (typeof process.getuid === "function" && st.uid !== process.getuid())) {
+    throw new NodeBinError("PERMISSION_DENIED", `${file} is not a regular file of this user; remove it (a new host id is made) or set NODEBIN_HOST`, { details: { file } });
+  }
+  const text = st.size <= 256 ? readFileSync(file, "utf8") : "";
+  const id = text.trim();
+  if (!HOST_ID.test(id)) {
+    throw new NodeBinError("FAILED_PRECONDITION", `${file} does not hold a host id (${JSON.stringify(text.slice(0, 40))}); remove it (a new one is made) or set NODEBIN_HOST`, { details: { file } });
+  }
+  return id;
 }

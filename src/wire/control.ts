@@ -182,11 +182,23 @@ export const GOVERNOR_SET = control<GovernorSetRequest, GovernorStatusReply>("Go
 export const GOVERNOR_STOP = control<GovernorStopRequest, Empty>("Governor", "Stop");
 export const GOVERNOR_CAPACITY = control<CapacityRequest, void>("Governor", "RequestCapacity");
 
+/**
+ * The peer a control request came from, as the transport that carried it
+ * knows it (transport/transport.ts Peer, which satisfies this: wire/ cannot
+ * import from transport/): its kind, the way back on its connection, and the
+ * outbound link it came back on, if it did.
+ */
+export interface ControlPeer {
+  readonly kind: PeerKind;
+  readonly reply?: (frame: Uint8Array) => void;
+  readonly link?: string;
+}
+
 /** What a control handler knows of the request beyond its body. */
 export interface ControlContext {
   readonly env: Envelope;
-  /** The kind of peer it came from, as the transport that carried it knows. */
-  readonly peer: PeerKind;
+  /** Who it came from, as the transport that carried it knows (never as the envelope claims). */
+  readonly peer: ControlPeer;
 }
 
 /**

@@ -1,8 +1,9 @@
 import { join } from "node:path";
 import t from "tap";
-import { GOSSIP_PROTOCOL } from "../../src/membership/gossip-codec.ts";
+import { GOSSIP_PROTOCOL, columns, encode, encodeNodes, type Digest } from "../../src/membership/gossip-codec.ts";
 import { fanoutFor, gossipPlan } from "../../src/membership/gossip-plan.ts";
 import { Gossip, type GossipChange, type GossipOptions } from "../../src/membership/gossip.ts";
+import { MAX_INCARNATION_AHEAD_MS } from "../../src/membership/gossip-state.ts";
 import type { NodeEntry } from "../../src/membership/table.ts";
 import { NODEBIN_PROTO_DIR, loadProtoFiles } from "../../src/wire/proto.ts";
 import { seededRandom } from "../lib/seeded-random.ts";
@@ -64,7 +65,11 @@ const earlier = (a: { at: number; seq: number }, b: { at: number; seq: number })
 /**
  * Gossip instances wired by a bus: each host ticks every nextDelayMs() from
  * a random phase, messages arrive 1-5 ms later, stopped hosts neither send
- * nor receive, and links can be cut.
+ * nor receive, and links can be cut. Connections as in the agent: a SYN goes
+ * out on the sender's own connection to the endpoint and arrives on the
+ * target's listener (no link); replies go back on the same connection, so
+ * the initiator gets them with the link it dialed, and its replies reach the
+ * target's listener again.
  */
 class Network {
   now = 0;
@@ -128,15 +133,24 @@ class Network {
     this.cut.clear();
   }
 
-  private send(from: SimHost, out: { endpoint: string; bytes: Uint8Array }[]): void {
+  /** What a host's tick() returned: each SYN over its own connection to the endpoint. */
+  send(from: SimHost, out: { endpoint: string; bytes: Uint8Array }[]): void {
     for (const { endpoint, bytes } of out) {
       const to = this.byEndpoint.get(endpoint);
-      if (!to) continue;
-      this.events.push(this.now + 1 + this.random() * 4, () => {
-        if (!to.up || !from.up || this.cut.has(`${from.host}|${to.host}`)) return;
-        this.send(to, to.gossip.receive(bytes, from.endpoint));
-      });
+      if (to) this.deliver(from, to, bytes, undefined, endpoint);
     }
+  }
+
+  /**
+   * One message of an exchange whose initiator dialed `dialed`: it arrives at
+   * `to` with `link` (to's own connection) or on to's listener (undefined);
+   * its replies travel back on the same connection.
+   */
+  private deliver(from: SimHost, to: SimHost, bytes: Uint8Array, link: string | undefined, dialed: string): void {
+    this.events.push(this.now + 1 + this.random() * 4, () => {
+      if (!to.up || !from.up || this.cut.has(`${from.host}|${to.host}`)) return;
+      for (const reply of to.gossip.receive(bytes, link)) this.deliver(to, from, reply.bytes, link === undefined ? dialed : undefined, dialed);
+    });
   }
 
   run(ms: number): void {
@@ -409,7 +423,7 @@ t.test("gossip - garbage never throws: random bytes, truncated and corrupted mes
   const target = net.hosts.get("h000")!.gossip;
   // Real messages to corrupt: a SYN, and the ACK it gets.
   const syn = net.hosts.get("h001")!.gossip.tick().find((o) => o.endpoint === endpointOf("h000"))!.bytes;
-  const ack = target.receive(syn, endpointOf("h001"))[0]!.bytes;
+  const ack = target.receive(syn)[0]!.bytes;
   const random = seededRandom(42);
   const samples: Uint8Array[] = [new Uint8Array(0), new Uint8Array([0xff]), new Uint8Array(100).fill(0xff)];
   for (let i = 0; i < 2000; i++) samples.push(Uint8Array.from({ length: Math.floor(random() * 300) }, () => Math.floor(random() * 256)));
@@ -438,9 +452,10 @@ t.test("gossip - garbage never throws: random bytes, truncated and corrupted mes
   );
   let replies = 0;
   for (const bytes of samples) {
-    t.doesNotThrow(() => (replies += target.receive(bytes, "tcp://somewhere:1").length));
+    t.doesNotThrow(() => (replies += target.receive(bytes).length));
+    t.doesNotThrow(() => target.receive(bytes, "tcp://somewhere:1"));
   }
-  for (const bytes of [undefined, null, "text", 42, {}] as unknown as Uint8Array[]) t.doesNotThrow(() => target.receive(bytes, undefined as unknown as string));
+  for (const bytes of [undefined, null, "text", 42, {}] as unknown as Uint8Array[]) t.doesNotThrow(() => target.receive(bytes, 42 as unknown as string));
   const stats = target.stats();
   t.ok(stats.malformed! > 1500, `malformed counted (${stats.malformed})`);
   t.ok(stats.incompatible! >= 1, "another protocol version is told apart");
@@ -462,8 +477,11 @@ t.test("gossip - seeds: our own endpoint is ignored, and an alias of ours is fou
   const gossip = new Gossip({ self: { host: "me", endpoint: "tcp://10.0.0.1:7400", network: "", incarnation: 1 }, seeds: ["tcp://me.local:7400"], now: () => 0, random: seededRandom(1) });
   const [syn] = gossip.tick();
   t.equal(syn?.endpoint, "tcp://me.local:7400");
-  t.same(gossip.receive(syn!.bytes, "tcp://me.local:7400"), [], "our own SYN is not answered");
-  t.equal(gossip.stats().selfMessages, 1);
+  // It arrives on our own listener: answered, so that the answer comes back on the connection to the alias.
+  const [echo] = gossip.receive(syn!.bytes);
+  t.ok(echo, "our own SYN is answered with an empty ACK");
+  t.same(gossip.receive(echo!.bytes, "tcp://me.local:7400"), [], "which, back on our connection to the alias, is not answered");
+  t.equal(gossip.stats().selfMessages, 2);
   t.same(gossip.tick(), [], "the alias is not contacted again");
 });
 
@@ -473,11 +491,11 @@ t.test("gossip - another agent with our host id and a newer incarnation is count
   const old = make(1, "tcp://a:7400");
   const other = new Gossip({ self: { host: "other", endpoint: "tcp://o:7400", network: "", incarnation: 1 }, seeds: ["tcp://b:7400"], now: () => clock.now, random: seededRandom(3) });
   const newer = make(2, "tcp://b:7400");
-  // other learns the newer "same", then tells the old one about it.
-  for (const { bytes } of other.tick()) for (const reply of newer.receive(bytes, "tcp://o:7400")) for (const r of other.receive(reply.bytes, "tcp://b:7400")) newer.receive(r.bytes, "tcp://o:7400");
+  // other learns the newer "same" (its SYN to b, b's answer on other's connection), then tells the old one about it.
+  for (const { bytes } of other.tick()) for (const reply of newer.receive(bytes)) for (const r of other.receive(reply.bytes, "tcp://b:7400")) newer.receive(r.bytes);
   t.equal(other.known("same")?.incarnation, 2);
   const syn = other.tick();
-  for (const { bytes } of syn) old.receive(bytes, "tcp://o:7400");
+  for (const { bytes } of syn) old.receive(bytes);
   const direct = GossipMessage.encode({ protocol: GOSSIP_PROTOCOL, host: "same", endpoint: "tcp://b:7400", incarnation: 2, syn: {} }).finish();
   t.same(old.receive(direct, "tcp://b:7400"), []);
   t.ok(old.stats().conflicts! >= 1);
@@ -495,7 +513,7 @@ t.test("gossip - an agent restarted with the same incarnation outbids its own st
   sim.gossip = new Gossip({ self: { host: "h001", endpoint: sim.endpoint, network: "", incarnation: stale.incarnation }, seeds: [endpointOf("h000")], now: () => net.now, random: seededRandom(5) });
   sim.gossip.setLocalNodes(...nodesOf("h001"));
   const tick = () => {
-    if (sim.gossip.known("h001")) (net as unknown as { send(s: SimHost, o: unknown): void }).send(sim, sim.gossip.tick());
+    if (sim.gossip.known("h001")) net.send(sim, sim.gossip.tick());
   };
   for (let i = 0; i < 10; i++) {
     tick();
@@ -508,6 +526,221 @@ t.test("gossip - an agent restarted with the same incarnation outbids its own st
     ["greeter-h001"],
     "the others hold its current nodes",
   );
+});
+
+// ---- trust: what a message may change depends on the connection it came on ----
+
+/** A host's record as a peer would relay it, built by hand with the real codec. */
+function record(host: string, fields: { incarnation: number; version?: number; heartbeat?: number; endpoint?: string; nodes?: NodeEntry[] }) {
+  return {
+    host,
+    endpoint: fields.endpoint ?? endpointOf(host),
+    network: "",
+    incarnation: fields.incarnation,
+    version: fields.version ?? 1,
+    heartbeat: fields.heartbeat ?? 0,
+    schemas: [SCHEMA.id],
+    body: encodeNodes(fields.nodes ?? [node(host)]),
+  };
+}
+
+const ATTACKER = { host: "mallory", endpoint: "tcp://mallory:7400", incarnation: 1 };
+
+/** An ACK carrying `records`, from `sender` (by default a made-up host). */
+function forgedAck(records: object[], sender: { host: string; endpoint: string; incarnation: number } = ATTACKER, digests: Digest[] = []): Uint8Array {
+  return encode(sender, { ack: { records, schemas: [SCHEMA], digests: columns(digests), requests: [] } });
+}
+
+/** A SYN from `sender` listing `digests`. */
+function forgedSyn(sender: { host: string; endpoint: string; incarnation: number }, digests: Digest[] = []): Uint8Array {
+  return encode(sender, { syn: { full: false, rangeFirst: "", rangeLast: "", digests: columns(digests) } });
+}
+
+t.test("gossip - trust: a forged record for a live host, with incarnation 2^53-1 or a plausible one, changes nothing, and the host stays", async (t) => {
+  const net = chain(3, 21);
+  net.runUntil(() => net.converged(), 30_000);
+  net.run(3000); // every host has heard every other first-hand (3 hosts: each dials both others every round)
+  const target = net.hosts.get("h000")!;
+  const real = target.gossip.known("h001")!;
+  const evil = [node("h001", "evil-node")];
+  // On a listener (anyone may have connected), and on our own connection to the attacker's endpoint.
+  for (const link of [undefined, ATTACKER.endpoint]) {
+    target.gossip.receive(forgedAck([record("h001", { incarnation: Number.MAX_SAFE_INTEGER, version: 99, nodes: evil })]), link);
+    target.gossip.receive(forgedAck([record("h001", { incarnation: net.now + 60_000 + 1_700_000_000_000, version: 99, nodes: evil })]), link);
+    target.gossip.receive(forgedAck([record("h001", { incarnation: real.incarnation, version: real.version + 5, nodes: evil })]), link);
+  }
+  const stats = target.gossip.stats();
+  t.ok(stats.incarnationRefused! >= 2, `the incarnation from the future refused (${stats.incarnationRefused})`);
+  t.ok(stats.relayRefused! >= 4, `relayed records for a host heard first-hand refused (${stats.relayRefused})`);
+  t.same(target.gossip.known("h001"), { ...real, heartbeat: target.gossip.known("h001")!.heartbeat }, "its record is the real one");
+  t.same(target.gossip.hosts().find((v) => v.host === "h001")?.nodes.map((n) => n.id), ["greeter-h001"], "with its real nodes");
+  net.run(20_000);
+  t.same(target.changes.filter((c) => c.host.host === "h001").map((c) => c.type), ["added"], "never updated, never removed");
+  t.ok(net.converged(), "the cluster is whole");
+});
+
+t.test("gossip - trust: an incarnation past the bound is refused even for an unknown host", async (t) => {
+  const now = 1_700_000_000_000;
+  const gossip = new Gossip({ self: { host: "me", endpoint: endpointOf("me"), network: "", incarnation: now }, seeds: [], now: () => now, random: seededRandom(2) });
+  gossip.receive(forgedAck([record("far", { incarnation: now + MAX_INCARNATION_AHEAD_MS + 1 })]));
+  t.notOk(gossip.known("far"), "not taken");
+  t.equal(gossip.stats().incarnationRefused, 1);
+  gossip.receive(forgedAck([record("far", { incarnation: now + MAX_INCARNATION_AHEAD_MS })]));
+  t.ok(gossip.known("far"), "one at the bound is (a clock a day ahead must still join)");
+});
+
+t.test("gossip - trust: relays may add a host and update it, never move it to another endpoint; the host's own word does", async (t) => {
+  let now = 1_700_000_000_000;
+  const gossip = new Gossip({ self: { host: "me", endpoint: endpointOf("me"), network: "", incarnation: now }, seeds: [], now: () => now, random: seededRandom(3) });
+  gossip.receive(forgedAck([record("far", { incarnation: now, heartbeat: 3 })]));
+  t.equal(gossip.known("far")?.version, 1, "an unknown host is added from a relay");
+  gossip.receive(forgedAck([record("far", { incarnation: now, version: 2, endpoint: "tcp://elsewhere:1" })]));
+  t.equal(gossip.known("far")?.version, 1, "not moved by a relay");
+  t.equal(gossip.stats().endpointRefused, 1);
+  gossip.receive(forgedAck([record("far", { incarnation: now, version: 2 })]));
+  t.equal(gossip.known("far")?.version, 2, "a newer version at the same endpoint is taken (the host is not heard first-hand)");
+  t.equal(gossip.hosts()[0]?.endpoint, endpointOf("far"));
+  // The host itself, answering on our connection to its endpoint: a lower version of its own stands.
+  now += 10;
+  const far = { host: "far", endpoint: endpointOf("far"), incarnation: now - 10 };
+  gossip.receive(forgedAck([record("far", { incarnation: far.incarnation, version: 1, heartbeat: 9 })], far), endpointOf("far"));
+  t.same(gossip.known("far"), { incarnation: far.incarnation, version: 1, heartbeat: 9 }, "first-hand, its own record replaces a relay's");
+  // Now heard first-hand: relays may not change it.
+  gossip.receive(forgedAck([record("far", { incarnation: far.incarnation, version: 7 })]));
+  t.equal(gossip.known("far")?.version, 1);
+  t.equal(gossip.stats().relayRefused, 1);
+  // A squatter: another process answering for "far" on our connection to its own endpoint.
+  gossip.receive(forgedAck([record("far", { incarnation: now, version: 3, endpoint: "tcp://squat:1" })], { host: "far", endpoint: "tcp://squat:1", incarnation: now }), "tcp://squat:1");
+  t.equal(gossip.hosts()[0]?.endpoint, endpointOf("far"), "a host heard first-hand keeps its endpoint");
+  t.equal(gossip.stats().endpointRefused, 2);
+});
+
+t.test("gossip - trust: a record squatting a host id loses to the host itself, probed at the endpoint it claims", async (t) => {
+  let now = 1_700_000_000_000;
+  const me = new Gossip({ self: { host: "me", endpoint: endpointOf("me"), network: "", incarnation: now }, seeds: [], now: () => now, random: seededRandom(4) });
+  const real = new Gossip({ self: { host: "real", endpoint: endpointOf("real"), network: "", incarnation: now }, seeds: [], now: () => now, random: seededRandom(5) });
+  real.setLocalNodes(...nodesOf("real"));
+  // Before "real" speaks, a relay makes us hold it at an endpoint nobody answers.
+  me.receive(forgedAck([record("real", { incarnation: now + 3_600_000, version: 50, endpoint: "tcp://nowhere:1", nodes: [node("real", "evil")] })]));
+  t.equal(me.hosts()[0]?.endpoint, "tcp://nowhere:1");
+  // "real" speaks to us (its SYN, on our listener): its claimed endpoint is probed in our next round.
+  now += 1000;
+  me.receive(forgedSyn({ host: "real", endpoint: endpointOf("real"), incarnation: now - 1000 }));
+  const probe = me.tick().find((o) => o.endpoint === endpointOf("real"));
+  t.ok(probe, "our next round probes it");
+  t.equal(me.stats().claimProbes, 1);
+  for (const reply of real.receive(probe!.bytes)) me.receive(reply.bytes, endpointOf("real"));
+  const view = me.hosts().find((v) => v.host === "real");
+  t.equal(view?.endpoint, endpointOf("real"), "the host is held where it answered");
+  t.equal(view?.incarnation, now - 1000, "with its own incarnation, below the squatter's");
+  t.same(view?.nodes.map((n) => n.id), ["greeter-real"], "and its own nodes");
+});
+
+t.test("gossip - trust: a relayed heartbeat far ahead is refused; the host's own heartbeat keeps it alive", async (t) => {
+  const net = chain(3, 22);
+  net.runUntil(() => net.converged(), 30_000);
+  net.run(5000);
+  const target = net.hosts.get("h000")!;
+  const held = target.gossip.known("h001")!;
+  const digest = (heartbeat: number): Digest => ({ host: "h001", incarnation: held.incarnation, version: held.version, heartbeat, dead: false });
+  target.gossip.receive(forgedSyn(ATTACKER, [digest(0xffffffff)]));
+  t.equal(target.gossip.stats().heartbeatRefused, 1, "2^32 - 1 is refused");
+  t.ok(target.gossip.known("h001")!.heartbeat < 1000);
+  // Within the bound a relay can run it up a little, but then the host's own (lower) heartbeats still count.
+  target.gossip.receive(forgedSyn(ATTACKER, [digest(held.heartbeat + 60)]));
+  for (let i = 0; i < 10; i++) {
+    target.gossip.receive(forgedSyn(ATTACKER, [digest(target.gossip.known("h001")!.heartbeat + 60)]));
+    net.run(1000);
+  }
+  t.ok(target.gossip.stats().heartbeatRefused! > 1, "repeated jumps stop at the bound");
+  net.run(20_000);
+  t.same(target.changes.filter((c) => c.host.host === "h001").map((c) => c.type), ["added"], "the host was never taken for dead");
+});
+
+t.test("gossip - trust: a dead host a relay brought back with a forged incarnation is put right by the host's own word at the next contact", async (t) => {
+  const net = chain(3, 23);
+  net.runUntil(() => net.converged(), 30_000);
+  net.run(5000);
+  const others = ["h000", "h001"];
+  net.partition(["h002"], others);
+  net.runUntil(() => others.every((h) => !net.hosts.get(h)!.gossip.known("h002")), 30_000);
+  const h0 = net.hosts.get("h000")!.gossip;
+  t.equal(h0.stats().tombstones, 1, "h000 holds a tombstone for h002");
+  // A relay pushes the tombstone's incarnation past anything h002 can say (within the bound): second-hand, a dead host comes back with a newer incarnation.
+  const incarnation = net.hosts.get("h002")!.gossip.known("h002")!.incarnation;
+  h0.receive(forgedAck([record("h002", { incarnation: incarnation + 3_600_000, nodes: [node("h002", "evil")] })]));
+  t.equal(h0.known("h002")?.incarnation, incarnation + 3_600_000, "a relay may bring a dead host back with a newer incarnation");
+  // The link is back; h002 is a peer again at its own endpoint (relays cannot move it), so h000's next round dials it.
+  net.heal();
+  const h2 = net.hosts.get("h002")!.gossip;
+  const before = h0.stats();
+  const syn = h0.tick().find((o) => o.endpoint === endpointOf("h002"));
+  t.ok(syn, "h000 dials h002 in its next round");
+  for (const reply of h2.receive(syn!.bytes)) h0.receive(reply.bytes, endpointOf("h002"));
+  t.equal(h0.known("h002")?.incarnation, incarnation, "h002's own word replaced the relay's incarnation at once");
+  t.same(h0.hosts().find((v) => v.host === "h002")?.nodes.map((n) => n.id), ["greeter-h002"]);
+  t.ok(h0.stats().hostsUpdated! > before.hostsUpdated!);
+});
+
+t.test("gossip - trust: a tombstone is refuted first-hand at once, by a probe of the endpoint a dead host's SYN claims", async (t) => {
+  const net = chain(3, 24);
+  net.runUntil(() => net.converged(), 30_000);
+  net.run(5000);
+  const others = ["h000", "h001"];
+  net.partition(["h002"], others);
+  net.runUntil(() => others.every((h) => !net.hosts.get(h)!.gossip.known("h002")), 30_000);
+  const h0 = net.hosts.get("h000")!.gossip;
+  const h2 = net.hosts.get("h002")!.gossip;
+  // h002's heartbeat went on while it was cut off, but not past what h000 allows for: only its own word can revive it.
+  const own = h2.known("h002")!;
+  h0.receive(forgedSyn({ host: "h002", endpoint: endpointOf("h002"), incarnation: own.incarnation }, [{ host: "h002", ...own, dead: false }]));
+  t.notOk(h0.known("h002"), "its SYN on h000's listener proves nothing by itself");
+  const syn = h0.tick().find((o) => o.endpoint === endpointOf("h002"));
+  t.ok(syn, "but h000 probes it in its very next round");
+  for (const reply of h2.receive(syn!.bytes)) h0.receive(reply.bytes, endpointOf("h002"));
+  t.ok(h0.known("h002"), "and its answer, first-hand, revives it");
+  t.equal(h0.stats().refuted, 1, "the tombstone was refuted");
+});
+
+t.test("gossip - trust: claims on a listener cost a bounded number of probes and connections; idle connections are given up", async (t) => {
+  let now = 1_700_000_000_000;
+  const gossip = new Gossip({ self: { host: "me", endpoint: endpointOf("me"), network: "", incarnation: now }, seeds: [], now: () => now, random: seededRandom(6) });
+  // 200 dead hosts, each then claiming an endpoint of its own on our listener (and 1100 strangers doing the same).
+  for (let i = 0; i < 200; i++) gossip.receive(forgedAck([record(`d${i}`, { incarnation: now })]));
+  now += 60_000;
+  for (let i = 0; i < 20; i++) gossip.tick();
+  t.equal(gossip.hosts().length, 0, "all buried");
+  let answered = 0;
+  for (let i = 0; i < 1100; i++) {
+    const host = i < 200 ? `d${i}` : `stranger-${i}`;
+    answered += gossip.receive(forgedSyn({ host, endpoint: `tcp://10.9.${i >> 8}.${i & 255}:7400`, incarnation: now })).length;
+  }
+  t.equal(answered, 1100, "each SYN answered (on the connection it came in on)");
+  const stats = gossip.stats();
+  t.equal(stats.probesPending, 16, "16 claims wait to be probed");
+  t.equal(stats.probesDropped, 200 - 16, "the other dead hosts' claims are dropped; strangers' are not even noted");
+  const dialed = new Set<string>();
+  for (let round = 0; round < 100; round++) {
+    now += 1000;
+    for (const { endpoint } of gossip.tick()) dialed.add(endpoint);
+    gossip.idleConnections();
+    t.ok(gossip.stats().connections! <= 64, "never more than 64 connections held");
+  }
+  t.ok([...dialed].filter((e) => e.startsWith("tcp://10.9.")).length <= 16, "only the noted claims were probed");
+  t.ok(gossip.stats().connectionsClosed! > 0, "idle connections were given up");
+});
+
+t.test("gossip - trust: what others hold of us cannot run our version or heartbeat away", async (t) => {
+  const now = 1_700_000_000_000;
+  const gossip = new Gossip({ self: { host: "me", endpoint: endpointOf("me"), network: "", incarnation: now }, seeds: [], now: () => now, random: seededRandom(7) });
+  const self = (version: number, heartbeat: number): Digest => ({ host: "me", incarnation: now, version, heartbeat, dead: false });
+  gossip.receive(forgedSyn(ATTACKER, [self(0xffffffff, 0xffffffff)]));
+  t.same(gossip.known("me"), { incarnation: now, version: 1, heartbeat: 0 }, "unchanged");
+  t.equal(gossip.stats().selfRefused, 1);
+  gossip.receive(forgedSyn(ATTACKER, [self(5, 100)]));
+  t.same(gossip.known("me"), { incarnation: now, version: 6, heartbeat: 0 }, "a small step ahead is outbid (a restart with the same incarnation), the heartbeat stays ours");
+  const [reply] = gossip.receive(forgedSyn(ATTACKER, [{ ...self(6, 0), dead: true }]));
+  t.ok(reply, "a SYN that holds us dead is answered");
 });
 
 // ---- coordination volume ----
