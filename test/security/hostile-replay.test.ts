@@ -221,25 +221,28 @@ t.test(`hostile replay - the review's attacks for ${SECONDS} s against a live go
   const counter = await client.call("demo.Counter/Get", {});
   t.ok(!JSON.stringify(counter).includes("666"), "no state imported by the attacker");
 
-  // Memory: flat. Sampled every second through the attack; a leak grows with it. The attacked
+  // Memory: flat. Sampled every second through the attack; a leak raises the floor. The attacked
   // children hold some garbage between V8's collections: the frames of a dropped 45 MiB message
-  // are let go at once, but freed only at the next GC, which V8 forces once ~64 MiB of external
-  // memory is unreferenced (idle, it may not run at all). So, per process: the last third's peak
-  // within 64 MiB of the first third's (no growth), and never more than 160 MiB over the start
-  // (one message and V8's margin, with room); the governor, not sent large messages, back within
-  // 48 MiB once the attack stops.
+  // are let go at once but freed only at the next GC, which V8 forces once its external memory
+  // has grown ~64 MiB past the last one (and idle, may not run at all). So the peaks move with
+  // GC timing, and the test is on the floor: per process, the lowest sample of the last third
+  // within 48 MiB of the lowest of the first third, and no sample more than 192 MiB over the
+  // start (V8's margin, two such messages, heap growth under load). The governor, not sent large
+  // messages, must be back within 48 MiB once the attack stops.
   const mb = (n: number) => Math.round(n / MiB);
   const third = (SECONDS * 1000) / 3;
   const series: [string, (r: ReturnType<typeof rss>) => number][] = [["governor", (r) => r.governor], ...before.map((c, i): [string, (r: ReturnType<typeof rss>) => number] => [c.component, (r) => r.children[i]!])];
-  const peak = (pick: (r: ReturnType<typeof rss>) => number, from: number, to: number) => Math.max(0, ...samples.filter((x) => x.at >= from && x.at < to).map((x) => pick(x.rss)));
+  const within = (from: number, to: number) => samples.filter((x) => x.at >= from && x.at < to);
+  const floor = (pick: (r: ReturnType<typeof rss>) => number, from: number, to: number) => Math.min(...within(from, to).map((x) => pick(x.rss)));
+  const peak = (pick: (r: ReturnType<typeof rss>) => number) => Math.max(...samples.map((x) => pick(x.rss)));
   const quietUntil = Date.now() + 30_000;
   while (rss().governor >= rssStart.governor + 48 * MiB && Date.now() < quietUntil) await new Promise((r) => setTimeout(r, 250));
   const rssAfter = rss();
   const figures: string[] = [];
   for (const [name, pick] of series) {
-    const [first, last, all] = [peak(pick, 0, third), peak(pick, 2 * third, Infinity), peak(pick, 0, Infinity)];
-    figures.push(`${name} ${mb(pick(rssStart))} MiB at the start, peak ${mb(first)} in the first third and ${mb(last)} in the last, ${mb(pick(rssAfter))} after`);
-    t.ok(last < first + 64 * MiB && all < pick(rssStart) + 160 * MiB, `${name}: memory flat (${figures.at(-1)})`);
+    const [first, last, top] = [floor(pick, 0, third), floor(pick, 2 * third, Infinity), peak(pick)];
+    figures.push(`${name} ${mb(pick(rssStart))} MiB at the start, floor ${mb(first)} in the first third and ${mb(last)} in the last, peak ${mb(top)}, ${mb(pick(rssAfter))} after`);
+    t.ok(last < first + 48 * MiB && top < pick(rssStart) + 192 * MiB, `${name}: memory flat (${figures.at(-1)})`);
   }
   t.ok(rssAfter.governor < rssStart.governor + 48 * MiB, `the governor's memory is back where it was (${mb(rssStart.governor)} -> ${mb(rssAfter.governor)} MiB)`);
   t.comment(`sent: ${Object.entries(sent).map(([k, v]) => `${k} ${v}`).join(", ")}`);
