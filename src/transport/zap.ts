@@ -48,17 +48,15 @@ interface Account {
 
 class Gate {
   private socket: zmq.Router | undefined;
+  private opening: Promise<void> | undefined;
+  private closing: Promise<void> | undefined;
   private done: Promise<void> | undefined;
   private readonly accounts = new Map<string, Account>();
   private next = 0;
 
   async enter(max: number, onRefused: Account["onRefused"]): Promise<GateEntry> {
-    if (!this.socket) {
-      const socket = new zmq.Router({ linger: 0, ...io.options });
-      await socket.bind(ZAP_ENDPOINT);
-      this.socket = socket;
-      this.done = this.serve(socket);
-    }
+    // Listeners bound at once share one opening; one bound after the last closed waits for the close.
+    await (this.opening ??= this.open());
     const domain = `nodebin-listener-${++this.next}`;
     const account: Account = { max, live: 0, onRefused };
     this.accounts.set(domain, account);
@@ -81,17 +79,43 @@ class Gate {
         if (released) return;
         released = true;
         this.accounts.delete(domain);
-        if (this.accounts.size === 0) void this.shut();
+        if (this.accounts.size === 0) this.shut();
       },
     };
   }
 
-  private async shut(): Promise<void> {
+  private async open(): Promise<void> {
+    await this.closing;
+    const socket = new zmq.Router({ linger: 0, ...io.options });
+    // libzmq releases an inproc name when its reaper has closed the old socket: a bind right after
+    // a close may find it still taken for a moment.
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await socket.bind(ZAP_ENDPOINT);
+        break;
+      } catch (err) {
+        if (attempt >= 50 || (err as { code?: string }).code !== "EADDRINUSE") {
+          socket.close();
+          this.opening = undefined;
+          throw err;
+        }
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    }
+    this.socket = socket;
+    this.done = this.serve(socket);
+  }
+
+  private shut(): void {
     const socket = this.socket;
     if (!socket || this.accounts.size > 0) return;
     this.socket = undefined;
+    this.opening = undefined;
     socket.close();
-    await this.done;
+    const done = this.done;
+    this.closing = (async () => {
+      await done;
+    })();
   }
 
   private async serve(socket: zmq.Router): Promise<void> {

@@ -92,3 +92,18 @@ t.test("zmq - a listener routes nothing by claimed id and takes no answers: a sp
   t.equal(drops.filter((d) => /an answer arrived at a listener/.test(d)).length, 3, "each sprayed answer counted as a drop");
   t.equal(listener.deliver("caller-1", request(5)), false, "the id a peer claimed is no route");
 });
+
+t.test("zmq - listeners bound at once, and one bound right after the last closed, all pass the connection gate", async (t) => {
+  for (let round = 0; round < 20; round++) {
+    const listeners = await Promise.all([0, 1, 2].map(() => ZmqListener.bind(["tcp://127.0.0.1:0"], () => false)));
+    await Promise.all(listeners.map((l) => l.close()));
+  }
+  const l = await ZmqListener.bind(["tcp://127.0.0.1:0"], () => false);
+  t.teardown(() => l.close());
+  const d = new zmq.Dealer({ linger: 0, receiveTimeout: 3000 });
+  t.teardown(() => d.close());
+  d.connect(l.endpoints[0]!);
+  await d.send(encodeEnvelope(envelope({ id: 4, kind: Kind.REQUEST, to: "nobody", method: "a.B/C" })));
+  const [frame] = await d.receive();
+  t.equal((decodeEnvelope(frame!) as Envelope).id, 4, "a connection is admitted and answered after 20 open/close cycles of the gate");
+});
