@@ -112,10 +112,7 @@ class Gate {
     this.socket = undefined;
     this.opening = undefined;
     socket.close();
-    const done = this.done;
-    this.closing = (async () => {
-      await done;
-    })();
+    this.closing = this.done;
   }
 
   private async serve(socket: zmq.Router): Promise<void> {
