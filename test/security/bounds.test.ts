@@ -13,6 +13,10 @@ import { EXAMPLES, privateRuntime, runCli, startContainer } from "../lib/process
 
 type Teardown = { teardown(fn: () => unknown): void };
 
+// Each case bounded on its own (the file's bound is tap's 300 s): a case that hangs on a loaded
+// machine is reported by name, with the phases it passed, while the others still run.
+const CASE = { timeout: 120_000 };
+
 function host(tt: Parameters<typeof privateRuntime>[0], extra: Record<string, string> = {}) {
   const port = 20000 + Math.floor(Math.random() * 20000);
   return { env: { ...privateRuntime(tt), NODEBIN_HOST: "bounds-host", ...extra }, port, seed: `127.0.0.1:${port}` };
@@ -51,6 +55,12 @@ async function refused(tt: Teardown, ipc: string): Promise<Record<string, number
   return readReply(PING, decodeMessage(PING.schema.responseType, reply.value, "pong")).refused;
 }
 
+/** Where a slow run spent its time: each phase's start, printed as a comment in tap's output. */
+function phases(t: { comment(...args: unknown[]): void }): (what: string) => void {
+  const start = Date.now();
+  return (what) => t.comment(`+${Date.now() - start} ms: ${what}`);
+}
+
 const codeOf = (env: Envelope) => (env.error ? NodeBinError.fromWire(env.error).code : undefined);
 
 async function until(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
@@ -61,9 +71,11 @@ async function until(what: string, check: () => boolean, timeoutMs: number): Pro
   }
 }
 
-t.test("bounds - a 600 MiB message is dropped whole and answered RESOURCE_EXHAUSTED; the memory goes back; the node serves on", async (t) => {
+t.test("bounds - a 600 MiB message is dropped whole and answered RESOURCE_EXHAUSTED; the memory goes back; the node serves on", CASE, async (t) => {
+  const phase = phases(t);
   const h = host(t);
   const greeter = await startContainer(t, greeterArgs(h.port), h.env);
+  phase("container ready");
   const tcp = tcpOf(greeter.readyLine);
   const node = nodeOf(greeter.readyLine);
   const d = raw(t, tcp, 60_000);
@@ -75,7 +87,9 @@ t.test("bounds - a 600 MiB message is dropped whole and answered RESOURCE_EXHAUS
   // 40 frames of 15 MiB: each under the frame limit (16 MiB), 600 MiB together.
   const frame = new Uint8Array(15 * MiB).fill(7);
   await d.send(Array.from({ length: 40 }, () => frame));
+  phase("600 MiB sent");
   const refusal = await answer(d);
+  phase("refusal received");
   t.equal(codeOf(refusal), "RESOURCE_EXHAUSTED", "its sender is told");
   t.match(refusal.error?.message ?? "", /629145600 bytes in one message, more than 33554432/);
 
@@ -83,13 +97,14 @@ t.test("bounds - a 600 MiB message is dropped whole and answered RESOURCE_EXHAUS
   // that none of it stays. The runtime lets go of the frames at once; V8 frees them at its next GC.
   let after = rssOf(greeter.child.pid!)!;
   await until(`the container's RSS back near ${Math.round(before / MiB)} MiB`, () => (after = rssOf(greeter.child.pid!)!) < before + 64 * MiB, 60_000);
+  phase("memory back");
   t.ok(after < before + 64 * MiB, `RSS ${Math.round(before / MiB)} MiB before, ${Math.round(after / MiB)} MiB after`);
   await d.send(hello(2, node, "after"));
   t.equal((await answer(d)).id, 2, "the same connection is served after");
   t.equal((await refused(t, ipcOf(greeter.readyLine))).messageTooLarge, 1, "counted");
 });
 
-t.test("bounds - a message of 100 envelopes is refused whole: none of them runs", async (t) => {
+t.test("bounds - a message of 100 envelopes is refused whole: none of them runs", CASE, async (t) => {
   const h = host(t);
   const greeter = await startContainer(t, greeterArgs(h.port), h.env);
   const node = nodeOf(greeter.readyLine);
@@ -109,7 +124,8 @@ t.test("bounds - a message of 100 envelopes is refused whole: none of them runs"
   t.equal((await refused(t, ipcOf(greeter.readyLine))).tooManyFrames, 1, "counted");
 });
 
-t.test("bounds - connections past NODEBIN_MAX_CONNECTIONS are refused in their handshake; admitted ones keep working", async (t) => {
+t.test("bounds - connections past NODEBIN_MAX_CONNECTIONS are refused in their handshake; admitted ones keep working", CASE, async (t) => {
+  const phase = phases(t);
   const h = host(t, { NODEBIN_MAX_CONNECTIONS: "8" });
   const greeter = await startContainer(t, greeterArgs(h.port), h.env);
   const node = nodeOf(greeter.readyLine);
@@ -134,6 +150,7 @@ t.test("bounds - connections past NODEBIN_MAX_CONNECTIONS are refused in their h
       }),
     )
   ).reduce((a, b) => a + b, 0);
+  phase("flood answered");
   t.ok(served <= 4, `${served} of 200 flooding connections admitted (at most 4 under the bound of 8)`);
   for (const [i, d] of admitted.entries()) {
     await d.send(hello(10 + i, node));
@@ -150,6 +167,7 @@ t.test("bounds - connections past NODEBIN_MAX_CONNECTIONS are refused in their h
     await late.send(hello(100 + i, node));
     lateAnswer = await answer(late).catch(() => undefined);
   }
+  phase("late connection tried");
   t.ok(lateAnswer, "a new connection is admitted after the flood");
   const call = await runCli(["client", "--seed", h.seed, "call", "demo.Greeter/Hello", '{"name":"Ada"}'], h.env);
   t.equal(call.code, 0, call.stderr);
