@@ -2,6 +2,7 @@
 # install.sh: installs the node-bin executable on this host.
 #
 #   ./install.sh [--from FILE | --url URL [--sha256 HEX]] [--prefix DIR]
+#                [--cluster-key FILE]
 #                [--systemd [--seed HOST[:PORT],...] [--listen IP] [--user NAME]
 #                           [--systemd-dir DIR]]
 #   ./install.sh --uninstall [--prefix DIR]
@@ -10,7 +11,11 @@
 # --url (curl or wget), else beside this script or in its dist/) goes to
 # PREFIX/lib/node-bin/node-bin, with a symlink PREFIX/bin/node-bin, and its
 # components directory is PREFIX/lib/node-bin/components: the executable looks
-# for components/ beside its real location. PREFIX is /usr/local for root,
+# for components/ beside its real location. --cluster-key FILE (made by
+# `node-bin keygen FILE`) is copied to PREFIX/lib/node-bin/cluster.key, mode
+# 0600 (owned by the service user under --systemd as root): every node-bin
+# run from there uses it, so tcp binds every interface, CurveZMQ secured;
+# without one, a governor binds loopback only. PREFIX is /usr/local for root,
 # ~/.local otherwise. --systemd writes a unit running `node-bin governor`
 # (with --seed and --listen when given) into --systemd-dir (default
 # /etc/systemd/system for root, ~/.config/systemd/user otherwise); it never
@@ -37,13 +42,14 @@ usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; }
 bad() { echo "install.sh: $*" >&2; exit 64; }
 
 here=$(cd "$(dirname "$0")" && pwd)
-from="" url="" sha="" prefix="" systemd=0 seed="" listen="" systemd_dir="" user="" uninstall=0
+from="" url="" sha="" prefix="" cluster_key="" systemd=0 seed="" listen="" systemd_dir="" user="" uninstall=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --from) from=${2:?--from takes a file}; shift 2 ;;
     --url) url=${2:?--url takes a URL}; shift 2 ;;
     --sha256) sha=${2:?--sha256 takes a hex digest}; shift 2 ;;
     --prefix) prefix=${2:?--prefix takes a directory}; shift 2 ;;
+    --cluster-key) cluster_key=${2:?--cluster-key takes a key file}; shift 2 ;;
     --systemd) systemd=1; shift ;;
     --seed) seed=${2:?--seed takes IP[:PORT],...}; shift 2 ;;
     --listen) listen=${2:?--listen takes an IP}; shift 2 ;;
@@ -101,6 +107,14 @@ for pair in "--from:$from" "--url:$url"; do has_ctl "${pair#*:}" && bad "${pair%
 if [ -n "$url" ] && ! [[ $url =~ ^(https?|file)://[^[:space:]]+$ ]]; then bad "--url takes an http://, https:// or file:// URL, got $(printf '%q' "$url")"; fi
 if [ -n "$sha" ] && ! [[ $sha =~ ^[0-9A-Fa-f]{64}$ ]]; then bad "--sha256 takes 64 hex digits, got $(printf '%q' "$sha")"; fi
 [ -n "$seed" ] && check_seed "$seed"
+if [ -n "$cluster_key" ]; then
+  has_ctl "$cluster_key" && bad "--cluster-key: the path holds a control character (a newline?): $(printf '%q' "$cluster_key")"
+  [ -f "$cluster_key" ] && [ -r "$cluster_key" ] || bad "--cluster-key: no readable file $(printf '%q' "$cluster_key") (make one with: node-bin keygen FILE)"
+  # Only key lines and comments: the same check node-bin makes, so a wrong file fails here, not at start.
+  grep -Evq '^[[:space:]]*(#.*)?$|^[[:space:]]*nodebin-key-v1:[A-Za-z0-9_-]{43}[[:space:]]*$' "$cluster_key" &&
+    bad "--cluster-key: $(printf '%q' "$cluster_key") is not a node-bin key file (lines of nodebin-key-v1:..., made by node-bin keygen)"
+  grep -Eq '^[[:space:]]*nodebin-key-v1:' "$cluster_key" || bad "--cluster-key: $(printf '%q' "$cluster_key") holds no key"
+fi
 [ -n "$listen" ] && check_listen "$listen"
 if [ -n "$user" ]; then
   [ "$root" = 1 ] || bad "--user: only root writes a system unit that runs as another user; a user unit runs as you"
@@ -239,6 +253,14 @@ mv -f "$exe.tmp.$$" "$exe"
 record file "$exe"
 ln -sfn "$exe" "$link"
 record link "$link"
+if [ -n "$cluster_key" ]; then
+  # Written whole with its final mode before it takes the name: never readable by others, not even for a moment.
+  (umask 077 && cp "$cluster_key" "$lib_dir/cluster.key.tmp.$$")
+  chmod 600 "$lib_dir/cluster.key.tmp.$$"
+  mv -f "$lib_dir/cluster.key.tmp.$$" "$lib_dir/cluster.key"
+  record file "$lib_dir/cluster.key"
+  echo "cluster key: $lib_dir/cluster.key (mode 0600)"
+fi
 save_manifest
 
 unit=""
@@ -278,6 +300,9 @@ if [ "$systemd" = 1 ]; then
       fi
     fi
   fi
+
+  # The service user reads the cluster key; nobody else does.
+  if [ "$root" = 1 ] && [ -f "$lib_dir/cluster.key" ] && id -u "$service_user" >/dev/null 2>&1; then chown "$service_user": "$lib_dir/cluster.key"; fi
 
   # Components, the executable and its config are read, never written, by the
   # service: under ProtectSystem=strict they stay read-only, so a compromised

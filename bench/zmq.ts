@@ -3,7 +3,9 @@
  * node-bin (`node-bin dev` serving bench/components/echo, called with the
  * client library) beside raw zeromq.js (a DEALER here, the ROUTER echo of
  * bench/raw-zmq-echo.ts there), measured in the same run, 1 call at a time and
- * 64 in flight. Prints a markdown table; asserts nothing.
+ * 64 in flight; and node-bin over tcp with a cluster key (CurveZMQ) against
+ * the same without, interleaved with them: the cost of CurveZMQ as a ratio.
+ * Prints markdown tables; asserts nothing.
  *
  *   node --import ./bin/register.mjs bench/zmq.ts            # 3 rounds
  *   node --import ./bin/register.mjs bench/zmq.ts --quick    # 1 round, fewer calls
@@ -23,11 +25,12 @@
  * from /proc/<pid>/stat, both whole-process (libzmq's I/O thread included).
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Client } from "../src/client/client.ts";
+import { keyFileText, newKeyLine } from "../src/security/keys.ts";
 import { RawClient } from "./lib/raw-zmq-client.ts";
 
 // ---------------------------------------------------------------- settings
@@ -164,8 +167,10 @@ interface Case {
   name: string;
   server: Server;
   call: () => Promise<unknown>;
-  /** Name of the raw case this one is compared with. */
+  /** Name of the raw case this one is compared with (and measured interleaved with). */
   baseline: string;
+  /** Name of another case of its group to report a ratio against too (the keyed case: the unkeyed one). */
+  compare?: string;
 }
 
 interface Totals {
@@ -223,30 +228,39 @@ try {
   const rawReady = /raw zmq echo ready at (\S+)/;
   const devReady = /node-bin dev ready at (\S+)/;
   const dev = (endpoint: string) => ["bin/node-bin", "dev", "--components", "bench/components", "--endpoint", endpoint];
+  const keyFile = join(privateDir, "cluster.key");
+  writeFileSync(keyFile, keyFileText([newKeyLine()]), { mode: 0o600 });
   servers.push(
     ...(await Promise.all([
       start("raw zeromq.js tcp", [...rawScript, "tcp://127.0.0.1:0"], rawReady),
       start("raw zeromq.js ipc", [...rawScript, ipc("raw.sock")], rawReady),
       start("node-bin tcp", dev("tcp://127.0.0.1:0"), devReady),
       start("node-bin ipc", dev(ipc("bench.sock")), devReady),
+      start("node-bin tcp keyed", [...dev("tcp://127.0.0.1:0"), "--cluster-key", keyFile], devReady),
     ])),
   );
-  const [rawTcp, rawIpc, nbTcp, nbIpc] = servers as [Server, Server, Server, Server];
+  const [rawTcp, rawIpc, nbTcp, nbIpc, nbKeyed] = servers as [Server, Server, Server, Server, Server];
 
   const rawCase = (server: Server): Case => {
     const client = new RawClient(server.endpoint);
     clients.push(client);
     return { name: server.name, server, call: () => client.call(PAYLOAD), baseline: server.name };
   };
-  const nodeBinCase = async (server: Server, baseline: Server): Promise<Case> => {
-    const client = await Client.connect({ endpoint: server.endpoint });
+  const nodeBinCase = async (server: Server, baseline: Server, keyed?: { keyFile: string; compare: Server }): Promise<Case> => {
+    const client = await Client.connect({ endpoint: server.endpoint, ...(keyed ? { clusterKeyFile: keyed.keyFile } : {}) });
     clients.push(client);
     // A wrong echo would make the numbers meaningless: check one reply.
     const reply = (await client.call(METHOD, REQUEST)) as { a: number; b: string };
     if (reply.a !== REQUEST.a || reply.b !== REQUEST.b) throw new Error(`${server.name}: echo answered ${JSON.stringify(reply)}`);
-    return { name: server.name, server, call: () => client.call(METHOD, REQUEST), baseline: baseline.name };
+    return { name: server.name, server, call: () => client.call(METHOD, REQUEST), baseline: baseline.name, ...(keyed ? { compare: keyed.compare.name } : {}) };
   };
-  const cases: Case[] = [rawCase(rawTcp), await nodeBinCase(nbTcp, rawTcp), rawCase(rawIpc), await nodeBinCase(nbIpc, rawIpc)].filter((c) => !ONLY || c.name.includes(ONLY));
+  const cases: Case[] = [
+    rawCase(rawTcp),
+    await nodeBinCase(nbTcp, rawTcp),
+    await nodeBinCase(nbKeyed, rawTcp, { keyFile, compare: nbTcp }),
+    rawCase(rawIpc),
+    await nodeBinCase(nbIpc, rawIpc),
+  ].filter((c) => !ONLY || c.name.includes(ONLY));
   if (cases.length === 0) throw new Error(`--only ${JSON.stringify(ONLY)} matches no case`);
   for (const c of cases.filter((c) => c.name.startsWith("raw"))) {
     const reply = await (c.call() as Promise<Buffer>);
@@ -319,6 +333,25 @@ try {
     }
   }
   console.log(`\ntargets (reported, not asserted): node-bin >= 0.8x raw zeromq.js at 1 and at 64 in flight.`);
+
+  // The cost of CurveZMQ: each keyed case against its unkeyed twin, measured interleaved with it.
+  const keyedCases = cases.filter((c) => c.compare && cases.some((o) => o.name === c.compare));
+  if (keyedCases.length) {
+    console.log(`\nthe cost of a cluster key (CurveZMQ on tcp), same run, same slices: ratio = keyed / unkeyed calls/s (median of per-round ratios)\n`);
+    console.log(`| case | in flight | calls/s keyed | calls/s unkeyed | ratio keyed / unkeyed | ratio, min-max over rounds | CPU µs/call keyed - unkeyed |`);
+    console.log(`| --- | ---: | ---: | ---: | ---: | ---: | ---: |`);
+    for (const n of IN_FLIGHT) {
+      for (const c of keyedCases) {
+        const xs = samples.get(key(c, n))!;
+        const ys = samples.get(`${c.compare}|${n}`)!;
+        const ratios = xs.map((s, i) => s.rate / ys[i]!.rate);
+        const cpu = (ss: Sample[]) => median(ss.map((s) => s.clientCpu + s.serverCpu));
+        console.log(
+          `| ${c.name} | ${n} | ${fmt(median(xs.map((s) => s.rate)))} | ${fmt(median(ys.map((s) => s.rate)))} | ${median(ratios).toFixed(2)}x | ${Math.min(...ratios).toFixed(2)}-${Math.max(...ratios).toFixed(2)} | ${(cpu(xs) - cpu(ys)).toFixed(1)} |`,
+        );
+      }
+    }
+  }
 } catch (err) {
   console.error(`bench/zmq.ts failed: ${(err as Error).stack ?? err}`);
   exitCode = 1;

@@ -9,8 +9,11 @@ import type { Scope } from "../component/context.ts";
 import type { NodeEntry } from "../membership/table.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { VERSION } from "./version.ts";
-import { parseSeeds } from "./net-options.ts";
-import { checkFlags, reportError, stdio, parseMs, UsageError, type Output } from "./output.ts";
+import { parseSeeds, startPlugins } from "./net-options.ts";
+import { consoleLogger } from "../container/log.ts";
+import { runtimeDirPath } from "../transport/runtime-dir.ts";
+import { LOG_FORMAT_HELP, roleOutput } from "./log-options.ts";
+import { checkFlags, reportError, parseMs, UsageError, type Output } from "./output.ts";
 
 interface ClientFlags {
   seed?: string | string[];
@@ -19,6 +22,8 @@ interface ClientFlags {
   json?: boolean;
   meta?: string | string[];
   scope?: string;
+  clusterKey?: string;
+  plugins?: string;
 }
 
 const SCOPES: readonly Scope[] = ["process", "host", "network", "any"];
@@ -31,7 +36,10 @@ export async function runClient(argv: string[]): Promise<number> {
       .option("--seed <ip[:port]>", "a host of the network: its discovery endpoint (default port 7400)")
       .option("--endpoint <address>", "node-bin process to ask, e.g. tcp://10.0.0.5:7400 (default: the local `node-bin dev`)")
       .option("--timeout <ms>", "time allowed, in ms (default 30000)")
-      .option("--json", "machine-readable output (one JSON document; errors as JSON on stderr)");
+      .option("--cluster-key <file>", "the network's cluster key (default: $NODEBIN_CLUSTER_KEY_FILE, else cluster.key beside node-bin)")
+      .option("--plugins <dir>", "plugins directory: a security plugin there replaces the built-in (default: $NODEBIN_PLUGINS_DIR)")
+      .option("--json", "machine-readable output (one JSON document; errors as JSON on stderr)")
+      .option("--log-format <format>", LOG_FORMAT_HELP);
   common(cli.command("call <method> [json]", "Call a SYNC method; JSON request (default {}); '-' reads it from stdin, '@file' from a file"))
     .option("--meta <key=value>", "metadata for the callee (repeatable)")
     .option("--scope <scope>", "where it may be served: process | host | network | any")
@@ -71,7 +79,7 @@ export async function runClient(argv: string[]): Promise<number> {
   cli.option("-v, --version", "print the version").help();
 
   const json = argv.includes("--json");
-  const output = stdio(json);
+  const output = roleOutput("client", json);
   try {
     // cac drops a bare "-": pass it on as "@-", which also reads stdin.
     const parsed = cli.parse(["node", "node-bin client", ...argv.map((a) => (a === "-" ? "@-" : a))], { run: false });
@@ -97,8 +105,11 @@ async function withClient(flags: ClientFlags, use: (client: Client) => Promise<v
   const seeds = parseSeeds(flags.seed);
   if (seeds.length && flags.endpoint) throw new UsageError("give --seed or --endpoint, not both");
   const endpoint = flags.endpoint ?? seeds[0];
+  // The client's one start-up step: its security provider (governor/plugins.ts).
+  const { provider } = await startPlugins(flags, { role: "client", runtimeDir: runtimeDirPath(), log: consoleLogger("client") });
   const client = await Client.connect({
     ...(endpoint ? { endpoint } : {}),
+    security: provider,
     ...(timeoutMs ? { timeoutMs, connectTimeoutMs: Math.min(timeoutMs, 5000) } : {}),
   });
   try {

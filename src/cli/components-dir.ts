@@ -13,10 +13,7 @@ export function resolveComponentsDir(flag: string | undefined, env: Record<strin
   if (flag) return resolve(flag);
   if (env.NODEBIN_COMPONENTS) return resolve(env.NODEBIN_COMPONENTS);
   const tried: string[] = [];
-  // Inside the executable argv[1] is whatever the user typed (a bare "node-bin"
-  // found on PATH, a symlink): the executable's own file is execPath.
-  const entry = executableFile() ?? process.argv[1];
-  for (const dir of [entry && existsSync(entry) ? dirname(realpathSync(entry)) : undefined, process.cwd()]) {
+  for (const dir of [entryDir(), process.cwd()]) {
     if (!dir) continue;
     const candidate = join(dir, "components");
     if (existsSync(candidate)) return candidate;
@@ -25,4 +22,16 @@ export function resolveComponentsDir(flag: string | undefined, env: Record<strin
   throw new NodeBinError("NOT_FOUND", `no components directory (tried ${tried.join(", ")}); pass --components DIR or set NODEBIN_COMPONENTS`, {
     details: { tried: tried.join(",") },
   });
+}
+
+/**
+ * The directory of the entry point: the executable's, or bin/ when run from
+ * source (symlinks resolved); undefined when it cannot be told. Where the
+ * files that go with an installed node-bin live (components/, cluster.key).
+ */
+export function entryDir(): string | undefined {
+  // Inside the executable argv[1] is whatever the user typed (a bare "node-bin"
+  // found on PATH, a symlink): the executable's own file is execPath.
+  const entry = executableFile() ?? process.argv[1];
+  return entry && existsSync(entry) ? dirname(realpathSync(entry)) : undefined;
 }

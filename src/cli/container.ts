@@ -4,15 +4,17 @@
  * discovery port is free) and through the seeds to the network.
  */
 import { cac } from "cac";
-import { loadComponents } from "../component/loader.ts";
 import { consoleLogger } from "../container/log.ts";
 import { ContainerProcess } from "../container/process.ts";
 import { ensureRuntimeDir } from "../transport/runtime-dir.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { closest } from "../wire/message.ts";
+import { processView } from "../metrics/sources.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
-import { ADVERTISE_HELP, LISTEN_HELP, advertiseFlag, bindAddress, hostId, intFlag, parseSeeds } from "./net-options.ts";
-import { checkFlags, reportError, stdio, UsageError } from "./output.ts";
+import { METRICS_HELP, metricsFlag, metricsLine, startMetrics, type RoleMetrics } from "./metrics-options.ts";
+import { ADVERTISE_HELP, CLUSTER_KEY_HELP, INSECURE_HELP, LISTEN_HELP, LOADER_HELP, PLUGINS_HELP, advertiseFlag, hostId, intFlag, netSecurity, parseSeeds, startPlugins } from "./net-options.ts";
+import { LOG_FORMAT_HELP, roleOutput } from "./log-options.ts";
+import { checkFlags, reportError, UsageError } from "./output.ts";
 import { VERSION } from "./version.ts";
 
 export async function runContainer(argv: string[]): Promise<number> {
@@ -24,15 +26,22 @@ export async function runContainer(argv: string[]): Promise<number> {
     .option("--seed <ip[:port]>", "discovery endpoint of another host (comma-separated or repeated; default port 7400)")
     .option("--listen <ip>", LISTEN_HELP)
     .option("--advertise <ip>", ADVERTISE_HELP)
+    .option("--cluster-key <file>", CLUSTER_KEY_HELP)
+    .option("--insecure", INSECURE_HELP)
+    .option("--plugins <dir>", PLUGINS_HELP)
+    .option("--loader <file>", LOADER_HELP)
     .option("--network <name>", "network name (default: none)")
     .option("--host <id>", "this host's id (default: $NODEBIN_HOST, else a unique id kept in the runtime directory: <host name>-<random>)")
     .option("--discovery-port <port>", "the host's discovery port (default 7400)")
     .option("--governor <endpoint>", "the governor's local socket (set by the governor when it starts this container)")
     .option("--id <container-id>", "this container's id at the host agent (set by the governor when it starts this container; default: made up)")
+    .option("--metrics <host:port>", METRICS_HELP)
+    .option("--metrics-calls", "count calls and report them in Ping, for the governor's /metrics (set by a governor started with --metrics)")
     .option("--hold", "queue messages but handle none until a predecessor's state arrives (set by the governor during a rolling deploy)")
+    .option("--log-format <format>", LOG_FORMAT_HELP)
     .option("-v, --version", "print the version")
     .help();
-  const output = stdio(false);
+  const output = roleOutput("container");
   let parsed;
   try {
     parsed = cli.parse(["node", "node-bin container", ...argv], { run: false });
@@ -47,17 +56,24 @@ export async function runContainer(argv: string[]): Promise<number> {
   }
   const o = parsed.options as Record<string, unknown>;
   const log = consoleLogger("container");
+  let metrics: RoleMetrics | undefined;
   try {
     if (typeof o.component !== "string" || !o.component) throw new UsageError("--component NAME is required");
+    const metricsAt = metricsFlag(o.metrics);
     const id = containerId(o.id);
     const seeds = parseSeeds(o.seed);
     const discoveryPort = intFlag(o.discoveryPort, "--discovery-port", 1, 65535);
-    const bind = bindAddress(o.listen);
+    const runtimeDir = ensureRuntimeDir();
+    // Start-up order: the security provider, then the component loader (governor/plugins.ts).
+    const plugins = await startPlugins(o, { role: "container", runtimeDir, log });
+    const security = netSecurity(o, plugins.provider);
+    const loader = await plugins.host.start("loader", plugins.context);
+    const bind = security.bind;
     const advertise = advertiseFlag(o.advertise);
     const host = hostId(o.host);
     const network = typeof o.network === "string" ? o.network : "";
     const dir = resolveComponentsDir(typeof o.components === "string" ? o.components : undefined);
-    const { components, errors } = await loadComponents(dir);
+    const { components, errors } = await loader.load(dir);
     const component = components.find((c) => c.name === o.component);
     if (!component) {
       const failed = errors.find((e) => (e.details.file ?? "").includes(`/${o.component as string}/`) || (e.details.file ?? "").endsWith(`/${o.component as string}`));
@@ -65,13 +81,16 @@ export async function runContainer(argv: string[]): Promise<number> {
       const near = closest(o.component as string, components.map((c) => c.name));
       throw new NodeBinError("NOT_FOUND", `no component ${JSON.stringify(o.component)} in ${dir}${near ? ` (did you mean ${near}?)` : ""}; found: ${components.map((c) => c.name).join(", ") || "none"}`);
     }
-    const runtimeDir = ensureRuntimeDir();
+    log[security.notice.level](security.notice.line);
+    metrics = await startMetrics({ plugins, host, address: metricsAt, countCalls: o.metricsCalls === true });
+    const plugin = metrics?.plugin;
     const proc = await ContainerProcess.start({
       component,
       ...(id ? { id } : {}),
       host,
       network,
       bind,
+      security: security.provider,
       ...(advertise ? { advertise } : {}),
       seeds,
       runtimeDir,
@@ -79,12 +98,16 @@ export async function runContainer(argv: string[]): Promise<number> {
       ...(discoveryPort ? { discoveryPort } : {}),
       ...(typeof o.governor === "string" && o.governor ? { governor: o.governor } : {}),
       ...(o.hold ? { hold: true } : {}),
+      ...(plugin ? { interceptors: { inbound: [plugin.interceptor] }, callStats: () => plugin.callStats() } : {}),
     });
+    plugin?.observeProcess(processView(proc.process));
     const stopped = new Promise<string>((resolve) => {
       process.once("SIGINT", () => resolve("SIGINT"));
       process.once("SIGTERM", () => resolve("SIGTERM"));
     });
     const d = proc.describe();
+    const at = metricsLine(metrics);
+    if (at) output.out(at);
     // The readiness line tests and scripts wait for: keep its shape.
     output.out(`node-bin container ready: ${d.node} at ${d.endpoints.join(" ")} (${d.role}${d.discovery ? ` at ${d.discovery.join(" ")}` : ""})`);
     const signal = await stopped;
@@ -93,6 +116,8 @@ export async function runContainer(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     return reportError(output, err, "run `node-bin container --help` for usage");
+  } finally {
+    await metrics?.plugin.close();
   }
 }
 

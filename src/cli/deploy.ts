@@ -20,7 +20,8 @@ import { INDEX_FILES } from "../component/loader.ts";
 import { COMPONENT_LOCK, hashComponent } from "../governor/scan.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
-import { checkFlags, reportError, stdio, UsageError } from "./output.ts";
+import { LOG_FORMAT_HELP, roleOutput } from "./log-options.ts";
+import { checkFlags, reportError, UsageError } from "./output.ts";
 import { VERSION } from "./version.ts";
 
 export const COMPONENT_NAME = /^[A-Za-z0-9][\w.-]*$/;
@@ -40,10 +41,11 @@ export async function runDeploy(argv: string[]): Promise<number> {
     )
     .option("--components <dir>", "components directory (default: $NODEBIN_COMPONENTS, components/ beside node-bin, or ./components)")
     .option("--name <name>", "the component's directory name (default: the base name of SRC_DIR)")
+    .option("--log-format <format>", LOG_FORMAT_HELP)
     .option("-v, --version", "print the version")
     .example("node-bin deploy ./greeter --components /srv/node-bin/components")
     .help();
-  const output = stdio(false);
+  const output = roleOutput("deploy");
   let parsed;
   try {
     parsed = cli.parse(["node", "node-bin deploy", ...argv], { run: false });

@@ -15,7 +15,7 @@
  * Components that fail to load are reported; the others serve.
  */
 import { cac } from "cac";
-import { loadComponents, type Component } from "../component/loader.ts";
+import type { Component } from "../component/loader.ts";
 import { NodeBinProcess } from "../container/compose.ts";
 import { LOCAL } from "../membership/table.ts";
 import { consoleLogger } from "../container/log.ts";
@@ -23,10 +23,17 @@ import { DEFAULT_DISCOVERY_PORT, devEndpoint, discoveryIpc, ensureRuntimeDir } f
 import { PULL } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { closest } from "../wire/message.ts";
+import { processView } from "../metrics/sources.ts";
+import type { MetricsAddress } from "../metrics/server.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
-import { ADVERTISE_HELP, LISTEN_HELP, advertiseFlag, bindAddress, hostId, intFlag, parseSeeds } from "./net-options.ts";
+import { METRICS_HELP, metricsFlag, metricsLine, startMetrics } from "./metrics-options.ts";
+import { ADVERTISE_HELP, CLUSTER_KEY_HELP, INSECURE_HELP, LISTEN_HELP, LOADER_HELP, PLUGINS_HELP, advertiseFlag, hostId, intFlag, netSecurity, parseSeeds, startPlugins, type NetSecurity } from "./net-options.ts";
+import type { PluginHost } from "../governor/plugins.ts";
+import type { ComponentLoader, PluginContext } from "../governor/strategy.ts";
+import { isLoopback } from "../transport/addresses.ts";
 import { VERSION } from "./version.ts";
-import { checkFlags, reportError, stdio, UsageError } from "./output.ts";
+import { LOG_FORMAT_HELP, roleOutput } from "./log-options.ts";
+import { checkFlags, reportError, UsageError } from "./output.ts";
 
 const USAGE = `[options]
 
@@ -52,12 +59,18 @@ export async function runDev(argv: string[]): Promise<number> {
     .option("--instances <n>", "nodes per component", { default: 1 })
     .option("--listen <ip>", `joined: ${LISTEN_HELP}`)
     .option("--advertise <ip>", `joined: ${ADVERTISE_HELP}`)
+    .option("--cluster-key <file>", CLUSTER_KEY_HELP)
+    .option("--insecure", INSECURE_HELP)
+    .option("--plugins <dir>", PLUGINS_HELP)
+    .option("--loader <file>", LOADER_HELP)
     .option("--network <name>", "joined: network name (default: none)")
     .option("--host <id>", "joined: this host's id (default: $NODEBIN_HOST, else a unique id kept in the runtime directory: <host name>-<random>)")
     .option("--discovery-port <port>", "joined: the host's discovery port (default 7400)")
+    .option("--metrics <host:port>", METRICS_HELP)
+    .option("--log-format <format>", LOG_FORMAT_HELP)
     .option("-v, --version", "print the version")
     .help();
-  const output = stdio(false);
+  const output = roleOutput("dev");
   let parsed;
   try {
     parsed = cli.parse(["node", "node-bin dev", ...argv], { run: false });
@@ -76,17 +89,25 @@ export async function runDev(argv: string[]): Promise<number> {
     if (!Number.isInteger(instances) || instances < 1) throw new UsageError(`--instances takes a whole number >= 1, got ${JSON.stringify(o.instances)}`);
     const only = o.only === undefined ? undefined : [o.only].flat().flatMap((v) => String(v).split(",")).map((s) => s.trim()).filter(Boolean);
     if (only && only.length === 0) throw new UsageError("--only takes component names, e.g. --only teller,ledger");
+    const metrics = metricsFlag(o.metrics);
+    // Start-up order: the security provider, then the component loader (governor/plugins.ts).
+    const log = consoleLogger("dev");
+    const plugins = await startPlugins(o, { role: "dev", runtimeDir: ensureRuntimeDir(), log });
+    const loader = await plugins.host.start("loader", plugins.context);
     return await serve({
+      loader,
+      plugins,
       componentsDir: resolveComponentsDir(typeof o.components === "string" ? o.components : undefined),
       ...(typeof o.endpoint === "string" ? { endpoint: o.endpoint } : {}),
       instances,
       ...(only ? { only } : {}),
       seeds: parseSeeds(o.seed),
-      bind: bindAddress(o.listen),
+      security: netSecurity(o, plugins.provider),
       advertise: advertiseFlag(o.advertise),
       host: hostId(o.host),
       network: typeof o.network === "string" ? o.network : "",
       discoveryPort: intFlag(o.discoveryPort, "--discovery-port", 1, 65535) ?? DEFAULT_DISCOVERY_PORT,
+      metrics,
     });
   } catch (err) {
     return reportError(output, err, "run `node-bin dev --help` for usage");
@@ -95,39 +116,51 @@ export async function runDev(argv: string[]): Promise<number> {
 
 interface DevOptions {
   componentsDir: string;
+  loader: ComponentLoader;
+  plugins: { host: PluginHost; context: PluginContext };
   endpoint?: string;
   instances: number;
   only?: string[];
   seeds: string[];
-  bind: string;
+  security: NetSecurity;
   advertise: string | undefined;
   host: string;
   network: string;
   discoveryPort: number;
+  /** --metrics: where to serve /metrics. */
+  metrics: MetricsAddress | undefined;
 }
 
 async function serve(o: DevOptions): Promise<number> {
   const log = consoleLogger("dev");
   const endpoint = o.endpoint ?? devEndpoint();
   const runtimeDir = ensureRuntimeDir();
-  const components = select(await loadAll(o.componentsDir, log), o.only, o.componentsDir);
+  const tcpHost = /^tcp:\/\/\[?([^\]]+?)\]?:\d+$/.exec(endpoint)?.[1];
+  if (tcpHost && !o.security.provider.wire && !isLoopback(tcpHost) && !o.security.insecure) {
+    throw new UsageError(`--endpoint ${endpoint} without a cluster key would serve plain tcp to the network: give --cluster-key FILE, or --insecure to do it anyway`);
+  }
+  log[o.security.notice.level](o.security.notice.line);
+  const components = select(await loadAll(o.loader, o.componentsDir, log), o.only, o.componentsDir);
 
   // Joined when told where the network is, or when this host already has an agent to register with.
   const joined = o.seeds.length > 0 || (await hostHasAgent(runtimeDir, o.discoveryPort, o.host));
+  const metrics = await startMetrics({ plugins: o.plugins, host: o.host, address: o.metrics });
   let proc: NodeBinProcess;
   try {
     proc = await NodeBinProcess.create({
       id: `dev@${o.host}-${process.pid}`,
+      ...(metrics ? { interceptors: { inbound: [metrics.plugin.interceptor] } } : {}),
       host: o.host,
       network: o.network,
       runtimeDir,
       logger: (source) => consoleLogger(source),
       localEndpoints: [endpoint],
+      security: o.security.provider,
       ...(joined
         ? {
             nodeEndpoints: true,
             pruneConnections: true,
-            bind: o.bind,
+            bind: o.security.bind,
             ...(o.advertise ? { advertise: o.advertise } : {}),
             // A node starting with its peers finds them once the host's table arrived.
             settleMs: 2000,
@@ -136,6 +169,7 @@ async function serve(o: DevOptions): Promise<number> {
         : {}),
     });
   } catch (err) {
+    await metrics?.plugin.close();
     const e = NodeBinError.from(err);
     if (e.code === "ALREADY_EXISTS") throw new NodeBinError("ALREADY_EXISTS", `${e.message}; stop it, or give this one another --endpoint`, { details: e.details });
     throw e;
@@ -164,17 +198,21 @@ async function serve(o: DevOptions): Promise<number> {
     await proc.host?.join();
     const methods = new Set(container.table.sourceEntries(LOCAL).flatMap((n) => n.methods.map((m) => m.name))).size;
     const where = proc.host ? `; joined ${o.host} as ${proc.host.role}${proc.host.role === "agent" ? ` at ${proc.host.discoveryEndpoints.join(" ")}` : ""}, nodes at ${container.endpoints.join(" ")}` : "";
+    metrics?.plugin.observeProcess(processView(proc));
+    const at = metricsLine(metrics);
+    if (at) process.stdout.write(`${at}\n`);
     // The readiness line tests and scripts wait for: keep its shape (the local endpoint first).
     process.stdout.write(`node-bin dev ready at ${proc.localEndpoints.join(" ")} (${components.length} components, ${methods} methods${where})\n`);
     await stopped;
   } finally {
     await proc.close();
+    await metrics?.plugin.close();
   }
   return 0;
 }
 
-async function loadAll(dir: string, log: ReturnType<typeof consoleLogger>): Promise<Component[]> {
-  const { components, errors } = await loadComponents(dir);
+async function loadAll(loader: ComponentLoader, dir: string, log: ReturnType<typeof consoleLogger>): Promise<Component[]> {
+  const { components, errors } = await loader.load(dir);
   for (const e of errors) log.error(`skipped: ${e.message}`, { code: e.code });
   if (components.length === 0) {
     throw new NodeBinError("FAILED_PRECONDITION", `no component in ${dir} could be loaded${errors.length ? ` (${errors.length} failed, see above)` : ""}`);
@@ -200,6 +238,7 @@ function select(components: Component[], only: string[] | undefined, dir: string
  * process with no nodes.
  */
 async function hostHasAgent(runtimeDir: string, port: number, host: string): Promise<boolean> {
+  // ipc only: no tcp socket, so no security of its own (its default provider is closed with it).
   const probe = await NodeBinProcess.create({ id: `dev-probe-${process.pid}`, host, runtimeDir });
   try {
     await probe.container.callControl(PULL, { knownVersion: 0 }, { via: discoveryIpc(runtimeDir, port) }, 1000);

@@ -8,7 +8,7 @@
  *   node-bin governor set idle-ms 30000
  *   node-bin governor stop [--keep-children]
  */
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { cac } from "cac";
 import { Client } from "../client/client.ts";
@@ -18,9 +18,12 @@ import { Governor, SETTING_KEYS, type Settings } from "../governor/governor.ts";
 import { ensureRuntimeDir, ipcOwner } from "../transport/runtime-dir.ts";
 import { GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
+import { Mode, Schema } from "../wire/schema.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
-import { ADVERTISE_HELP, LISTEN_HELP, advertiseFlag, bindAddress, hostId, intFlag, parseSeeds } from "./net-options.ts";
-import { checkFlags, reportError, stdio, UsageError } from "./output.ts";
+import { METRICS_HELP, metricsFlag, metricsLine, startMetrics, type RoleMetrics } from "./metrics-options.ts";
+import { ADVERTISE_HELP, CLUSTER_KEY_HELP, INSECURE_HELP, LISTEN_HELP, LOADER_HELP, advertiseFlag, hostId, intFlag, netSecurity, parseSeeds, startPlugins } from "./net-options.ts";
+import { LOG_FORMAT_HELP, roleOutput } from "./log-options.ts";
+import { checkFlags, reportError, UsageError } from "./output.ts";
 import { VERSION } from "./version.ts";
 
 const USAGE = `[options]                run this host's governor
@@ -29,6 +32,7 @@ const USAGE = `[options]                run this host's governor
   $ node-bin governor set component NAME min|max N
   $ node-bin governor set KEY N                ${Object.keys(SETTING_KEYS).join(", ")}
   $ node-bin governor stop [--keep-children]   (--keep-children: the governor only)
+  $ node-bin governor call SERVICE/METHOD [JSON]  a plugin's control-plane service
 
   The governor keeps the components of its components directory running, one
   node per child process: it grows them under load, shrinks idle ones, replaces
@@ -39,7 +43,7 @@ const USAGE = `[options]                run this host's governor
 
 export async function runGovernor(argv: string[]): Promise<number> {
   const sub = argv[0];
-  if (sub === "status" || sub === "set" || sub === "stop") return manage(sub, argv.slice(1));
+  if (sub === "status" || sub === "set" || sub === "stop" || sub === "call") return manage(sub, argv.slice(1));
   const cli = cac("node-bin governor");
   cli
     .usage(USAGE)
@@ -49,19 +53,24 @@ export async function runGovernor(argv: string[]): Promise<number> {
     .option("--network <name>", "network name (default: none)")
     .option("--listen <ip>", LISTEN_HELP)
     .option("--advertise <ip>", ADVERTISE_HELP)
+    .option("--cluster-key <file>", CLUSTER_KEY_HELP)
+    .option("--insecure", INSECURE_HELP)
     .option("--host <id>", "this host's id (default: $NODEBIN_HOST, else a unique id kept in the runtime directory: <host name>-<random>)")
     .option("--discovery-port <port>", "the host's discovery port (default 7400)")
     .option("--config <file>", "config file, re-read when it changes (default: governor.json beside the components directory)")
-    .option("--plugins <dir>", "strategy plugins (default: plugins/ beside the components directory)")
+    .option("--plugins <dir>", "control-plane plugins, each replacing the built-in of its kind (default: plugins/ beside the components directory)")
+    .option("--loader <file>", LOADER_HELP)
     .option("--idle-ms <ms>", "shrink a node idle this long (default 60000)")
     .option("--ping-ms <ms>", "ping period of the children (default 1000)")
     .option("--zombie-after-ms <ms>", "a child silent this long is a zombie (default 3000)")
     .option("--queue-wait-ms <ms>", "grow when queue wait exceeds this on every node (default 200)")
     .option("--queue-length <n>", "... or the queue is longer than this on every node (default 32)")
     .option("--sustain-ms <ms>", "... for this long (default 1000)")
+    .option("--metrics <host:port>", `${METRICS_HELP}: the governor's own series and its children's`)
+    .option("--log-format <format>", LOG_FORMAT_HELP)
     .option("-v, --version", "print the version")
     .help();
-  const output = stdio(false);
+  const output = roleOutput("governor");
   let parsed;
   try {
     parsed = cli.parse(["node", "node-bin governor", ...argv], { run: false });
@@ -74,10 +83,12 @@ export async function runGovernor(argv: string[]): Promise<number> {
     output.out(VERSION);
     return 0;
   }
-  if (parsed.args.length) return reportError(output, new UsageError(`unknown governor command ${JSON.stringify(parsed.args[0])}; expected status, set or stop (or none to run the governor)`), "run `node-bin governor --help` for usage");
+  if (parsed.args.length) return reportError(output, new UsageError(`unknown governor command ${JSON.stringify(parsed.args[0])}; expected status, set, stop or call (or none to run the governor)`), "run `node-bin governor --help` for usage");
   const o = parsed.options as Record<string, unknown>;
   const log = consoleLogger("governor");
+  let metrics: RoleMetrics | undefined;
   try {
+    const metricsAt = metricsFlag(o.metrics);
     const componentsDir = resolveComponentsDir(typeof o.components === "string" ? o.components : undefined);
     const beside = dirname(componentsDir);
     const configFile = typeof o.config === "string" ? o.config : join(beside, "governor.json");
@@ -97,21 +108,44 @@ export async function runGovernor(argv: string[]): Promise<number> {
     const capacity = intFlag(o.capacity, "--capacity", 1, 100_000);
     const discoveryPort = intFlag(o.discoveryPort, "--discovery-port", 1, 65535);
     const advertise = advertiseFlag(o.advertise);
+    const runtimeDir = ensureRuntimeDir();
+    // Start-up order (governor/plugins.ts): the security provider, the component loader (for the
+    // children: the governor loads no component code itself) and discovery, before anything binds;
+    // the governor starts its strategies once it holds its socket.
+    const pluginOptions = earlyPluginOptions(configFile);
+    const plugins = await startPlugins({ ...o, plugins: pluginsDir }, { role: "governor", runtimeDir, log });
+    const security = netSecurity(o, plugins.provider);
+    await plugins.host.start("loader", plugins.context, pluginOptions);
+    const discovery = await plugins.host.start("discovery", plugins.context, pluginOptions);
+    log[security.notice.level](security.notice.line);
+    const host = hostId(o.host);
+    // Served before anything starts (a port in use stops the governor here); its children count their calls for it.
+    metrics = await startMetrics({ plugins, host, address: metricsAt, config: pluginOptions });
     const governor = await Governor.start({
       componentsDir,
-      host: hostId(o.host),
+      host,
       network: typeof o.network === "string" ? o.network : "",
-      bind: bindAddress(o.listen),
+      bind: security.bind,
+      security: { provider: security.provider, childArgs: [...security.childArgs, ...plugins.childArgs] },
+      pluginHost: { host: plugins.host, context: plugins.context },
+      makeGossip: (self, seeds) => discovery.makeGossip(self, seeds),
       ...(advertise ? { advertise } : {}),
       seeds: parseSeeds(o.seed),
-      runtimeDir: ensureRuntimeDir(),
+      runtimeDir,
       configFile,
-      ...(pluginsDir ? { pluginsDir } : {}),
       ...(capacity ? { capacity } : {}),
       ...(discoveryPort ? { discoveryPort } : {}),
       settings,
+      ...(metrics ? { childArgs: ["--metrics-calls"] } : {}),
     });
+    if (metrics) {
+      const view = governor.metricsView();
+      metrics.plugin.observeProcess(view.process);
+      metrics.plugin.observeGovernor(view.governor);
+    }
     const status = governor.status() as { discovery: string[]; capacity: number; components: unknown[] };
+    const at = metricsLine(metrics);
+    if (at) output.out(at);
     // The readiness line tests and scripts wait for: keep its shape.
     output.out(`node-bin governor ready: ${governor.container.host} at ${status.discovery.join(" ")}, socket ${governor.socket}, capacity ${status.capacity}, ${status.components.length} component(s)`);
     process.once("SIGINT", () => void governor.stop());
@@ -123,20 +157,23 @@ export async function runGovernor(argv: string[]): Promise<number> {
     return 0;
   } catch (err) {
     return reportError(output, err, "run `node-bin governor --help` for usage");
+  } finally {
+    await metrics?.plugin.close();
   }
 }
 
 /** status / set / stop against the running governor. */
-async function manage(sub: "status" | "set" | "stop", argv: string[]): Promise<number> {
+async function manage(sub: "status" | "set" | "stop" | "call", argv: string[]): Promise<number> {
   const cli = cac(`node-bin governor ${sub}`);
   cli
     .option("--discovery-port <port>", "the governor's discovery port (default 7400)")
     .option("--json", "machine-readable output")
     .option("--keep-children", "stop: recycle only the governor; children keep serving and the next governor adopts them")
     .option("--timeout <ms>", "time allowed (default 5000)")
+    .option("--log-format <format>", LOG_FORMAT_HELP)
     .help();
   const json = argv.includes("--json");
-  const output = stdio(json);
+  const output = roleOutput("governor", json);
   try {
     const parsed = cli.parse(["node", `node-bin governor ${sub}`, ...argv], { run: false });
     checkFlags(cli, argv);
@@ -145,7 +182,8 @@ async function manage(sub: "status" | "set" | "stop", argv: string[]): Promise<n
     const timeoutMs = intFlag(parsed.options.timeout, "--timeout", 1, 2 ** 31 - 1) ?? 5000;
     const socket = `ipc://${join(ensureRuntimeDir(), `governor-${port}.sock`)}`;
     const request = sub === "set" ? setRequest(parsed.args.map(String)) : undefined;
-    if (sub !== "set" && parsed.args.length) throw new UsageError(`governor ${sub} takes no arguments, got ${JSON.stringify(parsed.args[0])}`);
+    if (sub === "call" && (parsed.args.length < 1 || parsed.args.length > 2)) throw new UsageError("usage: node-bin governor call SERVICE/METHOD [JSON]: a method of a plugin's service");
+    if (sub !== "set" && sub !== "call" && parsed.args.length) throw new UsageError(`governor ${sub} takes no arguments, got ${JSON.stringify(parsed.args[0])}`);
     if (ipcOwner(socket) === undefined) throw new NodeBinError("UNAVAILABLE", `no governor runs for discovery port ${port} (no live owner of ${socket})`);
     const client = await Client.connect({ endpoint: socket, connectTimeoutMs: timeoutMs });
     try {
@@ -159,6 +197,11 @@ async function manage(sub: "status" | "set" | "stop", argv: string[]): Promise<n
         output.out(json ? JSON.stringify({ stopped: true, keptChildren: Boolean(parsed.options.keepChildren) }) : parsed.options.keepChildren ? "governor stopped; children keep serving" : "governor and children stopped");
         return 0;
       }
+      if (sub === "call") {
+        const answer = await callPlugin(client, String(parsed.args[0]), parsed.args[1] === undefined ? "{}" : String(parsed.args[1]), timeoutMs);
+        output.out(json ? JSON.stringify(answer) : JSON.stringify(answer, null, 2));
+        return 0;
+      }
       const reply = request ? await client.callControl(GOVERNOR_SET, request, { timeoutMs }) : await client.callControl(GOVERNOR_STATUS, {}, { timeoutMs });
       const status = JSON.parse(reply.json) as Status;
       output.out(json ? JSON.stringify(status) : formatStatus(status));
@@ -169,6 +212,30 @@ async function manage(sub: "status" | "set" | "stop", argv: string[]): Promise<n
   } catch (err) {
     return reportError(output, err, "run `node-bin governor --help` for usage");
   }
+}
+
+/**
+ * `governor call METHOD [JSON]`: a method of a plugin's control-plane
+ * service, at the governor's private socket. Its schema comes from the
+ * governor's status (the plugins' .proto as protobufjs JSON), so the CLI
+ * needs no copy of the plugin. Throws NOT_FOUND naming the methods there are.
+ */
+async function callPlugin(client: Client, method: string, json: string, timeoutMs: number): Promise<unknown> {
+  let body: unknown;
+  try {
+    body = JSON.parse(json);
+  } catch (err) {
+    throw new NodeBinError("INVALID_ARGUMENT", `request is not valid JSON: ${(err as Error).message}`);
+  }
+  if (body === null || typeof body !== "object" || Array.isArray(body)) throw new NodeBinError("INVALID_ARGUMENT", "request must be a JSON object");
+  const status = JSON.parse((await client.callControl(GOVERNOR_STATUS, {}, { timeoutMs })).json) as { pluginSchemas?: { plugin: string; json: string }[] };
+  const methods = (status.pluginSchemas ?? []).flatMap((p) => [...Schema.fromJSON(p.json).methods.values()]);
+  const schema = methods.find((m) => m.fullName === method);
+  if (!schema) {
+    throw new NodeBinError("NOT_FOUND", `no plugin of this governor serves ${method}; served: ${methods.map((m) => m.fullName).join(", ") || "none"}`, { details: { method } });
+  }
+  const reply = await client.callControl({ schema, oneWay: schema.mode === Mode.ASYNC }, body as Record<string, unknown>, { timeoutMs });
+  return reply ?? {};
 }
 
 function setRequest(args: string[]): { key: string; component: string; value: number } {
@@ -198,6 +265,7 @@ interface Status {
   leasesRefused?: number;
   lastLeaseRefused?: string;
   refused?: Record<string, number>;
+  plugins?: { kind: string; name: string; source: string; services?: string[] }[];
   components: {
     name: string;
     min: number;
@@ -224,6 +292,7 @@ function refusals(counters: Record<string, number> | undefined): string {
 
 function formatStatus(s: Status): string {
   const lines = [`governor pid ${s.pid} on ${s.host} at ${s.discovery.join(" ")}: ${s.used}/${s.capacity} processes${s.locked ? " (deploy lock held: spawning paused)" : ""}`];
+  if (s.plugins?.length) lines.push(`plugins: ${s.plugins.map((p) => `${p.kind} ${p.name} (${p.source}${p.services?.length ? `; serves ${p.services.join(", ")}` : ""})`).join(", ")}`);
   if (s.leasesRefused) lines.push(`${s.leasesRefused} lease(s) refused${s.lastLeaseRefused ? `; last: ${s.lastLeaseRefused}` : ""}`);
   if (refusals(s.refused)) lines.push(`refused or dropped by the governor: ${refusals(s.refused)}`);
   if (!s.components.length) lines.push("no components");
@@ -253,3 +322,18 @@ function duration(ms: number): string {
   return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
 }
 
+
+/**
+ * The config file's plugin options, for the plugins that start before the
+ * governor reads its config (security, loader, discovery). A missing or
+ * broken file gives none: the governor reports a broken one when it reads it.
+ */
+function earlyPluginOptions(file: string): Record<string, Record<string, unknown>> {
+  try {
+    const parsed = JSON.parse(readFileSync(file, "utf8")) as { plugins?: unknown };
+    const plugins = parsed?.plugins;
+    return typeof plugins === "object" && plugins !== null && !Array.isArray(plugins) ? (plugins as Record<string, Record<string, unknown>>) : {};
+  } catch {
+    return {};
+  }
+}

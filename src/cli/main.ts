@@ -8,7 +8,9 @@ import { runContainer } from "./container.ts";
 import { runDeploy } from "./deploy.ts";
 import { runDev } from "./dev.ts";
 import { runGovernor } from "./governor.ts";
-import { EXIT_USAGE } from "./output.ts";
+import { runKeygen } from "./keygen.ts";
+import { applyLogFormat } from "./log-options.ts";
+import { EXIT_USAGE, reportError, stdio } from "./output.ts";
 import { VERSION } from "./version.ts";
 
 export { VERSION };
@@ -22,6 +24,8 @@ Commands:
                        components directory running, one node per process;
                        grows, shrinks, heals and redeploys them (--seed ip of
                        another host; status | set | stop manage it)
+  keygen [FILE]        make a cluster key: CurveZMQ on every tcp socket, only
+                       its holders join or call (--add, --retire: rotation)
   deploy SRC_DIR       copy a component into the components directory safely;
                        a running governor rolls it out with state hand-over
   dev                  run every component (or --only some) in one process, for
@@ -39,13 +43,20 @@ Every command takes --help. Exit status: 0 on success, the gRPC number of the
 error code on failure (e.g. 5 NOT_FOUND, 3 INVALID_ARGUMENT, 4 DEADLINE_EXCEEDED),
 64 on a usage error.
 
+Security: with a cluster key (--cluster-key FILE, $NODEBIN_CLUSTER_KEY_FILE, or
+cluster.key beside node-bin) every tcp socket uses CurveZMQ and binds every
+interface; without one, tcp binds 127.0.0.1 only (--insecure to do otherwise).
+
 Environment:
   NODEBIN_LOG           debug | info | warn | error | silent (default info)
+  NODEBIN_LOG_FORMAT    text | json: one JSON object per line (default text;
+                        --log-format on every command sets it)
+  NODEBIN_CLUSTER_KEY_FILE  the cluster key file (see keygen)
   NODEBIN_RUNTIME_DIR   private directory of ipc sockets (default $XDG_RUNTIME_DIR/node-bin)
   NODEBIN_CACHE_DIR     where the single executable unpacks its native addon
                         (default $XDG_CACHE_HOME/node-bin or ~/.cache/node-bin)`;
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { governor: runGovernor, deploy: runDeploy, dev: runDev, container: runContainer, client: runClient };
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { governor: runGovernor, keygen: runKeygen, deploy: runDeploy, dev: runDev, container: runContainer, client: runClient };
 
 /** Runs the command line; resolves with the exit status. Never throws. */
 export async function main(argv: string[]): Promise<number> {
@@ -63,6 +74,12 @@ export async function main(argv: string[]): Promise<number> {
     const near = closest(command, Object.keys(COMMANDS));
     process.stderr.write(`error: unknown command ${JSON.stringify(command)}${near ? ` (did you mean ${near}?)` : ""}\n\n${OVERVIEW}\n`);
     return EXIT_USAGE;
+  }
+  try {
+    // Before the role runs: every logger it makes, and every process it starts, reads the format.
+    applyLogFormat(rest);
+  } catch (err) {
+    return reportError(stdio(false), err, `run \`node-bin ${command} --help\` for usage`);
   }
   return run(rest);
 }

@@ -5,6 +5,7 @@
  * (1-16) on a coded error, 64 on a usage error.
  */
 import type { CAC } from "cac";
+import type { Logger } from "../component/context.ts";
 import { escapeControl } from "../container/log.ts";
 import { NodeBinError, codeNumber } from "../wire/errors.ts";
 import { closest } from "../wire/message.ts";
@@ -19,6 +20,8 @@ export interface Output {
   json: boolean;
   out(text: string): void;
   err(text: string): void;
+  /** When set (the json log format, see cli/log-options.ts), errors are reported as one line of this logger instead of text. */
+  log?: Logger;
 }
 
 export function stdio(json: boolean): Output {
@@ -32,12 +35,18 @@ export function stdio(json: boolean): Output {
  */
 export function reportError(output: Output, err: unknown, usage?: string): number {
   if (err instanceof UsageError || (err as { name?: string })?.name === "CACError") {
+    if (output.log) {
+      output.log.error(`error: ${(err as Error).message}`, { exit: EXIT_USAGE, ...(usage ? { usage } : {}) });
+      return EXIT_USAGE;
+    }
     output.err(`error: ${escapeControl((err as Error).message)}`);
     if (usage) output.err(usage);
     return EXIT_USAGE;
   }
   const e = NodeBinError.from(err, "INTERNAL");
-  if (output.json) {
+  if (output.log && !output.json) {
+    output.log.error(`error: ${e.code}: ${e.message}`, { code: e.code, details: e.details, ...(e.origin ? { origin: e.origin } : {}) });
+  } else if (output.json) {
     output.err(escapeControl(JSON.stringify({ error: { code: e.code, message: e.message, details: e.details, origin: e.origin } })));
   } else {
     output.err(`error: ${e.code}: ${escapeControl(e.message)}`);

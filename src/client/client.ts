@@ -10,6 +10,7 @@ import { hostname } from "node:os";
 import type { CallOptions } from "../component/context.ts";
 import { NodeBinProcess } from "../container/compose.ts";
 import type { MembershipTable, NodeEntry } from "../membership/table.ts";
+import { loadSecurity, type SecurityProvider } from "../security/provider.ts";
 import { devEndpoint, discoveryIpc, ipcOwner, ipcOwnerFile, readHostIdentity, runtimeDirPath } from "../transport/runtime-dir.ts";
 import { PULL, type ControlMethod } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
@@ -30,6 +31,14 @@ export interface ClientOptions {
    * calls (default 1000 ms; 0: never). Cheap: unchanged tables are not resent.
    */
   refreshMs?: number;
+  /**
+   * The cluster key file (default $NODEBIN_CLUSTER_KEY_FILE): a keyed
+   * network admits only clients that hold its key. Without the right one,
+   * connect() fails UNAUTHENTICATED within a handshake.
+   */
+  clusterKeyFile?: string;
+  /** A security provider to use instead (security/provider.ts); the client closes it. */
+  security?: SecurityProvider;
 }
 
 export interface FieldInfo {
@@ -95,7 +104,10 @@ export class Client {
     }
     const host = options.host ?? (process.env.NODEBIN_HOST || localHostId());
     let client: Client | undefined;
+    const keyFile = options.clusterKeyFile ?? (process.env.NODEBIN_CLUSTER_KEY_FILE || undefined);
+    const security = options.security ?? loadSecurity({ runtimeDir: runtimeDirPath(), watchMs: 0, ...(keyFile ? { keyFile } : {}) });
     const proc = await NodeBinProcess.create({
+      security,
       // Short: it travels in every request frame (zeromq.js copies frames up to 128 bytes, and zero-copies larger ones at a cost).
       id: `client-${randomBytes(6).toString("base64url")}`,
       host,

@@ -21,9 +21,10 @@
  * This module lives in the component layer so that both the node (inbound)
  * and the routing layer (outbound) can import it.
  */
+import type { PeerKind } from "../wire/control.ts";
 import type { Plane } from "../wire/envelope.ts";
-import { NodeBinError } from "../wire/errors.ts";
-import { Mode } from "../wire/schema.ts";
+import { NodeBinError, type Code } from "../wire/errors.ts";
+import { Mode, modeName } from "../wire/schema.ts";
 import type { Logger } from "./context.ts";
 
 /** What both sides see of a call; the runtime fills it in and links read it. */
@@ -59,6 +60,15 @@ export interface OutboundCall extends CallInfo {
 export interface InboundCall extends CallInfo {
   /** The caller's metadata, as the handler will see it in ctx.meta. */
   readonly meta: Readonly<Record<string, string>>;
+  /**
+   * The kind of peer the message came from, as the transport that carried
+   * it knows (never as the envelope claims): "local" (this process: the
+   * direct transport), "host" (ipc in the private runtime directory),
+   * "network" (tcp).
+   */
+  readonly peerKind: PeerKind;
+  /** The connection it came on, as logs name it ("tcp peer #12 (a member ...)"): transport Peer.via. */
+  readonly peerVia?: string;
 }
 
 /** The rest of the chain below a link: resolves with the reply, rejects with a NodeBinError. */
@@ -121,43 +131,134 @@ function rethrowCoded(err: unknown): never {
 /** Milliseconds from a monotonic origin: web-standard, so the component layer stays runtime-free. */
 const monotonicNow = (): number => globalThis.performance.now();
 
+/** What the runtime knows of a message's caller. */
+export interface MessagePeer {
+  /** The `from` id its envelope claims: a label, never a route (answers go back on the connection). */
+  readonly id: string;
+  /** The kind of peer its transport saw (InboundCall.peerKind). */
+  readonly kind: PeerKind;
+  /** Its connection, when it came over one (InboundCall.peerVia). */
+  readonly via?: string;
+}
+
+/** One message, as the per-message hooks see it. */
+export interface MessageEvent {
+  /** Full method name ("pkg.Service/Method"). */
+  readonly method: string;
+  readonly mode: Mode;
+  /** The node handling it. */
+  readonly node: string;
+  readonly peer: MessagePeer;
+}
+
+/** A message's outcome: how long it took from its start, and its code. */
+export interface MessageOutcome extends MessageEvent {
+  /** From the start hook to the outcome, in ms (monotonic clock): deadline check, decoding, handler, reply encoding, and the links inside the hooks' one. */
+  readonly durationMs: number;
+  /** "OK", or the error's code. */
+  readonly code: Code | "OK";
+}
+
+/** A message that failed, with the error its caller gets (an ASYNC message's caller hears of none). */
+export interface MessageFailure extends MessageOutcome {
+  readonly code: Code;
+  readonly error: NodeBinError;
+}
+
 /**
- * The node's per-message logging as an inbound link; ComponentNode installs
- * it when no interceptors are given. At error level, the failures of ASYNC
- * messages, which no caller hears of (field code); with `perMessage`, one
- * debug line per message with its duration and outcome code (fields:
- * method, from, code, ms), which costs a promise per message: the container
- * asks for it when the log level is debug. The outcome passes through
- * unchanged. `now` (ms) times the message.
+ * Per-message hooks: called around each message a node handles, when its
+ * turn comes (start) and when it ends, answered or handled (end) or failed
+ * (error): refused by a link inside this one, past its deadline while
+ * queued, undecodable, thrown by its handler, or with a reply that does not
+ * fit. Exactly one of end and error follows each start. Hooks observe:
+ * what they return is ignored and what they throw is swallowed, so a hook
+ * can neither change an outcome nor break a node (a link that must refuse
+ * calls is an interceptor of its own). They run synchronously on the
+ * node's path: keep them cheap.
  */
-export function loggingInterceptor(log: Logger, options: { perMessage?: boolean; now?: () => number } = {}): InboundInterceptor {
+export interface MessageHooks {
+  start?(event: MessageEvent): void;
+  end?(event: MessageOutcome): void;
+  error?(event: MessageFailure): void;
+}
+
+/**
+ * `hooks` as an inbound link (see MessageHooks). With `modes`, only
+ * messages of methods with these modes pass through it (the others pay
+ * nothing); `now` (ms, monotonic) times them. The outcome passes through
+ * unchanged.
+ */
+export function hooksInterceptor(hooks: MessageHooks, options: { modes?: readonly Mode[]; now?: () => number } = {}): InboundInterceptor {
   const now = options.now ?? monotonicNow;
+  const { start, end, error } = hooks;
   const link: Interceptor<InboundCall> = (next) => async (call) => {
-    const start = now();
+    const event: MessageEvent = { method: call.method, mode: call.mode, node: call.to, peer: { id: call.from, kind: call.peerKind, ...(call.peerVia ? { via: call.peerVia } : {}) } };
+    const began = now();
+    if (start) observe(() => start.call(hooks, event));
     try {
       const reply = await next(call);
-      if (options.perMessage) {
-        const ms = now() - start;
-        log.debug(`${call.method} from ${call.from}: OK in ${ms.toFixed(2)} ms`, { method: call.method, from: call.from, code: "OK", ms });
-      }
+      if (end) observe(() => end.call(hooks, { ...event, durationMs: now() - began, code: "OK" }));
       return reply;
     } catch (err) {
-      const error = NodeBinError.from(err);
-      if (options.perMessage) {
-        const ms = now() - start;
-        log.debug(`${call.method} from ${call.from}: ${error.code} in ${ms.toFixed(2)} ms`, { method: call.method, from: call.from, code: error.code, ms });
-      }
-      if (call.mode === Mode.ASYNC) log.error(`${call.method} failed: ${error}`, { code: error.code });
-      throw error;
+      const e = NodeBinError.from(err);
+      if (error) observe(() => error.call(hooks, { ...event, durationMs: now() - began, code: e.code, error: e }));
+      throw e;
     }
   };
-  // Without the per-message line only ASYNC failures are logged: SYNC and the others skip the link.
-  return options.perMessage ? link : forModes([Mode.ASYNC], link);
+  return options.modes ? forModes(options.modes, link) : link;
+}
+
+function observe(hook: () => unknown): void {
+  try {
+    hook();
+  } catch {
+    // Hooks observe; a failing one must not change the message's outcome.
+  }
+}
+
+/**
+ * The per-message logging as hooks, every line with the fields hook
+ * ("start", "end", "error"), method, mode (its name) and peer ({id, kind});
+ * end and error lines add durationMs and code, error lines the error's
+ * message. A failed ASYNC message (no caller hears of it) is logged at
+ * error level always; with `perMessage`, every start, end and other
+ * failure at debug level.
+ */
+export function loggingHooks(log: Logger, options: { perMessage?: boolean } = {}): MessageHooks {
+  const fields = (hook: string, e: MessageEvent) => ({ hook, method: e.method, mode: modeName(e.mode), peer: { id: e.peer.id, kind: e.peer.kind, ...(e.peer.via ? { via: e.peer.via } : {}) } });
+  const who = (e: MessageEvent) => `${e.method} from ${e.peer.id || "?"} (${e.peer.kind})`;
+  const error = (e: MessageFailure) => {
+    const line = `${who(e)}: ${e.code} after ${e.durationMs.toFixed(2)} ms: ${e.error.message}`;
+    const f = { ...fields("error", e), code: e.code, durationMs: roundMs(e.durationMs), error: e.error.message };
+    if (e.mode === Mode.ASYNC) log.error(line, f);
+    else if (options.perMessage) log.debug(line, f);
+  };
+  if (!options.perMessage) return { error };
+  return {
+    start: (e) => log.debug(`${who(e)}: start`, fields("start", e)),
+    end: (e) => log.debug(`${who(e)}: OK in ${e.durationMs.toFixed(2)} ms`, { ...fields("end", e), code: e.code, durationMs: roundMs(e.durationMs) }),
+    error,
+  };
+}
+
+/** Milliseconds to the microsecond: what a log line needs of a monotonic reading. */
+const roundMs = (ms: number): number => Math.round(ms * 1000) / 1000;
+
+/**
+ * The node's per-message logging (loggingHooks) as an inbound link;
+ * ComponentNode installs it when no interceptors are given. Without
+ * `perMessage` it sees ASYNC messages only, whose failures it logs (SYNC
+ * messages skip the link: no promise added); with it, every message, which
+ * costs a promise per message: the container asks for it when the log level
+ * is debug. `now` (ms) times the messages.
+ */
+export function loggingInterceptor(log: Logger, options: { perMessage?: boolean; now?: () => number } = {}): InboundInterceptor {
+  return hooksInterceptor(loggingHooks(log, options), { ...(options.perMessage ? {} : { modes: [Mode.ASYNC] }), ...(options.now ? { now: options.now } : {}) });
 }
 
 /**
  * Logging of failed outgoing calls, at debug level, as an outbound link
- * (fields: method, to, code, ms). The caller still gets the error; this
+ * (fields: method, to, code, durationMs, as the inbound hooks' lines). The caller still gets the error; this
  * only leaves a trace for who follows a call that went wrong. `now` (ms)
  * times the call.
  */
@@ -169,7 +270,7 @@ export function outboundLoggingInterceptor(log: Logger, now: () => number = mono
     } catch (err) {
       const error = NodeBinError.from(err);
       const ms = now() - start;
-      log.debug(`call ${call.method} to ${call.to || "a control endpoint"} failed after ${ms.toFixed(2)} ms: ${error}`, { method: call.method, to: call.to, code: error.code, ms });
+      log.debug(`call ${call.method} to ${call.to || "a control endpoint"} failed after ${ms.toFixed(2)} ms: ${error}`, { method: call.method, to: call.to, code: error.code, durationMs: roundMs(ms) });
       throw error;
     }
   };

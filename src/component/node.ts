@@ -11,6 +11,7 @@
  * them, installed by default. With none, a message costs what it did before
  * there were any.
  */
+import type { PeerKind } from "../wire/control.ts";
 import { Kind, Plane, encodeResponse, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError, UNHANDLED_DETAIL } from "../wire/errors.ts";
 import { decodeMessage, encodeMessage } from "../wire/message.ts";
@@ -76,6 +77,9 @@ interface Pending {
   arrived: number;
   /** Back on the connection the request came in on (see receive()). */
   replyTo: ReplyPath | undefined;
+  /** The kind of peer it came from (Origin.kind), and its connection (Origin.via). */
+  peerKind: PeerKind;
+  peerVia: string | undefined;
 }
 
 /**
@@ -87,12 +91,15 @@ export type ReplyPath = (frame: Uint8Array) => void;
 
 /**
  * Where an envelope came from, as the transport knows it (transport Peer
- * satisfies it): the way back to its connection, and the outbound link an
- * answer came back on.
+ * satisfies it): the way back to its connection, the outbound link an
+ * answer came back on, and the kind of peer (default "local": this process).
  */
 export interface Origin {
   readonly reply?: ReplyPath;
   readonly link?: string;
+  readonly kind?: PeerKind;
+  /** The connection, as logs name the peer (transport Peer.via). */
+  readonly via?: string;
 }
 
 type NodeStatus = "new" | "serving" | "draining" | "closed";
@@ -120,7 +127,11 @@ export class ComponentNode {
    */
   private starting = false;
   private idle: (() => void) | undefined;
+  /** What whenIdle() hands out while the node finishes its queue (one promise for every waiter). */
+  private idling: Promise<void> | undefined;
   private closing: Promise<void> | undefined;
+  /** suspend() finished: the node waits, state intact, for close() or reopen(). */
+  private suspended = false;
   private readonly nodeContext: NodeContext;
   private readonly stats = { handled: 0, failed: 0, rejected: 0, dropped: 0 };
   private held: boolean;
@@ -212,7 +223,7 @@ export class ComponentNode {
       return;
     }
     const method = this.component.schema.methods.get(env.method)!;
-    this.queue.push({ env, method, handler: this.component.handlers.get(env.method)!, deadline: env.deadlineMs > 0 ? now + env.deadlineMs : Infinity, arrived: now, replyTo });
+    this.queue.push({ env, method, handler: this.component.handlers.get(env.method)!, deadline: env.deadlineMs > 0 ? now + env.deadlineMs : Infinity, arrived: now, replyTo, peerKind: origin?.kind ?? "local", peerVia: origin?.via });
     this.lastActivity = now;
     if (env.mode === Mode.ASYNC) this.reply(env, undefined, undefined, replyTo); // acceptance
     if (!this.running && !this.held) {
@@ -336,7 +347,7 @@ export class ComponentNode {
     };
     // A link that answered without awaiting next: the handler still holds the node until it ends.
     const handlerEnded = () => (running ? handling!.then(ignore, ignore) : undefined);
-    const call: InboundCall = { method: env.method, mode: env.mode, plane: env.plane, from: env.from, to: this.id, control: env.control, deadline: item.deadline, meta: env.meta };
+    const call: InboundCall = { method: env.method, mode: env.mode, plane: env.plane, from: env.from, to: this.id, control: env.control, deadline: item.deadline, meta: env.meta, peerKind: item.peerKind, ...(item.peerVia ? { peerVia: item.peerVia } : {}) };
     return composeInterceptors(chain, terminal)(call).then(
       (value) => {
         settled = true;
@@ -459,11 +470,86 @@ export class ComponentNode {
 
   private beforeShutdown: (() => Promise<void>) | undefined;
 
-  private async drainAndShutdown(): Promise<void> {
-    const wasServing = this.status === "serving";
+  /**
+   * The first phase of a two-phase hand-over: stops taking new messages
+   * (they get UNAVAILABLE, marked unhandled, so callers re-route), finishes
+   * what is queued (a held node is let go first), and resolves with the
+   * state snapshot, without running the shutdown hook. The node then waits,
+   * its state intact, for close() (the successor took the state) or
+   * reopen() (it did not). Throws FAILED_PRECONDITION when the node does not
+   * serve, and INTERNAL when exportState throws (the node serves again first).
+   */
+  async suspend(): Promise<unknown> {
+    if (this.status !== "serving" || this.closing) throw this.error("FAILED_PRECONDITION", `node ${this.id} is ${this.status === "new" ? "starting" : this.status}: nothing to hand over`);
     this.status = "draining";
     this.resume();
-    if (this.running) await new Promise<void>((r) => (this.idle = r));
+    await this.whenIdle();
+    this.suspended = true;
+    try {
+      return await this.exportState();
+    } catch (err) {
+      this.reopen();
+      throw new NodeBinError("INTERNAL", `${this.component.name}: exportState failed: ${(err as Error)?.message ?? String(err)}`, { origin: this.id, cause: err });
+    }
+  }
+
+  /** Whether suspend() finished and neither close() nor reopen() came since. */
+  get isSuspended(): boolean {
+    return this.suspended;
+  }
+
+  /**
+   * Serves again after suspend(): the hand-over did not happen, so the node
+   * takes new messages with its state as it was. Returns false (and does
+   * nothing) when the node is not suspended.
+   */
+  reopen(): boolean {
+    if (!this.suspended || this.closing) return false;
+    this.suspended = false;
+    this.status = "serving";
+    this.kick();
+    return true;
+  }
+
+  /** Resolves once no message is being handled (at once when none is). */
+  private whenIdle(): Promise<void> {
+    if (!this.running) return Promise.resolve();
+    return (this.idling ??= new Promise<void>((resolve) => {
+      this.idle = () => {
+        this.idling = undefined;
+        this.idle = undefined;
+        resolve();
+      };
+    }));
+  }
+
+  /**
+   * Refuses every queued SYNC request as unhandled (none of them ran: callers
+   * re-route them). ASYNC ones stay queued: their senders were told they were
+   * taken, so they are still handled.
+   */
+  private giveBackQueue(): void {
+    const kept: Pending[] = [];
+    for (let item = this.queue.shift(); item; item = this.queue.shift()) {
+      if (item.env.mode !== Mode.SYNC) {
+        kept.push(item);
+        continue;
+      }
+      this.stats.rejected++;
+      this.reply(item.env, undefined, this.error("UNAVAILABLE", `node ${this.id} stopped before it served (held for a state that did not come)`, { [UNHANDLED_DETAIL]: "true" }), item.replyTo);
+    }
+    for (const item of kept) this.queue.push(item);
+  }
+
+  private async drainAndShutdown(): Promise<void> {
+    const wasServing = this.status === "serving" || this.suspended;
+    this.suspended = false;
+    this.status = "draining";
+    // A held node ran nothing of its queue and would run it without the state it waits for
+    // (its hand-over failed, or it is stopped before one): it gives its SYNC requests back.
+    if (this.held) this.giveBackQueue();
+    this.resume();
+    await this.whenIdle();
     this.status = "closed";
     if (!wasServing) return;
     await this.beforeShutdown?.();

@@ -20,6 +20,7 @@ import type { Clock } from "../platform/clock.ts";
 import { hasIpc } from "../platform/platform.ts";
 import { advertiseAddress, defaultBind, tcpEndpoint } from "../transport/addresses.ts";
 import { claimIpc, ipcOwner, releaseIpc } from "../transport/runtime-dir.ts";
+import { loadSecurity, type SecurityProvider } from "../security/provider.ts";
 import { ZmqConnector, ZmqListener, wireLimitsFromEnv, type DropCounter, type ZmqOptions } from "../transport/zmq.ts";
 import { REQUEST_CAPACITY, type CapacityRequest, type ControlContext } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
@@ -43,8 +44,14 @@ export interface ProcessOptions {
   onStale?: () => Promise<void>;
   /** Links around every call out of and every message into this process (see ContainerOptions.interceptors). */
   interceptors?: ContainerOptions["interceptors"];
-  /** Address every tcp socket of this process binds (default: defaultBind(), every interface). */
+  /** Address every tcp socket of this process binds (default: defaultBind(): every interface with a cluster key, else loopback). */
   bind?: string;
+  /**
+   * The security provider (security/provider.ts): CurveZMQ on every tcp
+   * socket, the ZAP decision, the state seal. Default: none (plain tcp, the
+   * host's own state key). The process closes it when it closes.
+   */
+  security?: SecurityProvider;
   /** Address its tcp endpoints are advertised at (default: see advertiseAddress()). */
   advertise?: string;
   /** ZeroMQ tuning and the socket-options hook, for every socket of the process. */
@@ -87,6 +94,7 @@ export class NodeBinProcess {
   readonly host: HostRole | undefined;
   readonly bind: string;
   readonly advertise: string;
+  readonly security: SecurityProvider;
   /** Frames and connections this process's ZeroMQ sockets dropped or refused, by reason. */
   private readonly drops: Partial<Record<DropCounter, number>> = {};
   private readonly listeners: ZmqListener[] = [];
@@ -101,7 +109,8 @@ export class NodeBinProcess {
   private constructor(private readonly options: ProcessOptions) {
     const makeLogger = options.logger ?? ((source: string) => consoleLogger(source));
     this.log = makeLogger(options.id);
-    this.bind = options.bind ?? defaultBind();
+    this.security = options.security ?? loadSecurity({ runtimeDir: options.runtimeDir });
+    this.bind = options.bind ?? defaultBind(this.security.wire !== undefined);
     this.advertise = advertiseAddress(this.bind, options.advertise);
     const containerOptions: ContainerOptions = {
       id: options.id,
@@ -116,12 +125,18 @@ export class NodeBinProcess {
     };
     this.container = new Container(containerOptions);
     // The wire bounds: NODEBIN_MAX_* from the environment (every role the same), then what the caller set.
-    this.zmq = { ...wireLimitsFromEnv(process.env), ...options.zmq, advertise: this.advertise, onDrop: (reason, counter) => this.drop(reason, counter) };
+    this.zmq = {
+      ...wireLimitsFromEnv(process.env),
+      ...options.zmq,
+      ...(this.security.wire ? { security: this.security.wire } : {}),
+      advertise: this.advertise,
+      onDrop: (reason, counter) => this.drop(reason, counter),
+    };
     const endpointOf = (to: string): string | undefined => {
       const entry = this.container.table.get(to);
       return entry && reachableEndpoint(entry, options.host);
     };
-    this.connector = new ZmqConnector(endpointOf, (env, peer) => this.container.direct.dispatch(env, peer), (lost) => this.container.failCallsVia(lost, endpointOf), this.zmq);
+    this.connector = new ZmqConnector(endpointOf, (env, peer) => this.container.direct.dispatch(env, peer), (lost, error) => this.container.failCallsVia(lost, endpointOf, error), this.zmq);
     this.container.addTransport(this.connector);
     if (options.pruneConnections) this.container.table.onChange(() => this.pruneConnections());
     this.container.control.serve(REQUEST_CAPACITY, (request, ctx) => {
@@ -217,7 +232,7 @@ export class NodeBinProcess {
     const n = (this.drops[counter] = (this.drops[counter] ?? 0) + 1);
     // A bound that refuses is worth a line (rate-limited by powers of two: a flood writes ~log2(n) lines);
     // everything else is routine (a peer that left, a stale table).
-    const bound = counter === "tooManyFrames" || counter === "messageTooLarge" || counter === "connectionsRefused";
+    const bound = counter === "tooManyFrames" || counter === "messageTooLarge" || counter === "connectionsRefused" || counter === "unauthenticated";
     if (bound && (n & (n - 1)) === 0) this.log.warn(`${reason} (${counter}: ${n} so far)`);
     else this.log.debug(`dropped: ${reason}`, { [counter]: n });
   }
@@ -250,5 +265,6 @@ export class NodeBinProcess {
     await this.container.close();
     removeIpcFiles(open);
     for (const endpoint of this.claimed) releaseIpc(endpoint);
+    this.security.close();
   }
 }

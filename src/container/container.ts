@@ -162,6 +162,16 @@ export class Container {
     return [...this.nodes.values()];
   }
 
+  /**
+   * Puts a node of this process back in the table after it was taken out
+   * (a drain whose hand-over did not happen: it serves again). Does nothing
+   * for a node this process does not hold.
+   */
+  announce(id: string): void {
+    const node = this.nodes.get(id);
+    if (node) this.table.upsert(this.entryOf(node), node.component.schema);
+  }
+
   /** Stops a node gracefully: out of the table first, then drained, then detached. */
   async removeNode(id: string): Promise<void> {
     const node = this.nodes.get(id);
@@ -242,11 +252,13 @@ export class Container {
   }
 
   /**
-   * Fails, with UNAVAILABLE, every call of this process waiting on the peer at
-   * `endpoint` (its connection dropped): callers learn now, not at their deadline.
+   * Fails every call of this process waiting on the peer at `endpoint` (its
+   * connection dropped): callers learn now, not at their deadline. With
+   * UNAVAILABLE, or `error` when the transport knows better (a handshake
+   * refused: UNAUTHENTICATED).
    */
-  failCallsVia(endpoint: string, endpointOf: (to: string) => string | undefined): void {
-    for (const caller of this.callers) caller.failCallsTo((to, via) => (via ?? endpointOf(to)) === endpoint, `connection to ${endpoint} lost`);
+  failCallsVia(endpoint: string, endpointOf: (to: string) => string | undefined, error?: NodeBinError): void {
+    for (const caller of this.callers) caller.failCallsTo((to, via) => (via ?? endpointOf(to)) === endpoint, `connection to ${endpoint} lost`, error);
   }
 
   private entryOf(node: ComponentNode): NodeEntry {

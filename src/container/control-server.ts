@@ -8,7 +8,7 @@
  */
 import type protobuf from "protobufjs";
 import type { Logger } from "../component/context.ts";
-import { EncodedReply, mayAsk, readRequest, type AnyControlMethod, type ControlContext, type ControlHandler, type ControlMethod, type ControlService, type PeerKind } from "../wire/control.ts";
+import { AUTHORITY, EncodedReply, mayAsk, readRequest, type AnyControlMethod, type ControlContext, type ControlHandler, type ControlMethod, type ControlService, type PeerKind } from "../wire/control.ts";
 import { Kind, Plane, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { decodeMessage, encodeMessage } from "../wire/message.ts";
@@ -17,6 +17,8 @@ import type { Peer } from "../transport/transport.ts";
 interface Served {
   method: AnyControlMethod;
   run(message: protobuf.Message, ctx: ControlContext): unknown;
+  /** Who may ask, for a method not in AUTHORITY (a plugin's service): see serveOwn(). */
+  who?: readonly PeerKind[];
 }
 
 /** Sends an answer to a request, back on the connection it came in on (`from`). */
@@ -35,6 +37,17 @@ export class ControlServer implements ControlService {
   /** Serves `method` (replacing any handler it had). */
   serve<Req, Res>(method: ControlMethod<Req, Res>, handler: ControlHandler<Req, Res>): void {
     this.served.set(method.schema.fullName, { method, run: (message, ctx) => handler(readRequest(method, message), ctx) });
+  }
+
+  /**
+   * Serves a method that is not one of node-bin's own (a plugin's service,
+   * from its .proto), to the peer kinds in `who` only: AUTHORITY is the table
+   * of node-bin's methods; a plugin's methods are host-only (the governor
+   * passes HOST_ONLY), whatever they are.
+   */
+  serveOwn<Req, Res>(method: ControlMethod<Req, Res>, handler: ControlHandler<Req, Res>, who: readonly PeerKind[]): void {
+    if (AUTHORITY.has(method.schema.fullName)) throw new NodeBinError("ALREADY_EXISTS", `${method.schema.fullName} is one of node-bin's own control methods`);
+    this.served.set(method.schema.fullName, { method, run: (message, ctx) => handler(readRequest(method, message), ctx), who });
   }
 
   /** Stops serving `method`. */
@@ -62,8 +75,8 @@ export class ControlServer implements ControlService {
       if (oneWay) this.log.debug(`control ${env.method} failed: ${e}`);
       else this.answer(env, undefined, from, e);
     };
-    if (!mayAsk(env.method, peer)) {
-      fail(new NodeBinError("PERMISSION_DENIED", `${env.method} is not served to ${peer} peers (${peer === "network" ? "tcp" : peer})`, { details: { method: env.method, peer } }));
+    if (served.who ? !(peer === "local" || served.who.includes(peer)) : !mayAsk(env.method, peer)) {
+      fail(new NodeBinError("PERMISSION_DENIED", `${env.method} is not served to ${peer} peers (${from.via ?? (peer === "network" ? "tcp" : peer)})`, { details: { method: env.method, peer } }));
       return;
     }
     let result: unknown;

@@ -47,7 +47,7 @@ export interface HostRoleOptions {
   leaseMs?: number;
   renewMs?: number;
   /** Makes the gossip layer when this process becomes the agent (default: Gossip with its defaults). */
-  makeGossip?: (self: GossipSelf, seeds: string[]) => GossipLayer;
+  makeGossip?: (self: GossipSelf, seeds: string[]) => GossipLayer | undefined;
   /** Closes the process's outbound connection to an endpoint (its connector's disconnect): gossip's connections stay bounded by it. */
   disconnect?: (endpoint: string) => void;
   /** Told of leases starting and ending while this process is the agent (the governor tracks its children by it). */
@@ -187,7 +187,8 @@ export class HostRole {
     const self: GossipSelf = { host: container.host, endpoint, network: container.network, incarnation: this.clock.now() };
     // A seed naming this very agent (`--seed 127.0.0.1` on the seed host itself) is no other host.
     const others = seeds.filter((s) => !isOwnEndpoint(s, this.discoveryPort, [advertise]));
-    const gossip = this.options.makeGossip ? this.options.makeGossip(self, others) : new Gossip({ self, seeds: others, now: () => this.clock.now() });
+    // A discovery plugin's layer, or (undefined: the built-in "gossip" plugin) the built-in gossip.
+    const gossip = this.options.makeGossip?.(self, others) ?? new Gossip({ self, seeds: others, now: () => this.clock.now() });
     this.agent = new HostAgent(container, { host: container.host, endpoint, log, gossip, ...(this.options.disconnect ? { disconnect: this.options.disconnect } : {}), ...(this.options.onLease ? { onLease: this.options.onLease } : {}), ...(this.options.checkLease ? { checkLease: this.options.checkLease } : {}) });
     this.agent.start();
     this.role = "agent";

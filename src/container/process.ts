@@ -4,8 +4,28 @@
  * host (as the host agent when the discovery port is free, else as a member:
  * see host-role.ts) and through the seeds to the network. On top of the
  * shared composition (compose.ts) it serves what a governor asks of its
- * children: Ping, Drain, ImportState; and passes capacity requests for its
- * component to the governor that started it.
+ * children: Ping, Drain, ImportState, Release, Resume; and passes capacity
+ * requests for its component to the governor that started it.
+ *
+ * State moves between processes sealed (security/seal.ts): a Drain that
+ * exports state answers with the snapshot serialized and sealed under this
+ * process's seal key (the cluster keyring, else the host's own key), and an
+ * ImportState opens the payload before anything reads it, so a payload
+ * changed on the way, or sealed by a process without the key, is refused
+ * (UNAUTHENTICATED) and the held node stays held. Component code sees none
+ * of this.
+ *
+ * The hand-over is two-phase, so that a refused payload loses nothing: the
+ * drained node keeps its state (out of the table, serving nothing) until the
+ * governor says Release (the successor took it: shut down) or Resume (it did
+ * not: serve again). A governor that says neither within handOverMs (it
+ * died) leaves the node serving again by itself. Of the two ways to guess,
+ * that is the one that cannot lose the state: the sealed payload it handed
+ * out was never confirmed taken, so its own copy is the only one known to
+ * exist. The cost, when the governor died after the successor imported it,
+ * is a second node with a copy of the state (in the tables, and in a new
+ * governor's status, where the surplus is drained); exiting instead would
+ * lose the state whenever the governor died before the import.
  */
 import { randomBytes } from "node:crypto";
 import { deserialize, serialize } from "node:v8";
@@ -16,9 +36,11 @@ import type { GossipLayer } from "../membership/agent.ts";
 import { systemClock, type Clock, type Timer } from "../platform/clock.ts";
 import type { ZmqOptions } from "../transport/zmq.ts";
 import { DEFAULT_DISCOVERY_PORT } from "../transport/runtime-dir.ts";
-import { DRAIN, GOVERNOR_CAPACITY, IMPORT_STATE, PING, type CapacityRequest } from "../wire/control.ts";
+import type { SecurityProvider } from "../security/provider.ts";
+import { open, seal } from "../security/seal.ts";
+import { DRAIN, GOVERNOR_CAPACITY, IMPORT_STATE, PING, RELEASE, RESUME, type CapacityRequest, type PingReply } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
-import { NodeBinProcess } from "./compose.ts";
+import { NodeBinProcess, type ProcessOptions } from "./compose.ts";
 import type { Container } from "./container.ts";
 import type { GossipSelf, RoleName } from "./host-role.ts";
 
@@ -36,7 +58,9 @@ export interface ContainerProcessOptions {
   host: string;
   network: string;
   /** Address tcp sockets bind (default: every interface) and the one they are advertised at (default: see advertiseAddress()). */
-  bind?: string;
+bind?: string;
+  /** The security provider (default: none; see ProcessOptions.security). */
+  security?: SecurityProvider;
   advertise?: string;
   discoveryPort?: number;
   /** Discovery endpoints of other hosts ("tcp://10.0.0.5:7400"). */
@@ -60,8 +84,18 @@ export interface ContainerProcessOptions {
   hold?: boolean;
   /** Longest a held node waits for its state (default 30 000 ms); then it serves with empty state and says so. */
   holdMs?: number;
+  /**
+   * Longest a node drained for a hand-over waits for Release or Resume
+   * (default 60 000 ms: past the governor's 30 s bound on the import and its
+   * Release); then it serves again with its state (see the module comment).
+   */
+  handOverMs?: number;
   /** Makes the gossip layer when this process becomes the host agent (default: Gossip with its defaults). */
   makeGossip?: (self: GossipSelf, seeds: string[]) => GossipLayer;
+  /** Links around the node's calls and messages (see ProcessOptions.interceptors): the metrics plugin's call counter. */
+  interceptors?: ProcessOptions["interceptors"];
+  /** The calls counted by the metrics plugin, reported in every Ping (the governor exports them). Default: none. */
+  callStats?: () => Pick<PingReply, "calls" | "callBuckets">;
 }
 
 export class ContainerProcess {
@@ -70,6 +104,8 @@ export class ContainerProcess {
   private readonly log: Logger;
   private readonly clock: Clock;
   private holdTimer: Timer | undefined;
+  /** A node drained for a hand-over, waiting for Release or Resume. */
+  private handOver: { node: ComponentNode; timer: Timer } | undefined;
   private readonly startedAt: number;
   private closing = false;
 
@@ -116,9 +152,11 @@ export class ContainerProcess {
       nodeEndpoints: true,
       pruneConnections: true,
       ...(options.bind ? { bind: options.bind } : {}),
+      ...(options.security ? { security: options.security } : {}),
       ...(options.advertise ? { advertise: options.advertise } : {}),
       ...(options.clock ? { clock: options.clock } : {}),
       ...(options.zmq ? { zmq: options.zmq } : {}),
+      ...(options.interceptors ? { interceptors: options.interceptors } : {}),
       hostRole: {
         seeds: options.seeds,
         ...(options.discoveryPort ? { discoveryPort: options.discoveryPort } : {}),
@@ -152,14 +190,17 @@ export class ContainerProcess {
     const holdMs = this.options.holdMs ?? 30_000;
     await this.container.addComponent(this.options.component, 1, this.options.hold ? { hold: true } : {});
     this.serveChildControl();
-    if (this.options.hold) {
-      this.holdTimer = this.clock.after(holdMs, () => {
-        const node = this.node();
-        if (!node?.isHeld) return;
-        this.log.warn(`no state arrived within ${holdMs} ms: serving with empty state`);
-        node.resume();
-      });
-    }
+    if (this.options.hold) this.armHold(holdMs);
+  }
+
+  private armHold(holdMs: number): void {
+    this.holdTimer?.cancel();
+    this.holdTimer = this.clock.after(holdMs, () => {
+      const node = this.node();
+      if (!node?.isHeld) return;
+      this.log.warn(`no state arrived within ${holdMs} ms: serving with empty state`);
+      node.resume();
+    });
   }
 
   /** This process's node (undefined once it left). */
@@ -167,7 +208,7 @@ export class ContainerProcess {
     return this.container.localNodes()[0];
   }
 
-  /** What a governor asks of its children: Ping, Drain, ImportState (YieldAgent is the host role's). */
+  /** What a governor asks of its children: Ping, Drain, ImportState, Release, Resume (YieldAgent is the host role's). */
   private serveChildControl(): void {
     const c = this.container;
     const control = c.control;
@@ -180,7 +221,7 @@ export class ContainerProcess {
         node: node?.id ?? "",
         component: this.options.component.name,
         version: this.options.component.manifest.version,
-        phase: s?.phase ?? "closed",
+        phase: this.handOver ? "handing-over" : (s?.phase ?? "closed"),
         handled: s?.handled ?? 0,
         failed: s?.failed ?? 0,
         rejected: s?.rejected ?? 0,
@@ -195,46 +236,126 @@ export class ContainerProcess {
         min: this.options.component.manifest.limits.min,
         max: this.options.component.manifest.limits.max,
         refused: this.process.refused(),
+        ...(this.options.callStats ? this.options.callStats() : { calls: [], callBuckets: [] }),
       };
     });
     control.serve(DRAIN, async ({ exportState }) => {
       const node = this.node();
       if (!node) throw new NodeBinError("FAILED_PRECONDITION", `${c.id} has no node left to drain`);
+      if (this.handOver) throw new NodeBinError("FAILED_PRECONDITION", `${node.id} is drained already, waiting for Release or Resume`);
       // Out of the table first (the agent hears it with the next renewal, sent now), then
       // refuse new messages as unhandled (callers re-route), finish the queue, hand over.
       c.table.remove(node.id);
       this.process.host!.renewNow();
       this.log.info(`draining ${node.id}${exportState ? " for a hand-over" : ""}`);
-      const snapshot = exportState ? await node.handOff() : await node.close();
-      let state = new Uint8Array();
-      if (exportState && snapshot !== undefined) {
-        try {
-          state = serialize(snapshot);
-        } catch (err) {
-          throw new NodeBinError("INTERNAL", `${node.component.name}: the exported state cannot be transferred (${(err as Error).message}); return plain data from exportState`, { cause: err });
-        }
+      if (!exportState) {
+        await node.close();
+        return { state: new Uint8Array(), handled: node.getStats().handled };
       }
-      return { state, handled: node.getStats().handled };
+      return { state: await this.exportSealed(node), handled: node.getStats().handled };
+    });
+    control.serve(RELEASE, async () => {
+      const node = this.node();
+      const h = this.handOver;
+      if (!h) {
+        // Asked twice, or for a node that closed: done already. A node that serves took its state back.
+        if (node && !node.isSuspended && node.getStats().phase === "serving") {
+          throw new NodeBinError("FAILED_PRECONDITION", `${node.id} is not handing over (it serves again, with its state)`);
+        }
+        return {};
+      }
+      this.handOver = undefined;
+      h.timer.cancel();
+      this.log.info(`${h.node.id}: its successor took the state; shutting down`);
+      await h.node.close();
+      return {};
+    });
+    control.serve(RESUME, ({ reason }) => {
+      const node = this.node();
+      if (this.handOver) this.takeBack(reason || "the governor said so");
+      else if (!node || node.getStats().phase !== "serving") throw new NodeBinError("FAILED_PRECONDITION", `${c.id} has no node to resume`);
+      return {};
     });
     control.serve(IMPORT_STATE, async ({ state }) => {
       const node = this.node();
       if (!node) throw new NodeBinError("FAILED_PRECONDITION", `${c.id} has no node`);
       // Importing into a node already serving would overwrite what it did since.
       if (!node.isHeld) throw new NodeBinError("FAILED_PRECONDITION", `${node.id} is not held (it serves already): state not imported`);
-      this.holdTimer?.cancel();
+      const name = this.options.component.name;
+      let snapshot: unknown;
       if (state.length) {
-        let snapshot: unknown;
+        // Opened before anything reads it: a payload that does not authenticate under this
+        // process's keys is refused unread (UNAUTHENTICATED), and the node stays held.
+        const plain = open(this.process.security.sealRing, state, stateContext(name));
         try {
-          snapshot = deserialize(state);
+          snapshot = deserialize(plain);
         } catch (err) {
           throw new NodeBinError("INVALID_ARGUMENT", `state cannot be read: ${(err as Error).message}`);
         }
-        await node.importState(snapshot);
+      }
+      this.holdTimer?.cancel();
+      if (state.length) {
+        try {
+          await node.importState(snapshot);
+        } catch (err) {
+          // Still held: the governor gives the state back to the old node; a governor gone leaves the hold to run out.
+          this.armHold(this.options.holdMs ?? 30_000);
+          throw new NodeBinError("INTERNAL", `${name}: importState failed: ${(err as Error)?.message ?? String(err)}`, { origin: node.id, cause: err });
+        }
       }
       node.resume();
-      this.log.info(`${node.id} took over ${state.length} bytes of state and serves`);
+      this.log.info(`${node.id} took over ${state.length} bytes of sealed state and serves`);
       return {};
     });
+  }
+
+  /**
+   * The first phase of a hand-over: the node finishes its queue and stays
+   * suspended with its state; its snapshot goes out serialized and sealed
+   * (empty when there is none). Throws INTERNAL when the state cannot be
+   * exported or serialized: the node then serves again, back in the table.
+   */
+  private async exportSealed(node: ComponentNode): Promise<Uint8Array> {
+    const c = this.container;
+    let sealed: Uint8Array;
+    try {
+      const snapshot = await node.suspend();
+      let plain: Uint8Array | undefined;
+      if (snapshot !== undefined) {
+        try {
+          plain = serialize(snapshot);
+        } catch (err) {
+          throw new NodeBinError("INTERNAL", `${node.component.name}: the exported state cannot be transferred (${(err as Error).message}); return plain data from exportState`, { cause: err });
+        }
+      }
+      sealed = plain ? seal(this.process.security.sealRing, plain, stateContext(node.component.name)) : new Uint8Array();
+    } catch (err) {
+      // Nothing left this process: the node keeps its state and serves on.
+      if (node.reopen() || node.getStats().phase === "serving") {
+        c.announce(node.id);
+        this.process.host!.renewNow();
+      }
+      this.log.warn(`${node.id} did not hand over, serving again: ${NodeBinError.from(err)}`);
+      throw err;
+    }
+    const handOverMs = this.options.handOverMs ?? 60_000;
+    this.handOver = {
+      node,
+      timer: this.clock.after(handOverMs, () => this.takeBack(`neither Release nor Resume within ${handOverMs} ms (is the governor gone?)`)),
+    };
+    return sealed;
+  }
+
+  /** The hand-over did not happen: the node takes its state back, returns to the table and serves. */
+  private takeBack(why: string): void {
+    const h = this.handOver;
+    if (!h) return;
+    this.handOver = undefined;
+    h.timer.cancel();
+    if (!h.node.reopen()) return;
+    this.container.announce(h.node.id);
+    this.process.host!.renewNow();
+    this.log.warn(`${h.node.id} kept its state and serves again: ${why}`);
   }
 
   /** Where this process can be reached, and its role on the host. */
@@ -258,6 +379,13 @@ export class ContainerProcess {
     if (this.closing) return;
     this.closing = true;
     this.holdTimer?.cancel();
+    this.handOver?.timer.cancel();
+    this.handOver = undefined;
     await this.process.close();
   }
+}
+
+/** What a state payload is sealed for: its component (a payload of one component does not open as another's). */
+export function stateContext(component: string): string {
+  return `state ${component}`;
 }

@@ -54,7 +54,10 @@ export class GovernorApi {
       // Live children, and the ones draining to make room for a component with no node (their slot is promised).
       used: state.used(),
       settings: { ...state.settings },
+      // In start-up order: the security provider first, the component loader second.
       plugins: sources.plugins(),
+      // The plugins' control-plane services, for `node-bin governor call` (schemas as protobufjs JSON).
+      pluginSchemas: sources.pluginSchemas(),
       // The host agent's leases and gossip counters (bytes sent and received, rounds, hosts known).
       agent: sources.agent(),
       // Registers refused because they named one of the children without being it (or leased too many nodes).

@@ -37,11 +37,16 @@ import type { GossipLayer } from "../membership/agent.ts";
 import { systemClock, type Clock } from "../platform/clock.ts";
 import { DEFAULT_DISCOVERY_PORT } from "../transport/runtime-dir.ts";
 import { PING } from "../wire/control.ts";
+import type { SecurityProvider } from "../security/provider.ts";
 import { NodeBinError } from "../wire/errors.ts";
+import { processView, type GovernorView, type ProcessView } from "../metrics/sources.ts";
 import { GovernorApi } from "./api.ts";
 import { pidAlive, spawnChild } from "./children.ts";
 import { ElasticLoop } from "./elastic.ts";
-import { loadPlugins } from "./plugins.ts";
+import { HOST_ONLY } from "../wire/control.ts";
+import { Mode } from "../wire/schema.ts";
+import { PluginHost, loadPlugins, type LoadedPlugin } from "./plugins.ts";
+import type { PluginContext } from "./strategy.ts";
 import type { ControlCall, SendControl, ServeControl } from "./ports.ts";
 import { RollingDeploy } from "./roll.ts";
 import { ComponentScanner } from "./scan.ts";
@@ -58,6 +63,8 @@ export interface GovernorOptions {
   /** Address the discovery port binds (default: every interface) and the one it is advertised at (see advertiseAddress()). */
   bind?: string;
   advertise?: string;
+  /** The security provider (default: none) and the arguments that give each child the same (--cluster-key FILE, --insecure). */
+  security?: { provider: SecurityProvider; childArgs: string[] };
   discoveryPort?: number;
   seeds: string[];
   runtimeDir: string;
@@ -65,22 +72,31 @@ export interface GovernorOptions {
   capacity?: number;
   /** JSON config file re-read when it changes (see README, "Governor config"). */
   configFile?: string;
-  /** Directory of strategy plugins (default: none; built-ins only). */
+  /** Directory of plugins (default: none; built-ins only). */
   pluginsDir?: string;
+  /**
+   * The plugin host the caller started the first kinds from (security,
+   * loader, discovery: before the process binds anything) and its context;
+   * the governor starts its strategies from it. Default: one for pluginsDir.
+   */
+  pluginHost?: { host: PluginHost; context: PluginContext };
   /** Settings given on the command line (over the config file's). */
   settings?: Partial<Settings>;
   /** How the governor starts its children (default: this program again). */
   command?: { command: string; args: string[] };
-  makeGossip?: (self: GossipSelf, seeds: string[]) => GossipLayer;
+  makeGossip?: (self: GossipSelf, seeds: string[]) => GossipLayer | undefined;
   /** The time every part of the governor reads and waits on (default: the system clock). */
   clock?: Clock;
+  /** More arguments for every child it starts: what its plugins need of them (the metrics plugin's `--metrics-calls`). */
+  childArgs?: string[];
 }
 
 export class Governor {
   readonly container: Container;
   readonly socket: string;
   readonly stateDir: string;
-  plugins: { kind: string; name: string; source: string }[] = [];
+  plugins: LoadedPlugin[] = [];
+  private pluginHost: PluginHost | undefined;
   private readonly options: GovernorOptions;
   private readonly clock: Clock;
   private readonly state: GovernorState;
@@ -136,6 +152,19 @@ export class Governor {
   /** The status report (`node-bin governor status --json`). */
   status(): Record<string, unknown> {
     return this.api.status();
+  }
+
+  /** What the metrics plugin reads of the governor (metrics/sources.ts): its process, its host's capacity, components and children, live. */
+  metricsView(): { process: ProcessView; governor: GovernorView } {
+    const { state } = this;
+    return {
+      process: processView(this.process),
+      governor: {
+        capacity: () => ({ capacity: state.capacity, used: state.used() }),
+        components: () => [...state.components.values()].filter((c) => !c.removed).map((c) => ({ name: c.name, desired: c.desired, restarts: c.restarts, zombies: c.zombies ?? 0 })),
+        children: () => [...state.children.values()].map((c) => ({ component: c.component, pid: c.pid, phase: c.ending ? "draining" : c.phase, ...(c.stats ? { stats: c.stats } : {}) })),
+      },
+    };
   }
 
   /** Resolves when the governor stopped (by `governor stop`, a signal, or stop()). */
@@ -206,6 +235,8 @@ export class Governor {
         host: options.host,
         bind: proc.bind,
         advertise: proc.advertise,
+        securityArgs: options.security?.childArgs ?? [],
+        ...(options.childArgs ? { extraArgs: options.childArgs } : {}),
         network: options.network,
         seeds: options.seeds,
         runtimeDir: options.runtimeDir,
@@ -237,6 +268,7 @@ export class Governor {
         agent: () => this.process.host?.stats() ?? {},
         refused: () => this.process.refused(),
         plugins: () => this.plugins,
+        pluginSchemas: () => this.pluginSchemas(),
       },
       (keepChildren) => this.stop({ keepChildren }),
     );
@@ -259,6 +291,7 @@ export class Governor {
         logger: (s) => late.governor?.state.logger(s) ?? consoleLogger(s),
         ...(options.clock ? { clock: options.clock } : {}),
         ...(options.bind ? { bind: options.bind } : {}),
+        ...(options.security ? { security: options.security.provider } : {}),
         ...(options.advertise ? { advertise: options.advertise } : {}),
         localEndpoints: [socket],
         hostRole: {
@@ -288,14 +321,41 @@ export class Governor {
 
   private readonly serve: ServeControl = (method, handler) => this.container.control.serve(method, (request) => handler(request));
 
+  /**
+   * Serves each plugin's control-plane service at the governor's private
+   * socket: host-only, whatever the plugin says, and never in the
+   * application network's tables. A handler gets the request and
+   * `{ plugin }`, what the plugin's create() returned.
+   */
+  private servePlugins(host: PluginHost): void {
+    for (const { plugin, component, instance } of host.services) {
+      for (const schema of component.schema.methods.values()) {
+        const handler = component.handlers.get(schema.fullName)!;
+        const log = this.state.logger(`plugin/${plugin}`);
+        this.container.control.serveOwn({ schema, oneWay: schema.mode === Mode.ASYNC }, (request) => handler(request, { plugin: instance, log } as never), HOST_ONLY);
+      }
+      this.log.info(`plugin ${plugin} serves ${[...new Set([...component.schema.methods.values()].map((m) => m.service))].join(", ")} at ${this.socket}`);
+    }
+  }
+
+  /** The schemas of the plugins' services (for `node-bin governor call`): { plugin, json }. */
+  pluginSchemas(): { plugin: string; json: string }[] {
+    return this.pluginHost?.services.map((s) => ({ plugin: s.plugin, json: s.component.schema.json })) ?? [];
+  }
+
   private async begin(): Promise<void> {
     this.config.loadOverrides();
     this.config.readConfig(true);
-    const loaded = await loadPlugins({ ...(this.options.pluginsDir ? { dir: this.options.pluginsDir } : {}), config: this.config.plugins, settings: this.state.settings });
+    const given = this.options.pluginHost;
+    const host = given?.host ?? (await PluginHost.discover(this.options.pluginsDir ? { dirs: [this.options.pluginsDir] } : {}));
+    const loaded = await loadPlugins({ host, ...(given ? { context: given.context } : {}), config: this.config.plugins, settings: this.state.settings });
     this.state.strategies = loaded.strategies;
-    this.plugins = loaded.loaded;
+    // Every plugin in the order it started: the ones started before the process (security, loader, discovery) first.
+    this.plugins = host.loaded;
+    this.pluginHost = host;
     this.state.log = this.state.logger("governor");
     for (const p of this.plugins) this.log.debug(`plugin ${p.kind}: ${p.name} (${p.source})`);
+    this.servePlugins(host);
 
     this.api.serve(this.serve);
     // Adopt first (over the children's own ipc endpoints), so that the table

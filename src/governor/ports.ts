@@ -68,6 +68,8 @@ export interface StatusSources {
   /** The host agent's leases and gossip counters. */
   agent(): Record<string, unknown>;
   plugins(): readonly { kind: string; name: string; source: string }[];
+  /** The plugins' control-plane services: their schemas (protobufjs JSON), for `node-bin governor call`. */
+  pluginSchemas(): { plugin: string; json: string }[];
   /** What the governor's own process dropped or refused, by reason (NodeBinProcess.refused). */
   refused(): Record<string, number>;
 }

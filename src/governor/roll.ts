@@ -4,6 +4,13 @@
  * node by node: a new node on the new code starts held, the old node drains
  * and hands over its state, the new node imports it and serves, the old node
  * exits. New code that fails to start leaves the old nodes serving.
+ *
+ * The hand-over is two-phase (container/process.ts): the old node keeps its
+ * state until the new one has taken it. The governor only relays the sealed
+ * bytes; when the new node refuses them (UNAUTHENTICATED: changed on the way,
+ * or sealed under a key it does not hold; or its importState failed), the
+ * old node takes its state back and serves again, the new one is stopped,
+ * and the component reports a deployError.
  */
 import { IMPORT_STATE } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
@@ -11,7 +18,7 @@ import { lastError } from "./children.ts";
 import type { ControlCall } from "./ports.ts";
 import type { ComponentChange } from "./scan.ts";
 import type { GovernorConfig } from "./settings.ts";
-import type { ComponentState, GovernorState } from "./state.ts";
+import type { Child, ComponentState, GovernorState } from "./state.ts";
 import type { Supervisor } from "./supervisor.ts";
 
 export class RollingDeploy {
@@ -98,18 +105,56 @@ export class RollingDeploy {
       }
       // Give the other processes a renewal period to see the new node before the old one refuses messages.
       await state.clock.sleep(1000);
-      const exported = await supervisor.drain(old, true);
+      const fresh = started.child;
+      let exported: Uint8Array;
       try {
-        await this.call(IMPORT_STATE, { state: exported ?? new Uint8Array() }, started.child.endpoint!, 30_000);
-        started.child.phase = "ready";
-        state.held.delete(started.child.pid);
-        state.log.info(`${comp.name}: pid ${old.pid} handed ${exported?.length ?? 0} bytes of state to pid ${started.child.pid}`);
+        exported = await supervisor.handOver(old);
       } catch (err) {
-        state.log.error(`${comp.name}: pid ${started.child.pid} did not take the state: ${NodeBinError.from(err)}`);
-        started.child.phase = "ready";
+        const why = `pid ${old.pid} did not hand its state over: ${NodeBinError.from(err)}`;
+        if (await this.keepOld(comp, hash, old, fresh, why)) return;
+        // It cannot take anything back: it is gone (or stuck), and its state with it. The new node serves empty.
+        state.log.error(`${comp.name}: ${why}; pid ${fresh.pid} starts with empty state`);
+        supervisor.kill(old, "SIGTERM");
+        exported = new Uint8Array();
       }
+      try {
+        await this.call(IMPORT_STATE, { state: exported }, fresh.endpoint!, 30_000);
+      } catch (err) {
+        const why = `pid ${fresh.pid} did not take the state: ${NodeBinError.from(err)}`;
+        if (await this.keepOld(comp, hash, old, fresh, why)) return;
+        state.log.error(`${comp.name}: ${why}; pid ${old.pid} cannot take it back either`);
+      }
+      fresh.phase = "ready";
+      state.held.delete(fresh.pid);
+      state.log.info(`${comp.name}: pid ${old.pid} handed ${exported.length} bytes of sealed state to pid ${fresh.pid}`);
+      await supervisor.release(old);
       await supervisor.awaitExit(old, 15_000);
     }
     comp.deployError = undefined;
+  }
+
+  /**
+   * A hand-over that did not happen: the old child takes its state back and
+   * serves again (back in the table first), then the held new one is stopped
+   * (its queued calls are refused unhandled, so they re-route to the old one).
+   * The roll ends there, reported, until the code changes again. Resolves
+   * false when the old child cannot be told (gone): nothing was changed.
+   */
+  private async keepOld(comp: ComponentState, hash: string, old: Child, fresh: Child, why: string): Promise<boolean> {
+    const { state, supervisor } = this;
+    try {
+      await supervisor.takeBack(old, why);
+    } catch (err) {
+      state.log.warn(`${comp.name}: pid ${old.pid} cannot take its state back: ${NodeBinError.from(err)}`);
+      return false;
+    }
+    comp.badHash = hash;
+    comp.deployError = `the state hand-over failed (${why}); the old node keeps serving with its state`;
+    state.log.error(`${comp.name}: ${comp.deployError}`);
+    fresh.ending = "drain";
+    state.held.delete(fresh.pid);
+    supervisor.kill(fresh, "SIGTERM");
+    await supervisor.awaitExit(fresh, 15_000);
+    return true;
   }
 }

@@ -69,6 +69,8 @@ export interface ComponentState {
   startFailures: number;
   backoffUntil: number;
   restarts: number;
+  /** Children found silent past zombieAfterMs (absent: none yet). */
+  zombies?: number;
   capacityRequests: number;
   failed?: string;
   /** A hash whose code failed to start during a roll: not retried until the code changes again. */

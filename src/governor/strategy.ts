@@ -1,6 +1,6 @@
 /**
- * The governor's strategy plugins: small objects the governor consults for
- * decisions it should not hard-code. Three kinds:
+ * The control-plane plugins: small objects a process consults for decisions
+ * it should not hard-code. The governor's strategies are three kinds:
  * - `lifecycle`: when to grow or shrink a component above its minimum;
  * - `zombie`: what to do with a child that stopped answering pings;
  * - `logging`: where the governor's own log lines go.
@@ -13,6 +13,11 @@
  * component's min, one change at a time per component.
  */
 import type { Logger } from "../component/context.ts";
+import type { LoadResult } from "../component/loader.ts";
+import type { GossipSelf } from "../container/host-role.ts";
+import type { GossipLayer } from "../membership/agent.ts";
+import type { MetricsPlugin } from "../metrics/plugin.ts";
+import type { SecurityProvider } from "../security/provider.ts";
 
 /** What the governor knows about one child process (one container, one node). */
 export interface ChildView {
@@ -105,18 +110,67 @@ export interface StrategyKinds {
   logging: LoggingStrategy;
 }
 
-export type PluginKind = keyof StrategyKinds;
-export const PLUGIN_KINDS: readonly PluginKind[] = ["logging", "lifecycle", "zombie"];
+/** The component loader: what turns a components directory into components (component/loader.ts is the built-in). */
+export interface ComponentLoader {
+  readonly name: string;
+  load(dir: string): Promise<LoadResult>;
+}
 
 /**
- * What a plugin file default-exports. `create` gets the plugin's options from
- * the governor's config file (`plugins.<name>`, default {}) and the governor's
- * settings; it may be async.
+ * Discovery: how a host's agent learns the other hosts. The built-in
+ * ("gossip") answers undefined: the agent's own push-pull gossip. A plugin
+ * may return a GossipLayer of its own (static membership, a registry).
+ */
+export interface DiscoveryStrategy {
+  readonly name: string;
+  makeGossip(self: GossipSelf, seeds: string[]): GossipLayer | undefined;
+}
+
+/**
+ * Every kind of control-plane plugin, by what it creates. A plugin replaces
+ * the built-in of its kind. Every process starts the kinds it needs in the
+ * order of PLUGIN_KINDS: the security provider first (nothing binds or
+ * connects before it), then the component loader, then the rest.
+ */
+export interface PluginKinds extends StrategyKinds {
+  security: SecurityProvider;
+  loader: ComponentLoader;
+  discovery: DiscoveryStrategy;
+  /** Metrics (src/metrics/plugin.ts): started by a role that serves /metrics or counts calls for its governor. */
+  metrics: MetricsPlugin;
+}
+
+export type PluginKind = keyof PluginKinds;
+/** The start-up order. */
+export const PLUGIN_KINDS: readonly PluginKind[] = ["security", "loader", "discovery", "metrics", "logging", "lifecycle", "zombie"];
+/** The governor's strategies: the kinds that need its settings, started once it holds its socket. */
+export const STRATEGY_KINDS: readonly (keyof StrategyKinds)[] = ["logging", "lifecycle", "zombie"];
+
+/** Which process a plugin is created in, and what it may need of it. */
+export interface PluginContext {
+  role: "governor" | "container" | "dev" | "client";
+  /** The private runtime directory. */
+  runtimeDir: string;
+  /** The cluster key file given to the process (--cluster-key, $NODEBIN_CLUSTER_KEY_FILE, cluster.key beside node-bin). */
+  clusterKeyFile?: string;
+  /** Where a plugin may write its lines before the logging plugin started. */
+  log: Logger;
+  /** The host id, once known (the metrics plugin labels its series with it). */
+  host?: string;
+  /** The node-bin version. */
+  version?: string;
+}
+
+/**
+ * What a plugin module default-exports (or exports as `plugin`). `create` gets
+ * the plugin's options from the governor's config file (`plugins.<name>`,
+ * default {}), the governor's live settings (defaults outside a governor) and
+ * the context of the process; it may be async.
  */
 export interface PluginModule<K extends PluginKind = PluginKind> {
   kind: K;
   name: string;
-  create(options: Record<string, unknown>, settings: GovernorSettings): StrategyKinds[K] | Promise<StrategyKinds[K]>;
+  create(options: Record<string, unknown>, settings: GovernorSettings, context?: PluginContext): PluginKinds[K] | Promise<PluginKinds[K]>;
 }
 
 /** The governor's tunables a plugin may read (all changeable live). */

@@ -15,7 +15,7 @@ import { randomBytes } from "node:crypto";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Timer } from "../platform/clock.ts";
-import { DRAIN, PULL, type RegisterRequest } from "../wire/control.ts";
+import { DRAIN, PULL, RELEASE, RESUME, type RegisterRequest } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { ChildrenFile, lastError, type ChildRecord } from "./children.ts";
 import type { ProcessHandle, SupervisorPorts } from "./ports.ts";
@@ -44,6 +44,10 @@ export interface SpawnConfig {
   /** The governor's bind and advertised addresses: its children bind and advertise the same. */
   bind: string;
   advertise: string;
+  /** Arguments that give a child the governor's security (--cluster-key FILE, or --insecure), after --listen. */
+  securityArgs: string[];
+  /** More arguments for every child: what the governor's plugins need of it (the metrics plugin's --metrics-calls). */
+  extraArgs?: string[];
   network: string;
   seeds: string[];
   runtimeDir: string;
@@ -153,11 +157,13 @@ export class Supervisor {
       o.host,
       "--listen",
       o.bind,
+      ...o.securityArgs,
       "--advertise",
       o.advertise,
       ...(o.network ? ["--network", o.network] : []),
       ...o.seeds.flatMap((s) => ["--seed", s.replace(/^tcp:\/\//, "")]),
       ...(options.hold ? ["--hold"] : []),
+      ...(o.extraArgs ?? []),
     ];
     const logFile = join(o.stateDir, "logs", `${comp.name}.log`);
     let proc: ProcessHandle;
@@ -303,6 +309,7 @@ export class Supervisor {
     child.zombie = true;
     const view = viewOf(child, now);
     const comp = state.components.get(child.component);
+    if (comp) comp.zombies = (comp.zombies ?? 0) + 1;
     let respawned = false;
     const actions: ZombieActions = {
       kill: () => {
@@ -363,6 +370,49 @@ export class Supervisor {
       this.kill(child, "SIGTERM");
     }
     return state;
+  }
+
+  /**
+   * The first phase of a hand-over (roll.ts): drains a child for its state and
+   * resolves with it, sealed by the child (empty: it had none). Unlike
+   * drain(), the child is not told to exit: it waits, its state intact, for
+   * release() or takeBack(). Rejects with why it did not hand over (its
+   * coded answer, or no answer).
+   */
+  async handOver(child: Child): Promise<Uint8Array> {
+    child.ending = "drain";
+    child.phase = "draining";
+    if (!child.endpoint) throw new NodeBinError("UNAVAILABLE", `${child.component} pid ${child.pid} has no endpoint to drain`);
+    const reply = await this.ports.call(DRAIN, { exportState: true }, child.endpoint, 60_000);
+    return reply.state;
+  }
+
+  /**
+   * The hand-over happened: the child shuts its node down and is told to
+   * exit (SIGTERM) a grace period later, as after a drain. A child that took
+   * its state back meanwhile (its own timeout) is stopped all the same: its
+   * successor serves the state now.
+   */
+  async release(child: Child): Promise<void> {
+    if (child.endpoint && this.state.children.get(child.pid) === child) {
+      try {
+        await this.ports.call(RELEASE, {}, child.endpoint, 10_000);
+      } catch (err) {
+        this.state.log.warn(`${child.component} pid ${child.pid} was not released cleanly: ${NodeBinError.from(err)}`);
+      }
+    }
+    this.state.clock.after(DRAIN_GRACE_MS, () => this.kill(child, "SIGTERM"));
+  }
+
+  /**
+   * The hand-over did not happen: the child takes its state back and serves
+   * again, no longer ending. Rejects when it cannot be told (gone, or silent).
+   */
+  async takeBack(child: Child, reason: string): Promise<void> {
+    if (!child.endpoint) throw new NodeBinError("UNAVAILABLE", `${child.component} pid ${child.pid} has no endpoint`);
+    await this.ports.call(RESUME, { reason }, child.endpoint, 10_000);
+    child.ending = undefined;
+    child.phase = "ready";
   }
 
   /** Resolves once the child exited (SIGKILL after `ms`). */

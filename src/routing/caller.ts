@@ -473,12 +473,17 @@ export class RoutingCaller implements Caller {
     }
   }
 
-  /** Fails every call waiting on an endpoint `predicate` picks (its peer is gone) with UNAVAILABLE. */
-  failCallsTo(predicate: (to: string, via: string | undefined) => boolean, reason: string): void {
+  /** Fails every call waiting on an endpoint `predicate` picks (its peer is gone) with UNAVAILABLE, or `error`. */
+  failCallsTo(predicate: (to: string, via: string | undefined) => boolean, reason: string, error?: NodeBinError): void {
     for (const [id, call] of this.pending) {
       if (!predicate(call.to, call.via)) continue;
       this.router.suspect(call.to);
-      this.settle(id)?.reject(new NodeBinError("UNAVAILABLE", `${call.method.fullName}: ${reason}`, { details: { to: call.to } }));
+      const failure = error
+        ? new NodeBinError(error.code, `${call.method.fullName}: ${error.message}`, { details: { ...error.details, to: call.to } })
+        : new NodeBinError("UNAVAILABLE", `${call.method.fullName}: ${reason}`, { details: { to: call.to } });
+      const settled = this.settle(id);
+      // A handshake that failed with one key of the ring is unhandled (nothing reached the peer): sent again.
+      if (settled) this.fail(settled, failure);
     }
   }
 

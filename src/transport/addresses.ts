@@ -9,14 +9,21 @@ import { networkInterfaces } from "node:os";
 
 /** Every IPv4 interface. */
 const ALL_INTERFACES = "0.0.0.0";
+const LOOPBACK = "127.0.0.1";
 
 /**
- * The address tcp sockets bind when no --listen is given. The one place that
- * decides it: a deployment without a cluster key may be restricted to
- * loopback here without touching anything else.
+ * The address tcp sockets bind when no --listen is given, the one place that
+ * decides it: every interface with a cluster key (CurveZMQ guards every
+ * connection), loopback only without one (secure by default: plain tcp is
+ * not offered to the network unless asked for with --insecure).
  */
-export function defaultBind(): string {
-  return ALL_INTERFACES;
+export function defaultBind(keyed = false): string {
+  return keyed ? ALL_INTERFACES : LOOPBACK;
+}
+
+/** Whether `address` names only this host (127.0.0.0/8, ::1, localhost). */
+export function isLoopback(address: string): boolean {
+  return address.startsWith("127.") || address === "::1" || address === "localhost";
 }
 
 /** Whether `address` is a wildcard (binds every interface, names none). */

@@ -6,7 +6,7 @@
 import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname, tmpdir } from "node:os";
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { hasIpc } from "../platform/platform.ts";
 import { NodeBinError } from "../wire/errors.ts";
 
@@ -124,30 +124,42 @@ export function hostIdentity(dir: string): string {
   const existing = readHostIdentity(dir);
   if (existing !== undefined) return existing;
   const label = hostname().replace(/[^A-Za-z0-9._-]+/g, "-").replace(/^[^A-Za-z0-9]+/, "").slice(0, 64) || "host";
-  const id = `${label}-${randomBytes(6).toString("hex")}`;
-  const temp = join(dir, `.${HOST_ID_FILE}-${process.pid}-${randomBytes(4).toString("hex")}`);
   try {
-    writeFileSync(temp, `${id}\n`, { mode: 0o600, flag: "wx" });
+    createOnce(file, `${label}-${randomBytes(6).toString("hex")}\n`);
+  } catch (err) {
+    throw new NodeBinError("PERMISSION_DENIED", `cannot keep this host's id in ${file} (${(err as Error).message}); set NODEBIN_HOST or --host`, { details: { file }, cause: err });
+  }
+  const kept = readHostIdentity(dir);
+  if (kept === undefined) throw new NodeBinError("FAILED_PRECONDITION", `${file} vanished while this host's id was being made; start again`, { details: { file } });
+  return kept;
+}
+
+/**
+ * Creates `file` (mode 0600) holding `text`, unless it exists: of several
+ * processes racing, the first one's text is kept whole. The text is written
+ * to a temporary file of this process (created exclusively) and hard-linked
+ * to the name, which fails for all but the first. Throws what the file
+ * system throws, except that the file already exists.
+ */
+export function createOnce(file: string, text: string): void {
+  const temp = join(dirname(file), `.${basename(file)}-${process.pid}-${randomBytes(4).toString("hex")}`);
+  try {
+    writeFileSync(temp, text, { mode: 0o600, flag: "wx" });
     try {
       linkSync(temp, file);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === "EPERM" || code === "ENOTSUP" || code === "EOPNOTSUPP") {
         // A file system without hard links: exclusive creation still leaves one winner (a reader may
-        // then, very rarely, catch the file empty and fail loudly rather than take another id).
-        writeFileSync(file, `${id}\n`, { mode: 0o600, flag: "wx" });
+        // then, very rarely, catch the file empty and fail loudly rather than take another's).
+        writeFileSync(file, text, { mode: 0o600, flag: "wx" });
       } else if (code !== "EEXIST") throw err;
     }
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EEXIST") {
-      throw new NodeBinError("PERMISSION_DENIED", `cannot keep this host's id in ${file} (${(err as Error).message}); set NODEBIN_HOST or --host`, { details: { file }, cause: err });
-    }
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
   } finally {
     rmSync(temp, { force: true });
   }
-  const kept = readHostIdentity(dir);
-  if (kept === undefined) throw new NodeBinError("FAILED_PRECONDITION", `${file} vanished while this host's id was being made; start again`, { details: { file } });
-  return kept;
 }
 
 /**

@@ -31,6 +31,14 @@ export interface Peer {
    * never accepted from those.
    */
   readonly link?: string;
+  /**
+   * The connection, as log lines and errors name the peer: "tcp peer #12 (a
+   * member: cluster key 3c64...)", "ipc peer #3", "the connection to
+   * tcp://10.0.0.5:7400". What the transport knows, never what the envelope
+   * claims. (zeromq.js tells a listener neither the peer's address nor its
+   * ZAP user per message: a connection is told apart by its number.)
+   */
+  readonly via?: string;
 }
 
 /** The link of the process itself: frames between its own endpoints (the direct transport). */

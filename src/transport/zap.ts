@@ -9,8 +9,9 @@
  * no connection limit of its own; ZAP is the one hook it calls per
  * connection, for the NULL mechanism too once a socket has a ZAP domain. Each
  * listener gets a domain of its own ("nodebin-listener-N"), so the gate tells
- * whose bound a connection counts against. The cluster key (CurveZMQ) will
- * authenticate peers in the same handler.
+ * whose bound a connection counts against. With a cluster key, the same
+ * handler authenticates tcp peers: a connection is admitted only when the
+ * security provider accepts its CurveZMQ client key (WireSecurity.admit).
  *
  * Counting: a listener's live connections are those accepted and not yet
  * closed (its monitor's "accept" and "disconnect" events: a refused or
@@ -24,6 +25,7 @@
  * closes with the last, so it never keeps a process alive on its own.
  */
 import * as zmq from "zeromq";
+import type { ZapVerdict } from "./zmq.ts";
 import { io } from "./zmq-io.ts";
 
 const ZAP_ENDPOINT = "inproc://zeromq.zap.01";
@@ -44,6 +46,18 @@ interface Account {
   max: number;
   live: number;
   onRefused: (address: string, live: number) => void;
+  /** Authentication (a security provider's, tcp only): undefined admits every mechanism. */
+  admit: ((mechanism: string, credentials: Uint8Array[], address: string) => ZapVerdict) | undefined;
+  /** Hears of each connection refused in its handshake for want of a key (by the gate, or by libzmq for a mechanism mismatch). */
+  onUnauthenticated: (address: string, reason: string) => void;
+}
+
+/** How a listener enters the gate. */
+export interface GateTerms {
+  max: number;
+  onRefused: Account["onRefused"];
+  admit?: Account["admit"];
+  onUnauthenticated?: Account["onUnauthenticated"];
 }
 
 class Gate {
@@ -54,11 +68,11 @@ class Gate {
   private readonly accounts = new Map<string, Account>();
   private next = 0;
 
-  async enter(max: number, onRefused: Account["onRefused"]): Promise<GateEntry> {
+  async enter(terms: GateTerms): Promise<GateEntry> {
     // Listeners bound at once share one opening; one bound after the last closed waits for the close.
     await (this.opening ??= this.open());
     const domain = `nodebin-listener-${++this.next}`;
-    const account: Account = { max, live: 0, onRefused };
+    const account: Account = { max: terms.max, live: 0, onRefused: terms.onRefused, admit: terms.admit, onUnauthenticated: terms.onUnauthenticated ?? (() => {}) };
     this.accounts.set(domain, account);
     let released = false;
     return {
@@ -69,6 +83,9 @@ class Gate {
             for await (const event of socket.events) {
               if (event.type === "accept") account.live++;
               else if (event.type === "disconnect") account.live = Math.max(0, account.live - 1);
+              // A peer speaking another mechanism (plain tcp to a CurveZMQ listener), or whose
+              // handshake does not decrypt (another cluster's key): libzmq ends it before asking ZAP.
+              else if (account.admit && event.type === "handshake:error:protocol") account.onUnauthenticated(event.address, `handshake failed (${event.error.code ?? event.error.message})`);
             }
           } catch {
             // the socket closed: nothing more to count
@@ -119,14 +136,18 @@ class Gate {
     try {
       for await (const request of io.messages(socket)) {
         // [routing id, "", version, request id, domain, address, identity, mechanism, credentials...]
-        const [rid, empty, version, requestId, domain, address] = request;
+        const [rid, empty, version, requestId, domain, address, , mechanism, ...credentials] = request;
         if (!rid || !empty || !version || !requestId || !domain) continue; // not a ZAP request: libzmq sends only those here
         const account = this.accounts.get(domain.toString());
         // A domain the gate does not know is a listener that has just closed: refuse.
         let status = "400";
         let text = "unknown listener";
         if (account) {
-          if (account.live > account.max) {
+          const verdict = account.admit?.(mechanism?.toString() ?? "", credentials, address?.toString() ?? "") ?? { ok: true, user: "" };
+          if (!verdict.ok) {
+            text = verdict.reason;
+            account.onUnauthenticated(address?.toString() ?? "", verdict.reason);
+          } else if (account.live > account.max) {
             text = `too many connections (${account.live - 1} of ${account.max})`;
             account.onRefused(address?.toString() ?? "", account.live - 1);
           } else {
@@ -153,6 +174,6 @@ const gate = new Gate();
  * (a connection past it is refused during its handshake, and `onRefused`
  * hears of it with the peer's address).
  */
-export function enterGate(max: number, onRefused: Account["onRefused"]): Promise<GateEntry> {
-  return gate.enter(max, onRefused);
+export function enterGate(terms: GateTerms): Promise<GateEntry> {
+  return gate.enter(terms);
 }

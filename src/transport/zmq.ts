@@ -43,6 +43,35 @@ export type SocketRole = "listen" | "connect";
  */
 export type SocketOptionsHook = (role: SocketRole, address: string) => Record<string, unknown>;
 
+/** What the connection gate decides about one tcp connection (see WireSecurity.admit). */
+export type ZapVerdict = { ok: true; user: string } | { ok: false; reason: string };
+
+/** One way to connect securely: the socket options of one key of a keyring. */
+export interface ConnectSecurity {
+  /** Public id of the key (for messages). */
+  keyId: string;
+  options: Record<string, unknown>;
+}
+
+/**
+ * What a security provider (security/provider.ts) applies to tcp sockets;
+ * ipc sockets are the private runtime directory's and carry none of it.
+ */
+export interface WireSecurity {
+  /** Options of a listener's socket (CurveZMQ server keys). */
+  listenOptions(): Record<string, unknown>;
+  /**
+   * Ways to connect, in order of preference: a connection whose handshake
+   * fails is made again with the next (a peer still serving under an older
+   * key of the ring, during a rotation); when every one failed, calls over it
+   * end UNAUTHENTICATED.
+   */
+  connect(): ConnectSecurity[];
+  /** Whether a connection to a listener is admitted: its ZAP mechanism ("NULL", "CURVE", ...), credentials (a CURVE client key) and address. */
+  admit(mechanism: string, credentials: Uint8Array[], address: string): ZapVerdict;
+  describe(): string;
+}
+
 export interface ZmqOptions {
   /** Frames queued per socket beyond ZeroMQ's own buffers before sends fail (default 10 000). */
   queueLimit?: number;
@@ -58,6 +87,8 @@ export interface ZmqOptions {
   maxConnections?: number;
   /** Called for frames that could not be handled, for counting (by `counter`) and logs. */
   onDrop?: (reason: string, counter: DropCounter) => void;
+  /** Authentication and encryption of tcp sockets (none: plain tcp). */
+  security?: WireSecurity;
   /** Extra options for every socket (see SocketOptionsHook). Applied last: they win over the defaults. */
   socketOptions?: SocketOptionsHook;
   /**
@@ -94,6 +125,7 @@ export type DropCounter =
   | "tooManyFrames" // a message past maxFrames
   | "messageTooLarge" // a message past maxMessageBytes
   | "connectionsRefused" // a connection past maxConnections
+  | "unauthenticated" // a connection without a key of the ring (refused in its handshake)
   | "answerAtListener" // an answer sprayed at a listener: answers come back on the connector
   | "noEndpoint" // an envelope for an endpoint id this process does not have
   | "sendFailed"; // an outgoing frame lost (peer gone, pipe full)
@@ -250,6 +282,12 @@ export class ZmqListener implements Transport {
   private readonly done: Promise<void>;
   private readonly maxFrames: number;
   private readonly maxMessageBytes: number;
+  /** Connection numbers by routing id (see connectionName). */
+  private readonly connectionNumbers = new Map<string, number>();
+  private connectionCount = 0;
+  private readonly maxNames: number;
+  /** Whether every connection passed a security provider's ZAP check (a keyed tcp listener). */
+  private readonly keyed: boolean;
   /** The endpoints as others reach them: tcp port 0 resolved, a wildcard address replaced by the advertised one. */
   readonly endpoints: string[];
   /** The endpoints actually bound (a wildcard stays a wildcard). */
@@ -263,6 +301,8 @@ export class ZmqListener implements Transport {
     this.onDrop = options.onDrop ?? (() => {});
     this.maxFrames = options.maxFrames ?? DEFAULTS.maxFrames;
     this.maxMessageBytes = options.maxMessageBytes ?? DEFAULTS.maxMessageBytes;
+    this.maxNames = 4 * (options.maxConnections ?? DEFAULTS.maxConnections);
+    this.keyed = peer === "network" && options.security !== undefined;
     this.writer = new Writer(socket, options.queueLimit ?? DEFAULTS.queueLimit, "listener peers", (err) => this.onDrop(`send failed: ${(err as Error).message}`, "sendFailed"), false);
     this.done = this.receiveLoop();
   }
@@ -279,9 +319,18 @@ export class ZmqListener implements Transport {
     const hwm = options.highWaterMark ?? DEFAULTS.highWaterMark;
     const onDrop = options.onDrop ?? (() => {});
     const maxConnections = options.maxConnections ?? DEFAULTS.maxConnections;
-    const gate = await enterGate(maxConnections, (address, live) =>
-      onDrop(`refused a connection${address ? ` from ${address}` : ""} to ${addresses.join(" ")}: ${live} of ${maxConnections} connections open`, "connectionsRefused"),
-    );
+    // tcp is the network: with a security provider, every connection must prove a cluster key (ipc is the runtime directory's).
+    const security = peer === "network" ? options.security : undefined;
+    const gate = await enterGate({
+      max: maxConnections,
+      onRefused: (address, live) => onDrop(`refused a connection${address ? ` from ${address}` : ""} to ${addresses.join(" ")}: ${live} of ${maxConnections} connections open`, "connectionsRefused"),
+      ...(security
+        ? {
+            admit: (mechanism: string, credentials: Uint8Array[], address: string) => security.admit(mechanism, credentials, address),
+            onUnauthenticated: (address: string, reason: string) => onDrop(`refused a connection${address ? ` from ${address}` : ""} to ${addresses.join(" ")}: ${reason}`, "unauthenticated"),
+          }
+        : {}),
+    });
     const socket = new zmq.Router({
       mandatory: true, // unknown peer: an error we count, not a silent drop
       // One writer serves every peer: a peer whose pipe is full must not stall
@@ -297,6 +346,7 @@ export class ZmqListener implements Transport {
       // A connection that has not finished its handshake within this is closed (libzmq's default is 30 s).
       handshakeInterval: 10_000,
       ...io.options,
+      ...security?.listenOptions(),
       ...options.socketOptions?.("listen", addresses[0]!),
     });
     gate.watch(socket);
@@ -360,13 +410,32 @@ export class ZmqListener implements Transport {
       this.onDrop(`an answer arrived at a listener (${JSON.stringify(env.method)} id ${env.id} from ${JSON.stringify(env.from)}): answers come back on the connections calls go out on`, "answerAtListener");
       return;
     }
-    const peer: Peer = { kind: this.peer, reply: (answer) => this.writer.push([rid, answer]) };
+    const peer: Peer = { kind: this.peer, reply: (answer) => this.writer.push([rid, answer]), via: this.connectionName(rid) };
     if (!this.dispatch(env, peer)) {
       this.onDrop(`no endpoint ${JSON.stringify(env.to)} here`, "noEndpoint");
       if (env.kind === Kind.REQUEST && (env.mode !== Mode.ASYNC || env.plane === Plane.APPLICATION)) {
         this.answerPeer(rid, new NodeBinError("NOT_FOUND", `no endpoint ${JSON.stringify(env.to)} at ${this.endpoints.join(", ")}; the membership table may be stale`, { details: { to: env.to } }), env);
       }
     }
+  }
+
+  /**
+   * The name of the connection a routing id stands for: "tcp peer #N", with
+   * "(a cluster member)" on a keyed listener (its ZAP gate admitted it). A
+   * ROUTER gives each connection a routing id of its own, never reused while
+   * the socket lives, so a number per routing id tells connections apart.
+   * Bounded: the oldest names are forgotten past 4 x maxConnections (a
+   * forgotten one gets a new number if it speaks again).
+   */
+  private connectionName(rid: Buffer): string {
+    const key = rid.toString("latin1");
+    let n = this.connectionNumbers.get(key);
+    if (n === undefined) {
+      n = ++this.connectionCount;
+      this.connectionNumbers.set(key, n);
+      if (this.connectionNumbers.size > this.maxNames) this.connectionNumbers.delete(this.connectionNumbers.keys().next().value!);
+    }
+    return `${this.peer === "network" ? "tcp" : "ipc"} peer #${n}${this.keyed ? " (a cluster member)" : ""}`;
   }
 
   private answerPeer(rid: Buffer, error: NodeBinError, request?: Envelope): void {
@@ -395,6 +464,15 @@ export class ZmqListener implements Transport {
   }
 }
 
+/** One outbound DEALER and what goes with it. */
+interface Connection {
+  socket: zmq.Dealer;
+  writer: Writer;
+  done: Promise<void>;
+  /** Frames sent before its handshake succeeded, while the ring has another key to try (see the "disconnect" handler). */
+  unconfirmed?: Uint8Array[];
+}
+
 /**
  * Outbound DEALERs, one per remote endpoint, created on first use and reused.
  * `resolve` says which endpoint serves an endpoint id (from the membership
@@ -403,14 +481,17 @@ export class ZmqListener implements Transport {
  */
 export class ZmqConnector implements Transport {
   readonly name = "zmq-connect";
-  private readonly sockets = new Map<string, { socket: zmq.Dealer; writer: Writer; done: Promise<void> }>();
+  private readonly sockets = new Map<string, Connection>();
   private readonly options: ZmqOptions;
+  /** Per tcp endpoint, which of the security provider's ways to connect (keys) to use next (see connectionLost). */
+  private readonly keyAttempt = new Map<string, number>();
   private closed = false;
 
   constructor(
     private readonly resolve: (to: string) => string | undefined,
     private readonly dispatch: LocalDispatch,
-    private readonly onLost: (endpoint: string) => void = () => {},
+    /** Hears of a connection that dropped; `error` says why when it is not simply gone (a failed handshake). */
+    private readonly onLost: (endpoint: string, error?: NodeBinError) => void = () => {},
     options: ZmqOptions = {},
   ) {
     this.options = options;
@@ -424,7 +505,10 @@ export class ZmqConnector implements Transport {
 
   deliverVia(endpoint: string, frame: Uint8Array): string {
     if (this.closed) throw new NodeBinError("UNAVAILABLE", "connector is closed");
-    this.connection(endpoint).writer.push([frame]);
+    const conn = this.connection(endpoint);
+    conn.writer.push([frame]);
+    // Kept until the handshake succeeds, to send again over the next key if it fails (the writer's limit bounds it).
+    conn.unconfirmed?.push(frame);
     return endpoint;
   }
 
@@ -446,6 +530,8 @@ export class ZmqConnector implements Transport {
       throw new NodeBinError("UNAVAILABLE", `no process listens at ${endpoint} (it exited)`, { details: { endpoint, [UNHANDLED_DETAIL]: "true" } });
     }
     const hwm = this.options.highWaterMark ?? DEFAULTS.highWaterMark;
+    const ways = peerKindOf(endpoint) === "network" ? this.options.security?.connect() ?? [] : [];
+    const attempt = ways.length ? (this.keyAttempt.get(endpoint) ?? 0) % ways.length : 0;
     const socket = new zmq.Dealer({
       linger: 0,
       sendHighWaterMark: hwm,
@@ -455,7 +541,21 @@ export class ZmqConnector implements Transport {
       heartbeatInterval: 1000,
       heartbeatTimeout: 3000,
       ...io.options,
+      ...ways[attempt]?.options,
       ...this.options.socketOptions?.("connect", endpoint),
+    });
+    // A handshake that fails (a key the peer does not accept, a peer under another key, plain tcp
+    // against CurveZMQ or the reverse) is followed by a disconnect: the reason is kept for it.
+    let handshakeError: string | undefined;
+    const onHandshakeError = (why: string) => (event: { error: { code?: string; message: string; status?: number } }) => {
+      handshakeError = `${why} (${event.error.status ?? event.error.code ?? event.error.message})`;
+    };
+    socket.events.on("handshake:error:auth", onHandshakeError("the peer refused this process's key"));
+    socket.events.on("handshake:error:protocol", onHandshakeError(ways.length ? "the peer does not speak CurveZMQ" : "the peer requires a cluster key"));
+    socket.events.on("handshake:error:other", onHandshakeError(ways.length ? "the peer serves under another cluster key" : "the handshake failed"));
+    socket.events.on("handshake", () => {
+      this.keyAttempt.delete(endpoint);
+      if (conn) conn.unconfirmed = undefined;
     });
     socket.events.on("disconnect", () => {
       // The calls waiting on this peer are failed (UNAVAILABLE); their requests
@@ -463,17 +563,33 @@ export class ZmqConnector implements Transport {
       // reconnects and would deliver them when the link returns, where a
       // relative deadline makes them look fresh. So the socket and its queue
       // go; the next send makes a new one.
-      if (this.sockets.get(endpoint)?.socket === socket) this.disconnect(endpoint);
-      this.onLost(endpoint);
+      const current = this.sockets.get(endpoint)?.socket === socket;
+      const unconfirmed = conn?.unconfirmed;
+      if (current) this.disconnect(endpoint);
+      if (handshakeError !== undefined && current && unconfirmed && attempt + 1 < ways.length && !this.closed) {
+        // A peer still under another key of the ring (a rotation): nothing reached it, so what
+        // was sent goes again, over a connection with the next key.
+        this.keyAttempt.set(endpoint, attempt + 1);
+        for (const frame of unconfirmed) this.deliverVia(endpoint, frame);
+        return;
+      }
+      this.onLost(endpoint, handshakeError === undefined ? undefined : this.handshakeFailed(endpoint, handshakeError, ways, attempt));
     });
     socket.connect(endpoint);
     const onDrop = this.options.onDrop ?? (() => {});
     const writer = new Writer(socket, this.options.queueLimit ?? DEFAULTS.queueLimit, endpoint, (err) => onDrop(`send to ${endpoint} failed: ${(err as Error).message}`, "sendFailed"), true);
     // Answers to requests that came in over this DEALER go back over it.
-    const peer: Peer = { kind: peerKindOf(endpoint), reply: (answer) => writer.push([answer]), link: endpoint };
-    conn = { socket, writer, done: this.receiveLoop(socket, peer, onDrop) };
+    const peer: Peer = { kind: peerKindOf(endpoint), reply: (answer) => writer.push([answer]), link: endpoint, via: `the connection to ${endpoint}` };
+    conn = { socket, writer, done: this.receiveLoop(socket, peer, onDrop), ...(attempt + 1 < ways.length ? { unconfirmed: [] } : {}) };
     this.sockets.set(endpoint, conn);
     return conn;
+  }
+
+  /** The error for calls over a connection whose handshake failed with the last key of the ring to try: UNAUTHENTICATED (not retried). */
+  private handshakeFailed(endpoint: string, why: string, ways: ConnectSecurity[], attempt: number): NodeBinError {
+    this.keyAttempt.delete(endpoint);
+    const tried = ways.length > 1 ? ` with each of the ${ways.length} keys of the ring` : ways[attempt] ? ` with key ${ways[attempt]!.keyId}` : "";
+    return new NodeBinError("UNAUTHENTICATED", `handshake with ${endpoint}${tried} failed: ${why}`, { details: { endpoint } });
   }
 
   private async receiveLoop(socket: zmq.Dealer, peer: Peer, onDrop: (reason: string, counter: DropCounter) => void): Promise<void> {

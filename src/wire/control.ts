@@ -108,6 +108,21 @@ export interface PingReply {
   max: number;
   /** Input dropped or refused since start, by reason (see control.proto). */
   refused: Record<string, number>;
+  /** Requests handled per method and code, with durations (the metrics plugin's count; empty without it). */
+  calls: CallCount[];
+  /** Upper bounds (s) of the duration buckets of every CallCount, ascending. */
+  callBuckets: number[];
+}
+/** One method and outcome code's calls at a process (nodebin.CallCount). */
+export interface CallCount {
+  method: string;
+  /** "OK" or the error code. */
+  code: string;
+  count: number;
+  /** Summed duration (s). */
+  seconds: number;
+  /** Cumulative: calls that took at most callBuckets[i] seconds. */
+  buckets: number[];
 }
 export interface DrainRequest {
   exportState: boolean;
@@ -118,6 +133,9 @@ export interface DrainReply {
 }
 export interface ImportStateRequest {
   state: Uint8Array;
+}
+export interface ResumeRequest {
+  reason: string;
 }
 export interface CapacityRequest {
   component: string;
@@ -171,6 +189,10 @@ export const PING = control<Empty, PingReply>("Control", "Ping");
 export const DRAIN = control<DrainRequest, DrainReply>("Control", "Drain");
 /** nodebin.Control/ImportState: a held node takes its predecessor's state and starts serving. */
 export const IMPORT_STATE = control<ImportStateRequest, Empty>("Control", "ImportState");
+/** nodebin.Control/Release: the successor took a drained node's state; the drained node shuts down. */
+export const RELEASE = control<Empty, Empty>("Control", "Release");
+/** nodebin.Control/Resume: the successor did not take it; the drained node takes its state back and serves. */
+export const RESUME = control<ResumeRequest, Empty>("Control", "Resume");
 /** nodebin.Control/YieldAgent: a process acting as host agent gives the role back to the governor. */
 export const YIELD_AGENT = control<Empty, Empty>("Control", "YieldAgent");
 /** nodebin.Control/RequestCapacity: a caller found every node full (one-way). */
@@ -234,7 +256,7 @@ const ANYONE: readonly PeerKind[] = ["local", "host", "network"];
  * (Windows), same-host processes talk over loopback tcp: there they are
  * served to the network kind too, and the host is as open as its tcp ports.
  */
-const HOST_ONLY: readonly PeerKind[] = hasIpc ? ["local", "host"] : ANYONE;
+export const HOST_ONLY: readonly PeerKind[] = hasIpc ? ["local", "host"] : ANYONE;
 
 /**
  * Who may ask what: one row per control method. A method missing here is
@@ -252,6 +274,8 @@ export const AUTHORITY: ReadonlyMap<string, readonly PeerKind[]> = authorityTabl
   [PING, HOST_ONLY],
   [DRAIN, HOST_ONLY],
   [IMPORT_STATE, HOST_ONLY],
+  [RELEASE, HOST_ONLY],
+  [RESUME, HOST_ONLY],
   [YIELD_AGENT, HOST_ONLY],
   [GOVERNOR_STATUS, HOST_ONLY],
   [GOVERNOR_SET, HOST_ONLY],

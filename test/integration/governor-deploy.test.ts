@@ -4,23 +4,13 @@
 // new code leaves the old node serving; a removed component drains; a
 // SIGKILLed governor leaves its children serving and a new governor adopts
 // them instead of starting duplicates.
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
-import { example, hostClient, startGovernor, testHost, type GovernorProcess } from "../lib/governor.ts";
+import { counterSource, example, hostClient, startGovernor, testHost, type GovernorProcess } from "../lib/governor.ts";
 import { runLoad } from "../lib/load.ts";
 import { EXAMPLES, runCli } from "../lib/processes.ts";
 
-/** A copy of the counter example, its code changed by `edit`, in a temporary source directory. */
-function counterSource(t: { teardown(fn: () => unknown): void }, edit: (code: string) => string): string {
-  const dir = mkdtempSync(join(tmpdir(), "nodebin-src-"));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const src = join(dir, "counter");
-  cpSync(join(EXAMPLES, "counter"), src, { recursive: true });
-  writeFileSync(join(src, "index.js"), edit(readFileSync(join(src, "index.js"), "utf8")));
-  return src;
-}
 
 const deploy = (src: string, components: string, env: Record<string, string>, name?: string) => runCli(["deploy", src, "--components", components, ...(name ? ["--name", name] : [])], env);
 

@@ -161,7 +161,14 @@ t.test("governor - config file re-read live, a user plugin from plugins/, capaci
   );
   const gov = await startGovernor(t, host);
   const s = await gov.until((s) => s.components[0]!.children.filter((c) => c.phase === "ready").length === 3 && s, 30_000, "min 3 from the config file");
-  t.match((s as unknown as { plugins: { kind: string; name: string; source: string }[] }).plugins, [{ kind: "logging", name: "default-logging" }, { kind: "lifecycle", name: "default-lifecycle" }, { kind: "zombie", name: "quiet-zombies", source: /plugins\/quiet-zombies\.mjs$/ }], "the user's zombie plugin replaced the default");
+  t.match((s as unknown as { plugins: { kind: string; name: string; source: string }[] }).plugins, [
+      { kind: "security", name: "curve" },
+      { kind: "loader", name: "default-loader" },
+      { kind: "discovery", name: "gossip" },
+      { kind: "logging", name: "default-logging" },
+      { kind: "lifecycle", name: "default-lifecycle" },
+      { kind: "zombie", name: "quiet-zombies", source: /plugins\/quiet-zombies\.mjs$/ },
+    ], "the user's zombie plugin replaced the default");
 
   const set = await runCli(["governor", "set", "capacity", "2", "--discovery-port", String(host.port)], host.env);
   t.equal(set.code, 0, set.stderr);

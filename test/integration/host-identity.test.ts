@@ -9,8 +9,8 @@ import { join } from "node:path";
 import t from "tap";
 import { HOST_ID_FILE, hostIdentity, readHostIdentity } from "../../src/transport/runtime-dir.ts";
 import { NodeBinError } from "../../src/wire/errors.ts";
-import { createNetwork, netnsUnavailable, waitForLine, type NetnsHost } from "../lib/netns.ts";
-import { BIN, EXAMPLES, ROOT } from "../lib/processes.ts";
+import { clientNodes, createNetwork, netnsUnavailable, waitForLine, type NetnsHost } from "../lib/netns.ts";
+import { BIN, EXAMPLES, ROOT, clusterKeyFile } from "../lib/processes.ts";
 
 const skipNetns = (await netnsUnavailable()) ?? false;
 
@@ -90,7 +90,9 @@ t.test("host identity - three namespace hosts with the same host name and defaul
   const [h1, h2, h3] = net.hosts as [NetnsHost, NetnsHost, NetnsHost];
   // Only a runtime directory of its own per host: no --listen, --advertise or --host, and no NODEBIN_HOST
   // (even if the test runner has one: an undefined value leaves it out of the child's environment).
-  const envs = new Map(net.hosts.map((h) => [h, { NODEBIN_RUNTIME_DIR: privateDir(t, h.name), NODEBIN_LOG: "warn", NODEBIN_HOST: undefined } as NodeJS.ProcessEnv]));
+  // ... and the cluster key, in the environment (hosts that reach each other need one).
+  const key = clusterKeyFile(t);
+  const envs = new Map(net.hosts.map((h) => [h, { NODEBIN_RUNTIME_DIR: privateDir(t, h.name), NODEBIN_LOG: "warn", NODEBIN_HOST: undefined, NODEBIN_CLUSTER_KEY_FILE: key } as NodeJS.ProcessEnv]));
   const facts = await Promise.all(net.hosts.map((h) => h.exec(process.execPath, ["-e", 'console.log(JSON.stringify([require("node:os").hostname(), process.env.NODEBIN_HOST ?? null]))'], { env: envs.get(h)! })));
   const seen = facts.map((r) => JSON.parse(r.stdout) as [string, string | null]);
   t.same(new Set(seen.map(([name]) => name)).size, 1, `the hosts share one host name (${seen[0]![0]}): network namespaces share the UTS namespace`);
@@ -105,10 +107,7 @@ t.test("host identity - three namespace hosts with the same host name and defaul
   await container(h3, "welcome", h2);
 
   const cli = (from: NetnsHost, args: string[]) => from.exec(process.execPath, [BIN, "client", ...args], { env: envs.get(from)!, timeoutMs: 20_000 });
-  const rows = async (from: NetnsHost) => {
-    const r = await cli(from, ["nodes", "--seed", from.address, "--json", "--timeout", "3000"]);
-    return r.code === 0 ? (JSON.parse(r.stdout) as { component: string; host: string }[]) : [];
-  };
+  const rows = (from: NetnsHost) => clientNodes(from, envs.get(from)!, BIN);
   const started = Date.now();
   let tables: { component: string; host: string }[][] = [];
   for (;;) {

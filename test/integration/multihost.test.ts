@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
 import { createNetwork, netnsUnavailable, waitForLine, type NetnsHost } from "../lib/netns.ts";
-import { BIN, EXAMPLES } from "../lib/processes.ts";
+import { BIN, EXAMPLES, clusterKeyFile } from "../lib/processes.ts";
 
 const skip = (await netnsUnavailable()) ?? false;
 // The bound this test holds the system to: a node on a host that stopped
@@ -20,10 +20,11 @@ interface NodeRow {
   host: string;
 }
 
-function envFor(t: { teardown(fn: () => unknown): void }, host: NetnsHost): NodeJS.ProcessEnv {
+function envFor(t: { teardown(fn: () => unknown): void }, host: NetnsHost, key: string): NodeJS.ProcessEnv {
   const dir = mkdtempSync(join(tmpdir(), `nodebin-${host.name}-`));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  return { NODEBIN_RUNTIME_DIR: dir, NODEBIN_HOST: host.name, NODEBIN_LOG: "warn" };
+  // Hosts that reach each other need the cluster key (without one, tcp binds loopback only).
+  return { NODEBIN_RUNTIME_DIR: dir, NODEBIN_HOST: host.name, NODEBIN_LOG: "warn", NODEBIN_CLUSTER_KEY_FILE: key };
 }
 
 async function container(host: NetnsHost, env: NodeJS.ProcessEnv, component: string, seed?: NetnsHost) {
@@ -35,7 +36,8 @@ async function container(host: NetnsHost, env: NodeJS.ProcessEnv, component: str
 t.test("multihost - hosts seeded in a chain learn each other; calls cross hosts; dead and cut-off hosts leave the tables; a restored one rejoins", { skip, timeout: 240_000 }, async (t) => {
   const net = await createNetwork(t, 4);
   const [h1, h2, h3, h4] = net.hosts as [NetnsHost, NetnsHost, NetnsHost, NetnsHost];
-  const env = new Map(net.hosts.map((h) => [h, envFor(t, h)]));
+  const key = clusterKeyFile(t);
+  const env = new Map(net.hosts.map((h) => [h, envFor(t, h, key)]));
   const cli = (from: NetnsHost, args: string[], timeoutMs = 20_000) => from.exec(process.execPath, [BIN, "client", ...args], { env: env.get(from)!, timeoutMs });
   const nodesSeenBy = async (seedHost: NetnsHost): Promise<NodeRow[]> => {
     const r = await cli(h4, ["nodes", "--seed", seedHost.address, "--json", "--timeout", "3000"]);

@@ -5,7 +5,7 @@
  * does), and every child it ever reported killed at teardown: children are
  * detached and outlive a SIGKILLed governor by design.
  */
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "../../src/client/client.ts";
@@ -146,4 +146,14 @@ export async function hostClient(t: Teardown, host: TestHost): Promise<Client> {
   const client = await Client.connect({ endpoint: `tcp://${host.seed}`, host: host.env.NODEBIN_HOST! });
   t.teardown(() => client.close());
   return client;
+}
+
+/** A copy of the counter example, its code changed by `edit`, in a temporary source directory. */
+export function counterSource(t: { teardown(fn: () => unknown): void }, edit: (code: string) => string): string {
+  const dir = mkdtempSync(join(tmpdir(), "nodebin-src-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const src = join(dir, "counter");
+  cpSync(join(EXAMPLES, "counter"), src, { recursive: true });
+  writeFileSync(join(src, "index.js"), edit(readFileSync(join(src, "index.js"), "utf8")));
+  return src;
 }

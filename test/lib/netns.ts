@@ -667,3 +667,13 @@ function settled({ ns, link }: HostParts, up: boolean): Promise<void> {
     `${link} ${up ? "forwarding" : "disabled"}`,
   );
 }
+
+/**
+ * The nodes host `from` sees through its own discovery port, as `node-bin
+ * client nodes --json` run there prints them; [] when the client fails (not
+ * joined yet). The call tests poll on until every host sees what they expect.
+ */
+export async function clientNodes(from: NetnsHost, env: NodeJS.ProcessEnv, bin: string): Promise<{ id: string; component: string; host: string }[]> {
+  const r = await from.exec(process.execPath, [bin, "client", "nodes", "--seed", from.address, "--json", "--timeout", "3000"], { env, timeoutMs: 20_000 });
+  return r.code === 0 ? (JSON.parse(r.stdout) as { id: string; component: string; host: string }[]) : [];
+}

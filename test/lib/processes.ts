@@ -4,10 +4,11 @@
  * stopped at teardown; one-shot CLI runs with a bounded time.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { keyFileText, newKeyLine } from "../../src/security/keys.ts";
 
 export const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 export const BIN = join(ROOT, "bin", "node-bin");
@@ -38,6 +39,20 @@ export function privateRuntime(t: Teardown): Record<string, string> {
   const dir = mkdtempSync(join(tmpdir(), "nodebin-test-"));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   return { NODEBIN_RUNTIME_DIR: dir, NODEBIN_LOG: "warn" };
+}
+
+/**
+ * A new cluster key file (mode 0600, as `node-bin keygen` writes it) in a
+ * directory removed at teardown: give it to every process of a test's
+ * cluster as NODEBIN_CLUSTER_KEY_FILE (or --cluster-key). `keys` lines make a
+ * keyring (the first current); default one new key.
+ */
+export function clusterKeyFile(t: Teardown, keys: string[] = [newKeyLine()]): string {
+  const dir = mkdtempSync(join(tmpdir(), "nodebin-key-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "cluster.key");
+  writeFileSync(file, keyFileText(keys), { mode: 0o600 });
+  return file;
 }
 
 /**
@@ -80,6 +95,8 @@ export interface DevProcess {
   env: Record<string, string>;
   /** Everything it wrote to stderr so far. */
   stderr(): string;
+  /** Everything it wrote to stdout so far (its readiness line included). */
+  stdout(): string;
   /** Resolves once its stderr matches `pattern` (rejects after `timeoutMs`). */
   waitForStderr(pattern: RegExp, timeoutMs?: number): Promise<void>;
   /**
@@ -156,7 +173,7 @@ export function startProcess(
         clearTimeout(timer);
         const end = stdout.indexOf("\n", match.index);
         const line = stdout.slice(stdout.lastIndexOf("\n", match.index) + 1, end < 0 ? undefined : end);
-        resolve({ child, endpoint: match[1] ?? "", readyLine: line, env, stderr: () => stderr, waitForStderr, stop });
+        resolve({ child, endpoint: match[1] ?? "", readyLine: line, env, stderr: () => stderr, stdout: () => stdout, waitForStderr, stop });
       }
     });
     child.on("error", (err) => {

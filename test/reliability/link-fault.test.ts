@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
 import { createNetwork, netnsUnavailable, waitForLine, type NetnsHost } from "../lib/netns.ts";
-import { BIN, ROOT } from "../lib/processes.ts";
+import { BIN, ROOT, clusterKeyFile } from "../lib/processes.ts";
 
 const skip = (await netnsUnavailable()) ?? false;
 const DEADLINE_MS = 2000;
@@ -32,7 +32,8 @@ t.test("link fault - a host cut off under load: only its calls fail, with a code
     t.teardown(() => rmSync(dir, { recursive: true, force: true }));
     dirs.set(h, dir);
   }
-  const envOf = (h: NetnsHost) => ({ NODEBIN_RUNTIME_DIR: join(dirs.get(h)!, "run"), NODEBIN_HOST: h.name, NODEBIN_LOG: "warn" });
+  const key = clusterKeyFile(t);
+  const envOf = (h: NetnsHost) => ({ NODEBIN_RUNTIME_DIR: join(dirs.get(h)!, "run"), NODEBIN_HOST: h.name, NODEBIN_LOG: "warn", NODEBIN_CLUSTER_KEY_FILE: key });
   const governor = async (h: NetnsHost, seed: NetnsHost) => {
     const root = dirs.get(h)!;
     const { cpSync } = await import("node:fs");

@@ -6,11 +6,9 @@
 import { join } from "node:path";
 import t from "tap";
 import * as zmq from "zeromq";
-import { PULL, REGISTER, readReply, type ControlMethod, type NodeEntry, type RegisterRequest } from "../../src/wire/control.ts";
-import { Kind, Plane, decodeEnvelope, encodeEnvelope, envelope } from "../../src/wire/envelope.ts";
+import { PULL, REGISTER, type ControlMethod, type NodeEntry, type RegisterRequest } from "../../src/wire/control.ts";
 import { NodeBinError } from "../../src/wire/errors.ts";
-import { decodeMessage, encodeMessage } from "../../src/wire/message.ts";
-import { Mode } from "../../src/wire/schema.ts";
+import { askRaw } from "../lib/raw-control.ts";
 import { example, hostClient, startGovernor, testHost, type ChildStatus, type GovernorProcess } from "../lib/governor.ts";
 import { runCli } from "../lib/processes.ts";
 
@@ -18,22 +16,8 @@ import { runCli } from "../lib/processes.ts";
 const PING_MS = 200;
 const ZOMBIE_AFTER_MS = 600;
 
-let nextId = 1;
-
-/** One control request over a raw DEALER, built and read by hand; resolves with the reply or the coded error. */
-async function ask<Req, Res>(d: zmq.Dealer, method: ControlMethod<Req, Res>, request: Req): Promise<Res | NodeBinError> {
-  const id = nextId++;
-  const m = method.schema;
-  await d.send(encodeEnvelope(envelope({ id, plane: Plane.CONTROL, mode: Mode.SYNC, kind: Kind.REQUEST, from: "attacker", method: m.fullName, value: encodeMessage(m.requestType, request, "request"), deadlineMs: 5000 })));
-  for (;;) {
-    const [frame] = await d.receive();
-    const env = decodeEnvelope(frame!);
-    if (env instanceof NodeBinError) throw env;
-    if (env.id !== id) continue;
-    if (env.error) return NodeBinError.fromWire(env.error);
-    return readReply(method, decodeMessage(m.responseType, env.value, "reply"));
-  }
-}
+/** One control request over a raw DEALER (test/lib/raw-control.ts), as "attacker". */
+const ask = <Req, Res>(d: zmq.Dealer, method: ControlMethod<Req, Res>, request: Req) => askRaw(d, method, request, { from: "attacker" });
 
 /** Waits until the child `pid` answered `more` pings beyond `from`, or is gone; returns it (undefined: gone). */
 async function pongsLater(gov: GovernorProcess, pid: number, from: number, more: number): Promise<ChildStatus | undefined> {

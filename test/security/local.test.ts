@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t, { type Test } from "tap";
 import { CacheDirError, cachedFile, loadCachedAddon } from "../../src/runtime/executable.ts";
+import { keyFileText, newKeyLine } from "../../src/security/keys.ts";
 import { EXECUTABLE, exeHost, runExe, which } from "../lib/executable.ts";
 import { ROOT, runCommand } from "../lib/processes.ts";
 
@@ -250,6 +251,9 @@ t.test("install.sh - a bad value exits 64 naming its flag, before anything is wr
     ["--user", [...sys, "--user", "Bad User"]],
     ["--user", [...sys, "--user", isRoot ? "root" : TEST_USER]],
     ["--sha256", ["--prefix", host.prefix, "--sha256", "not-hex"]],
+    ["--cluster-key", ["--prefix", host.prefix, "--cluster-key", join(host.root, "missing.key")]],
+    ["--cluster-key", ["--prefix", host.prefix, "--cluster-key", host.exe]],
+    ["--cluster-key", ["--prefix", host.prefix, "--cluster-key", `${host.exe}\nx`]],
   ];
   for (const [flag, args] of cases) {
     const r = await host.run(args);
@@ -259,6 +263,21 @@ t.test("install.sh - a bad value exits 64 naming its flag, before anything is wr
     t.equal(r.stdout, "", `${label}: nothing else said`);
     t.same(host.entries(), before, `${label}: nothing written`);
   }
+});
+
+t.test("install.sh - --cluster-key puts the key beside the executable, mode 0600, and --uninstall takes it away", async (t) => {
+  const host = installHost(t);
+  const key = join(host.root, "made.key");
+  writeFileSync(key, keyFileText([newKeyLine()]), { mode: 0o644 }); // the copy is 0600 whatever the source's mode
+  const r = await host.run(["--prefix", host.prefix, "--cluster-key", key]);
+  t.equal(r.code, 0, r.stderr);
+  const installed = join(host.prefix, "lib", "node-bin", "cluster.key");
+  t.equal(readFileSync(installed, "utf8"), readFileSync(key, "utf8"), "the same key");
+  if (posix) t.equal(statSync(installed).mode & 0o777, 0o600, "readable by its owner only");
+  t.match(r.stdout, /cluster key: .*cluster\.key \(mode 0600\)/);
+  const u = await host.run(["--uninstall", "--prefix", host.prefix]);
+  t.equal(u.code, 0, u.stderr);
+  t.notOk(existsSync(installed), "removed with the rest");
 });
 
 t.test("install.sh - the unit runs the governor as a dedicated user, sandboxed; no user is created outside /etc/systemd/system", async (t) => {

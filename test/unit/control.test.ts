@@ -17,7 +17,9 @@ import {
   PING,
   PULL,
   REGISTER,
+  RELEASE,
   REQUEST_CAPACITY,
+  RESUME,
   YIELD_AGENT,
   mayAsk,
   readReply,
@@ -44,7 +46,7 @@ t.test("control - the control schema serves nodebin.Control/Pull, SYNC", async (
   t.same(
     [...CONTROL_SCHEMA.methods.keys()],
     [
-      ...["Pull", "Register", "Deregister", "Gossip", "Ping", "Drain", "ImportState", "YieldAgent", "RequestCapacity"].map((m) => `nodebin.Control/${m}`),
+      ...["Pull", "Register", "Deregister", "Gossip", "Ping", "Drain", "ImportState", "Release", "Resume", "YieldAgent", "RequestCapacity"].map((m) => `nodebin.Control/${m}`),
       ...["Status", "Set", "Stop", "RequestCapacity"].map((m) => `nodebin.Governor/${m}`),
     ],
   );
@@ -130,10 +132,17 @@ const samples: { method: AnyControlMethod; request: unknown; reply: unknown }[] 
   {
     method: PING,
     request: {},
-    reply: { pid: 1, container: "c", node: "n", component: "x", version: "1", phase: "serving", handled: 5, failed: 1, rejected: 2, queued: 3, capacity: 50, queueWaitMs: 9, idleMs: 10, uptimeMs: 11, rssBytes: 12, endpoints: ["e"], role: "member", min: 1, max: 4, refused: { undecodable: 3, foreignAnswers: 1 } },
+    reply: {
+      ...{ pid: 1, container: "c", node: "n", component: "x", version: "1", phase: "serving", handled: 5, failed: 1, rejected: 2, queued: 3, capacity: 50, queueWaitMs: 9, idleMs: 10, uptimeMs: 11, rssBytes: 12, endpoints: ["e"], role: "member", min: 1, max: 4 },
+      refused: { undecodable: 3, foreignAnswers: 1 },
+      calls: [{ method: "demo.Greeter/Hello", code: "OK", count: 7, seconds: 0.25, buckets: [2, 7] }, { method: "demo.Greeter/Hello", code: "INTERNAL", count: 1, seconds: 0.5, buckets: [0, 0] }],
+      callBuckets: [0.01, 0.1],
+    },
   },
   { method: DRAIN, request: { exportState: true }, reply: { state: new Uint8Array([9]), handled: 3 } },
   { method: IMPORT_STATE, request: { state: new Uint8Array([8]) }, reply: {} },
+  { method: RELEASE, request: {}, reply: {} },
+  { method: RESUME, request: { reason: "pid 7 did not take the state: UNAUTHENTICATED" }, reply: {} },
   { method: YIELD_AGENT, request: {}, reply: {} },
   { method: REQUEST_CAPACITY, request: { component: "c", method: "m", fromHost: "h", visited: ["a"] }, reply: {} },
   { method: GOVERNOR_STATUS, request: {}, reply: { json: "{}" } },
@@ -157,7 +166,7 @@ t.test("control - every control method's typed request and reply survive the rea
 
 t.test("control - the authority table: host-only methods are refused to network peers, open ones are not", async (t) => {
   for (const method of CONTROL_SCHEMA.methods.keys()) t.ok(AUTHORITY.has(method), `${method} has a row`);
-  for (const m of [GOVERNOR_STATUS, GOVERNOR_SET, GOVERNOR_STOP, REGISTER, DEREGISTER, PING, DRAIN, IMPORT_STATE, YIELD_AGENT]) {
+  for (const m of [GOVERNOR_STATUS, GOVERNOR_SET, GOVERNOR_STOP, REGISTER, DEREGISTER, PING, DRAIN, IMPORT_STATE, RELEASE, RESUME, YIELD_AGENT]) {
     t.equal(mayAsk(m.schema.fullName, "network"), process.platform === "win32", `${m.schema.fullName} from the network`);
     t.equal(mayAsk(m.schema.fullName, "host"), true, `${m.schema.fullName} from the host`);
   }

@@ -297,21 +297,26 @@ t.test("interceptors - the default logging link logs ASYNC failures at error lev
   t.same(loggingInterceptor(recordingLoggers().logger("x")).modes, [1], "limited to ASYNC: the SYNC path has no link");
 });
 
-t.test("interceptors - the logging link with perMessage writes a debug line per message, with its duration and code", async (t) => {
+t.test("interceptors - the logging link with perMessage writes start, end and error lines per message, with duration, code and peer", async (t) => {
   const { lines, logger } = recordingLoggers();
   const { client, node } = await wire({ inbound: [loggingInterceptor(logger("node-1"), { perMessage: true })] });
   await client.send("probe.Probe/FailLater", { message: "async boom" });
   await client.call("probe.Probe/Log", {});
-  t.equal(lines.filter((l) => l.level === "error").length, 1, "one ASYNC failure, one error line");
+  const errors = lines.filter((l) => l.level === "error");
+  t.equal(errors.length, 1, "one ASYNC failure, one error line");
+  t.match(errors[0]?.fields, { hook: "error", method: "probe.Probe/FailLater", code: "INTERNAL", error: /async boom/, peer: { id: "client-1", kind: "local" } });
   const debug = lines.filter((l) => l.level === "debug" && l.source === "node-1");
   t.same(
-    debug.map((l) => [l.fields?.method, l.fields?.code]),
+    debug.map((l) => [l.fields?.hook, l.fields?.method, l.fields?.code]),
     [
-      ["probe.Probe/FailLater", "INTERNAL"],
-      ["probe.Probe/Log", "OK"],
+      ["start", "probe.Probe/FailLater", undefined],
+      ["start", "probe.Probe/Log", undefined],
+      ["end", "probe.Probe/Log", "OK"],
     ],
   );
-  t.ok(debug.every((l) => typeof l.fields?.ms === "number" && (l.fields.ms as number) >= 0), "each with its duration");
+  t.ok([...debug, ...errors].every((l) => (l.fields?.peer as { kind?: string })?.kind === "local" && (l.fields?.peer as { id?: string })?.id === "client-1"), "each names its peer: the caller's id, in this process");
+  const outcomes = [...debug, ...errors].filter((l) => l.fields?.hook !== "start");
+  t.ok(outcomes.every((l) => typeof l.fields?.durationMs === "number" && (l.fields.durationMs as number) >= 0), "each outcome with its duration");
   t.match(node.getStats(), { failed: 1, handled: 1 });
 });
 
@@ -350,8 +355,13 @@ t.test("interceptors - the logging link also sees refusals by links inside it", 
     "the ASYNC refusal, logged",
   );
   t.same(
-    lines.filter((l) => l.level === "debug").map((l) => l.fields?.code),
-    ["PERMISSION_DENIED", "PERMISSION_DENIED"],
+    lines.filter((l) => l.level === "debug").map((l) => [l.fields?.hook, l.fields?.code]),
+    [
+      ["start", undefined],
+      ["start", undefined],
+      ["error", "PERMISSION_DENIED"],
+    ],
+    "the SYNC refusal at debug level (the ASYNC one is the error line)",
   );
 });
 

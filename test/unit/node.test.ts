@@ -23,7 +23,7 @@ interface CallRecord {
  * A node with a fake caller and an outbox that decodes what the node sends,
  * so a test can await the answer to each request id.
  */
-function harness(component: Component, queueLimit?: number) {
+function harness(component: Component, queueLimit?: number, hold = false) {
   const { lines, logger } = recordingLoggers();
   const answers = new Map<number, Deferred<Envelope>>();
   const answer = (id: number) => {
@@ -61,6 +61,7 @@ function harness(component: Component, queueLimit?: number) {
     },
     log: logger("node-1"),
     ...(queueLimit ? { queueLimit } : {}),
+    ...(hold ? { hold: true } : {}),
   });
   let nextId = 1;
   /** Delivers a request for `method` and returns its id. */
@@ -107,8 +108,8 @@ function harness(component: Component, queueLimit?: number) {
   };
 }
 
-async function started(component: Component, queueLimit?: number) {
-  const h = harness(component, queueLimit);
+async function started(component: Component, queueLimit?: number, hold = false) {
+  const h = harness(component, queueLimit, hold);
   await h.node.start();
   return h;
 }
@@ -525,3 +526,95 @@ t.test("node - the answer goes to the request's sender with its id and method", 
   t.equal(r.env.method, "probe.Probe/Echo");
   t.same(Array.from(r.env.state), [4, 2], "pass-through state echoed");
 });
+
+t.test("node - suspend finishes the queue and hands out the snapshot without shutting down; reopen serves on with the state", async (t) => {
+  const gated = gatedProbe();
+  const h = await started(gated.component);
+  await h.result(h.deliver("probe.Probe/Record", { tag: "kept" }));
+  const ids = ["a", "b"].map((text) => h.deliver("probe.Probe/Echo", { text }));
+  await gated.entered("a");
+  let snapshot: unknown;
+  const suspending = h.node.suspend().then((s) => (snapshot = s));
+  const refused = await h.errorOf(h.deliver("probe.Probe/Echo", { text: "during" }));
+  t.equal(refused.code, "UNAVAILABLE", "new messages are refused while it drains...");
+  t.equal(refused.details.unhandled, "true", "...as unhandled (callers re-route them)");
+  gated.release("a");
+  gated.release("b");
+  for (const id of ids) t.notOk((await h.result(id)).error, `queued request ${id} still answered`);
+  await suspending;
+  t.same(snapshot, { initialized: true, tags: ["kept"] }, "the snapshot, taken after the queue");
+  t.ok(h.node.isSuspended, "suspended");
+  t.notOk(h.node.state.shutDown, "the shutdown hook did not run");
+  t.equal(h.node.getStats().phase, "draining");
+  t.equal((await h.errorOf(h.deliver("probe.Probe/Echo", { text: "suspended" }))).details.unhandled, "true", "suspended, it refuses as unhandled");
+  t.same(gated.events, ["start a", "end a", "start b", "end b"], "nothing ran while suspended");
+
+  t.equal(h.node.reopen(), true, "reopened");
+  t.notOk(h.node.isSuspended);
+  t.equal(h.node.getStats().phase, "serving");
+  await h.result(h.deliver("probe.Probe/Record", { tag: "after" }));
+  t.same((await h.result(h.deliver("probe.Probe/Log", {}))).value?.tags, ["kept", "after"], "it serves with the state it had");
+  t.equal(h.node.reopen(), false, "reopen on a serving node does nothing");
+});
+
+t.test("node - close after suspend runs the shutdown hook; reopen after close does nothing; suspend twice is FAILED_PRECONDITION", async (t) => {
+  const h = await started(probe);
+  await h.node.suspend();
+  t.equal((await rejectionOf(h.node.suspend())).code, "FAILED_PRECONDITION", "a suspended node cannot be suspended again");
+  await h.node.close();
+  t.equal(h.node.state.shutDown, true, "shutdown ran on close");
+  t.equal(h.node.reopen(), false, "a closed node does not reopen");
+  t.equal(h.node.getStats().phase, "closed");
+  t.equal((await rejectionOf(h.node.suspend())).code, "FAILED_PRECONDITION", "nor suspend");
+});
+
+t.test("node - an exportState that throws: suspend is INTERNAL and the node serves again", async (t) => {
+  const hooks: Hooks = {
+    exportState() {
+      throw new Error("snapshot store offline");
+    },
+  };
+  const h = await started(withHandlers(probe, {}, { hooks }));
+  const err = await rejectionOf(h.node.suspend());
+  t.equal(err.code, "INTERNAL");
+  t.match(err.message, /exportState failed: snapshot store offline/);
+  t.notOk(h.node.isSuspended);
+  t.equal(h.node.getStats().phase, "serving", "serving again");
+  t.notOk((await h.result(h.deliver("probe.Probe/Log", {}))).error, "and answering");
+});
+
+t.test("node - a held node that is closed gives its SYNC requests back unhandled and still handles accepted ASYNC ones", async (t) => {
+  const seen: string[] = [];
+  const h = await started(
+    withHandlers(probe, {
+      "probe.Probe/Echo": (request: { text: string }) => {
+        seen.push(request.text);
+        return { text: request.text };
+      },
+    }),
+    undefined,
+    true,
+  );
+  const sync = ["x", "y"].map((text) => h.deliver("probe.Probe/Echo", { text }));
+  const accepted = h.deliver("probe.Probe/Record", { tag: "async" });
+  t.notOk((await h.result(accepted)).error, "the ASYNC message was accepted while held");
+  await h.node.close();
+  for (const id of sync) {
+    const err = await h.errorOf(id);
+    t.equal(err.code, "UNAVAILABLE", `request ${id}: UNAVAILABLE`);
+    t.equal(err.details.unhandled, "true", `request ${id}: unhandled, so its caller re-routes it`);
+  }
+  t.same(seen, [], "no SYNC handler ran without the state the node was held for");
+  t.same(h.node.state.tags, ["async"], "the accepted ASYNC message was handled (its sender was told it would be)");
+  t.equal(h.node.state.shutDown, true);
+});
+
+async function rejectionOf(promise: Promise<unknown>): Promise<NodeBinError> {
+  try {
+    await promise;
+  } catch (err) {
+    if (err instanceof NodeBinError) return err;
+    throw err;
+  }
+  throw new Error("resolved instead of rejecting");
+}

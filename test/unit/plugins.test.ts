@@ -5,7 +5,7 @@ import t, { type Test } from "tap";
 import { BUILTIN_PLUGINS, loadPlugins } from "../../src/governor/plugins.ts";
 import zombiePlugin from "../../src/governor/plugins/zombie.ts";
 import loggingPlugin from "../../src/governor/plugins/logging.ts";
-import { PLUGIN_KINDS, type ChildView, type GovernorSettings } from "../../src/governor/strategy.ts";
+import { PLUGIN_KINDS, STRATEGY_KINDS, type ChildView, type GovernorSettings } from "../../src/governor/strategy.ts";
 import { rejection } from "../lib/expect-error.ts";
 import { recordingLoggers } from "../lib/recording-logger.ts";
 
@@ -33,6 +33,10 @@ t.test("plugins - the built-ins load in start-up order when there is no plugins 
   t.same(
     BUILTIN_PLUGINS.map((p) => [p.kind, p.name]),
     [
+      ["security", "curve"],
+      ["loader", "default-loader"],
+      ["discovery", "gossip"],
+      ["metrics", "prometheus"],
       ["logging", "default-logging"],
       ["lifecycle", "default-lifecycle"],
       ["zombie", "default-zombie"],
@@ -44,7 +48,8 @@ t.test("plugins - the built-ins load in start-up order when there is no plugins 
     { kind: "lifecycle", name: "default-lifecycle", source: "built-in" },
     { kind: "zombie", name: "default-zombie", source: "built-in" },
   ]);
-  t.same(loaded.map((p) => p.kind), PLUGIN_KINDS);
+  t.same(loaded.map((p) => p.kind), STRATEGY_KINDS, "the governor's strategies");
+  t.same(PLUGIN_KINDS.slice(0, 2), ["security", "loader"], "every process starts the security provider first, the loader second");
   t.equal(strategies.lifecycle.name, "default-lifecycle");
   t.equal(strategies.zombie.name, "default-zombie");
   t.equal(strategies.logging.name, "default-logging");
@@ -104,13 +109,13 @@ t.test("plugins - every kind of bad plugin file is an INVALID_ARGUMENT naming th
     ["throws.mjs", `throw new Error("boom at import");`, /cannot load plugin: boom at import/],
     ["nothing.mjs", `export const other = 1;`, /exports no plugin/],
     ["number.mjs", `export default 42;`, /must be an object/],
-    ["kind.mjs", `export default { kind: "scheduler", name: "x", create() {} };`, /"kind" must be one of logging, lifecycle, zombie, got "scheduler"/],
+    ["kind.mjs", `export default { kind: "scheduler", name: "x", create() {} };`, /"kind" must be one of security, loader, discovery, metrics, logging, lifecycle, zombie, got "scheduler"/],
     ["nokind.mjs", `export default { name: "x", create() {} };`, /"kind" must be one of/],
     ["name.mjs", `export default { kind: "zombie", name: "", create() {} };`, /"name" must be a non-empty string/],
     ["noname.mjs", `export default { kind: "zombie", create() {} };`, /"name" must be a non-empty string, got nothing/],
     ["create.mjs", `export default { kind: "zombie", name: "z", create: "yes" };`, /"create" must be a function/],
-    ["method.mjs", `export default { kind: "lifecycle", name: "l", create: () => ({ name: "l", decides() {} }) };`, /create\(\) must return a lifecycle strategy with a decide\(\) method/],
-    ["null.mjs", `export default { kind: "logging", name: "l", create: () => null };`, /create\(\) must return a logging strategy with a logger\(\) method, got null/],
+    ["method.mjs", `export default { kind: "lifecycle", name: "l", create: () => ({ name: "l", decides() {} }) };`, /create\(\) must return a lifecycle plugin with a decide\(\) method/],
+    ["null.mjs", `export default { kind: "logging", name: "l", create: () => null };`, /create\(\) must return a logging plugin with a logger\(\) method, got null/],
     ["nozombie.mjs", `export default { kind: "zombie", name: "z", create: async () => ({ name: "z" }) };`, /onZombie\(\) method/],
     ["fails.mjs", `export default { kind: "zombie", name: "z", create() { throw new Error("no such option"); } };`, /plugin "z" failed to start: no such option/],
   ];

@@ -6,7 +6,7 @@ import t, { type Test } from "tap";
 import { ElasticLoop, ROOM_WAIT_MS } from "../../src/governor/elastic.ts";
 import defaultZombie from "../../src/governor/plugins/zombie.ts";
 import type { SpawnSpec } from "../../src/governor/children.ts";
-import type { ProcessHandle, SupervisorPorts } from "../../src/governor/ports.ts";
+import type { ControlCall, ProcessHandle, SupervisorPorts } from "../../src/governor/ports.ts";
 import { RollingDeploy } from "../../src/governor/roll.ts";
 import { DEFAULT_SETTINGS, GovernorConfig, type Settings } from "../../src/governor/settings.ts";
 import { GovernorState, type ComponentState } from "../../src/governor/state.ts";
@@ -79,6 +79,8 @@ function pong(pid: number, over: Partial<PingReply> = {}): PingReply {
     min: 1,
     max: 4,
     refused: {},
+    calls: [],
+    callBuckets: [],
     ...over,
   };
 }
@@ -105,6 +107,8 @@ interface HarnessOptions {
   capacity?: number;
   /** Processes ignore SIGTERM (a child that will not exit when told to). */
   ignoreTerm?: boolean;
+  /** Answers the control calls to children (default: none answers, UNAVAILABLE). */
+  call?: ControlCall;
 }
 
 function harness(t: Test, options: HarnessOptions = {}) {
@@ -136,7 +140,7 @@ function harness(t: Test, options: HarnessOptions = {}) {
   let nextPid = 4000;
 
   const ports: SupervisorPorts = {
-    call: () => Promise.reject(new NodeBinError("UNAVAILABLE", "no control plane in this test")),
+    call: options.call ?? (() => Promise.reject(new NodeBinError("UNAVAILABLE", "no control plane in this test"))),
     ping(via, timeoutMs) {
       pings.push({ via, timeoutMs });
       const pid = endpoints.get(via);
@@ -166,7 +170,7 @@ function harness(t: Test, options: HarnessOptions = {}) {
 
   const supervisor = new Supervisor(
     state,
-    { componentsDir, socket: `ipc://${join(dir, "governor.sock")}`, discoveryPort: 7400, host: "host-a", bind: "127.0.0.1", advertise: "127.0.0.1", network: "", seeds: [], runtimeDir: dir, stateDir },
+    { componentsDir, socket: `ipc://${join(dir, "governor.sock")}`, discoveryPort: 7400, host: "host-a", bind: "127.0.0.1", advertise: "127.0.0.1", securityArgs: [], network: "", seeds: [], runtimeDir: dir, stateDir },
     ports,
   );
   const deploy = new RollingDeploy(state, config, supervisor, ports.call);
@@ -617,4 +621,118 @@ t.test("elastic - a node draining to make room that does not exit gives its slot
   await h.clock.advance(750);
   t.equal(h.procs.length, 4, "then counter starts anyway");
   t.equal(h.state.children.get(h.procs[3]!.pid)?.component, "counter");
+});
+
+// ------------------------------------------------------ rolls: the two-phase state hand-over
+
+/** A control plane that records every call and answers by method (a thrown error is the answer). */
+function controlPlane(answers: Record<string, (request: unknown, via: string) => unknown>) {
+  const calls: { method: string; request: unknown; via: string }[] = [];
+  const call = (async (method: { schema: { fullName: string } }, request: unknown, via: string) => {
+    const name = method.schema.fullName.replace("nodebin.Control/", "");
+    calls.push({ method: name, request, via });
+    const answer = answers[name];
+    if (!answer) throw new NodeBinError("UNIMPLEMENTED", `no ${name} in this test`);
+    return answer(request, via);
+  }) as ControlCall;
+  return { calls, call };
+}
+
+/** A greeter serving on code-1, then changed to code-2: the roll starts its held successor, which registers. */
+async function rolling(t: Test, answers: Record<string, (request: unknown, via: string) => unknown>) {
+  const plane = controlPlane(answers);
+  const h = harness(t, { call: plane.call, answer: (pid) => pong(pid) });
+  h.start();
+  const old = h.procs[0]!.pid;
+  h.register(old);
+  h.deploy.onComponentsChanged([{ type: "changed", name: "greeter", hash: "code-2" }]);
+  h.tick();
+  t.equal(h.procs.length, 2, "the roll started a new child");
+  const fresh = h.procs[1]!.pid;
+  t.ok(h.specs.get(fresh)?.args.includes("--hold"), "held for the state");
+  h.register(fresh);
+  await h.clock.advance(1000); // the roll lets the new node be seen before the old one drains
+  await h.clock.advance(3000); // the hand-over, the grace period, the exits
+  const endpointOf = (pid: number) => [...h.endpoints].find(([, p]) => p === pid)![0];
+  const to = (pid: number) => plane.calls.filter((c) => c.via === endpointOf(pid)).map((c) => c.method);
+  return { h, old, fresh, calls: plane.calls, to };
+}
+
+const SEALED = new Uint8Array([0x4e, 0x42, 0x53, 0x31, 7, 7, 7]);
+
+t.test("roll - the new child takes the sealed state as the old one sent it; the old one is released, then stopped", async (t) => {
+  let imported: Uint8Array | undefined;
+  const r = await rolling(t, {
+    Drain: () => ({ state: SEALED, handled: 3 }),
+    ImportState: (request) => {
+      imported = (request as { state: Uint8Array }).state;
+      return {};
+    },
+    Release: () => ({}),
+  });
+  t.same(r.to(r.old), ["Drain", "Release"], "the old child: drained for its state, then released");
+  t.same(r.to(r.fresh), ["ImportState"], "the new child: the state");
+  t.same([...(imported ?? [])], [...SEALED], "the governor relayed the bytes untouched");
+  t.same(r.h.kills, [{ pid: r.old, signal: "SIGTERM" }], "the old child is stopped (after its release), the new one is not");
+  t.notOk(r.h.state.children.has(r.old), "the old child exited");
+  t.equal(r.h.state.children.get(r.fresh)?.phase, "ready", "the new child serves");
+  t.notOk(r.h.state.held.has(r.fresh));
+  t.equal(r.h.comp.deployError, undefined);
+});
+
+t.test("roll - the new child refuses the state (UNAUTHENTICATED): the old one takes it back and serves, the new one is stopped, the error reported", async (t) => {
+  const r = await rolling(t, {
+    Drain: () => ({ state: SEALED, handled: 3 }),
+    ImportState: () => {
+      throw new NodeBinError("UNAUTHENTICATED", "state counter: the sealed payload does not authenticate");
+    },
+    Resume: () => ({}),
+  });
+  t.same(r.to(r.old), ["Drain", "Resume"], "the old child: drained, then told to resume (never released)");
+  t.match((r.calls.find((c) => c.method === "Resume")?.request as { reason: string }).reason, /UNAUTHENTICATED/, "told why");
+  t.same(r.h.kills, [{ pid: r.fresh, signal: "SIGTERM" }], "only the held new child is stopped");
+  const old = r.h.state.children.get(r.old);
+  t.equal(old?.phase, "ready", "the old child is ready again");
+  t.equal(old?.ending, undefined, "and no longer ending");
+  t.notOk(r.h.state.children.has(r.fresh), "the new child exited");
+  t.match(r.h.comp.deployError, /state hand-over failed .*UNAUTHENTICATED.*; the old node keeps serving with its state/);
+  t.equal(r.h.comp.badHash, "code-2", "that code is not rolled again until it changes");
+  await r.h.clock.advance(2000);
+  t.equal(r.h.procs.length, 2, "no new attempt is started");
+});
+
+t.test("roll - the old child cannot export its state (INTERNAL): it keeps it and serves, nothing is imported", async (t) => {
+  const r = await rolling(t, {
+    Drain: () => {
+      throw new NodeBinError("INTERNAL", "greeter: exportState failed: store offline");
+    },
+    Resume: () => ({}),
+  });
+  t.same(r.to(r.old), ["Drain", "Resume"]);
+  t.same(r.to(r.fresh), [], "nothing was sent to the new child");
+  t.same(r.h.kills, [{ pid: r.fresh, signal: "SIGTERM" }]);
+  t.equal(r.h.state.children.get(r.old)?.phase, "ready");
+  t.match(r.h.comp.deployError, /did not hand its state over: INTERNAL/);
+});
+
+t.test("roll - an old child that is gone (neither Drain nor Resume answered): the new child starts with empty state", async (t) => {
+  let imported: Uint8Array | undefined;
+  const r = await rolling(t, {
+    Drain: () => {
+      throw new NodeBinError("UNAVAILABLE", "connection lost");
+    },
+    Resume: () => {
+      throw new NodeBinError("UNAVAILABLE", "connection lost");
+    },
+    ImportState: (request) => {
+      imported = (request as { state: Uint8Array }).state;
+      return {};
+    },
+    Release: () => ({}),
+  });
+  t.same([...(imported ?? [1])], [], "an empty state was imported");
+  t.equal(r.h.state.children.get(r.fresh)?.phase, "ready", "the new child serves");
+  t.ok(r.h.kills.some((k) => k.pid === r.old && k.signal === "SIGTERM"), "the old child is stopped");
+  t.notOk(r.h.kills.some((k) => k.pid === r.fresh), "the new one is not");
+  t.equal(r.h.comp.deployError, undefined);
 });
