@@ -16,7 +16,7 @@ import { consoleLogger } from "../container/log.ts";
 import { DEFAULT_DISCOVERY_PORT } from "../transport/runtime-dir.ts";
 import { Governor, SETTING_KEYS, type Settings } from "../governor/governor.ts";
 import { ensureRuntimeDir, ipcOwner } from "../transport/runtime-dir.ts";
-import { GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP } from "../wire/control.ts";
+import { GOVERNOR_ROLL, GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { Mode, Schema } from "../wire/schema.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
@@ -33,6 +33,8 @@ const USAGE = `[options]                run this host's governor
   $ node-bin governor set KEY N                ${Object.keys(SETTING_KEYS).join(", ")}
   $ node-bin governor stop [--keep-children]   (--keep-children: the governor only)
   $ node-bin governor call SERVICE/METHOD [JSON]  a plugin's control-plane service
+  $ node-bin governor roll [COMPONENT ...]     replace the children (all components: none named),
+                                               one at a time, state handed over (key rotation)
 
   The governor keeps the components of its components directory running, one
   node per child process: it grows them under load, shrinks idle ones, replaces
@@ -43,7 +45,7 @@ const USAGE = `[options]                run this host's governor
 
 export async function runGovernor(argv: string[]): Promise<number> {
   const sub = argv[0];
-  if (sub === "status" || sub === "set" || sub === "stop" || sub === "call") return manage(sub, argv.slice(1));
+  if (sub === "status" || sub === "set" || sub === "stop" || sub === "call" || sub === "roll") return manage(sub, argv.slice(1));
   const cli = cac("node-bin governor");
   cli
     .usage(USAGE)
@@ -83,7 +85,7 @@ export async function runGovernor(argv: string[]): Promise<number> {
     output.out(VERSION);
     return 0;
   }
-  if (parsed.args.length) return reportError(output, new UsageError(`unknown governor command ${JSON.stringify(parsed.args[0])}; expected status, set, stop or call (or none to run the governor)`), "run `node-bin governor --help` for usage");
+  if (parsed.args.length) return reportError(output, new UsageError(`unknown governor command ${JSON.stringify(parsed.args[0])}; expected status, set, stop, call or roll (or none to run the governor)`), "run `node-bin governor --help` for usage");
   const o = parsed.options as Record<string, unknown>;
   const log = consoleLogger("governor");
   let metrics: RoleMetrics | undefined;
@@ -163,7 +165,7 @@ export async function runGovernor(argv: string[]): Promise<number> {
 }
 
 /** status / set / stop against the running governor. */
-async function manage(sub: "status" | "set" | "stop" | "call", argv: string[]): Promise<number> {
+async function manage(sub: "status" | "set" | "stop" | "call" | "roll", argv: string[]): Promise<number> {
   const cli = cac(`node-bin governor ${sub}`);
   cli
     .option("--discovery-port <port>", "the governor's discovery port (default 7400)")
@@ -183,7 +185,7 @@ async function manage(sub: "status" | "set" | "stop" | "call", argv: string[]): 
     const socket = `ipc://${join(ensureRuntimeDir(), `governor-${port}.sock`)}`;
     const request = sub === "set" ? setRequest(parsed.args.map(String)) : undefined;
     if (sub === "call" && (parsed.args.length < 1 || parsed.args.length > 2)) throw new UsageError("usage: node-bin governor call SERVICE/METHOD [JSON]: a method of a plugin's service");
-    if (sub !== "set" && sub !== "call" && parsed.args.length) throw new UsageError(`governor ${sub} takes no arguments, got ${JSON.stringify(parsed.args[0])}`);
+    if (sub !== "set" && sub !== "call" && sub !== "roll" && parsed.args.length) throw new UsageError(`governor ${sub} takes no arguments, got ${JSON.stringify(parsed.args[0])}`);
     if (ipcOwner(socket) === undefined) throw new NodeBinError("UNAVAILABLE", `no governor runs for discovery port ${port} (no live owner of ${socket})`);
     const client = await Client.connect({ endpoint: socket, connectTimeoutMs: timeoutMs });
     try {
@@ -202,7 +204,11 @@ async function manage(sub: "status" | "set" | "stop" | "call", argv: string[]): 
         output.out(json ? JSON.stringify(answer) : JSON.stringify(answer, null, 2));
         return 0;
       }
-      const reply = request ? await client.callControl(GOVERNOR_SET, request, { timeoutMs }) : await client.callControl(GOVERNOR_STATUS, {}, { timeoutMs });
+      const reply = request
+        ? await client.callControl(GOVERNOR_SET, request, { timeoutMs })
+        : sub === "roll"
+          ? await client.callControl(GOVERNOR_ROLL, { components: parsed.args.map(String) }, { timeoutMs })
+          : await client.callControl(GOVERNOR_STATUS, {}, { timeoutMs });
       const status = JSON.parse(reply.json) as Status;
       output.out(json ? JSON.stringify(status) : formatStatus(status));
       return 0;

@@ -4,7 +4,7 @@
  * containers ask), nodebin.Control/RequestCapacity (capacity requests passed
  * on by another host's governor), and the status report they answer with.
  */
-import { GOVERNOR_CAPACITY, GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP } from "../wire/control.ts";
+import { GOVERNOR_CAPACITY, GOVERNOR_ROLL, GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP } from "../wire/control.ts";
 import type { ElasticLoop } from "./elastic.ts";
 import type { ServeControl, StatusSources } from "./ports.ts";
 import type { GovernorConfig } from "./settings.ts";
@@ -18,6 +18,8 @@ export class GovernorApi {
     private readonly sources: StatusSources,
     /** Stops the governor (`governor stop`); called just after the request is answered. */
     private readonly stop: (keepChildren: boolean) => Promise<void>,
+    /** `governor roll` (RollingDeploy.rollNow): throws NOT_FOUND for an unknown component. */
+    private readonly roll: (components: string[]) => unknown = () => {},
   ) {}
 
   /** Serves the API's methods. */
@@ -25,6 +27,10 @@ export class GovernorApi {
     serve(GOVERNOR_STATUS, () => ({ json: JSON.stringify(this.status()) }));
     serve(GOVERNOR_SET, ({ key, component, value }) => {
       this.config.set(key, component, value);
+      return { json: JSON.stringify(this.status()) };
+    });
+    serve(GOVERNOR_ROLL, ({ components }) => {
+      this.roll(components);
       return { json: JSON.stringify(this.status()) };
     });
     serve(GOVERNOR_STOP, ({ keepChildren }) => {

@@ -271,6 +271,7 @@ export class Governor {
         pluginSchemas: () => this.pluginSchemas(),
       },
       (keepChildren) => this.stop({ keepChildren }),
+      (components) => this.deploy.rollNow(components),
     );
   }
 

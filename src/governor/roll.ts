@@ -72,11 +72,34 @@ export class RollingDeploy {
     }
   }
 
-  /** Starts a roll for each component whose code on disk differs from what its children run. */
+  /**
+   * `governor roll`: marks every child of `names` (all components when
+   * empty) to be replaced, one at a time, state handed over, as a changed
+   * component's are (rollChanged starts it). Throws NOT_FOUND for a name the
+   * governor does not run.
+   */
+  rollNow(names: string[]): string[] {
+    const comps = names.length ? names.map((n) => this.state.components.get(n)) : [...this.state.components.values()];
+    const missing = names.filter((_, i) => !comps[i] || comps[i]!.removed);
+    if (missing.length) {
+      throw new NodeBinError("NOT_FOUND", `no component ${missing.map((n) => JSON.stringify(n)).join(", ")} here; running: ${[...this.state.components.values()].filter((c) => !c.removed).map((c) => c.name).join(", ") || "none"}`, { details: { component: missing[0]! } });
+    }
+    const now = this.state.clock.now();
+    const rolled: string[] = [];
+    for (const comp of comps as ComponentState[]) {
+      if (comp.removed) continue;
+      comp.rollBefore = now;
+      rolled.push(comp.name);
+    }
+    this.state.log.info(`rolling every child of ${rolled.join(", ") || "no component"} (governor roll)`);
+    return rolled;
+  }
+
+  /** Starts a roll for each component whose code on disk differs from what its children run, or that `governor roll` marked. */
   rollChanged(): void {
     for (const comp of this.state.components.values()) {
       if (comp.rolling || comp.removed || comp.hash === comp.badHash || this.state.locked(comp.name)) continue;
-      const old = this.state.childrenOf(comp.name).filter((c) => !c.ending && c.hash !== comp.hash);
+      const old = this.state.childrenOf(comp.name).filter((c) => !c.ending && isOld(comp, comp.hash, c));
       if (!old.length) continue;
       if (old.some((c) => c.phase === "starting")) continue; // let it come up first
       comp.rolling = true;
@@ -92,7 +115,7 @@ export class RollingDeploy {
    */
   private async roll(comp: ComponentState, hash: string): Promise<void> {
     const { state, supervisor } = this;
-    for (const old of state.childrenOf(comp.name).filter((c) => !c.ending && c.hash !== hash)) {
+    for (const old of state.childrenOf(comp.name).filter((c) => !c.ending && isOld(comp, hash, c))) {
       if (comp.hash !== hash || state.stopping) return; // changed again: the next roll takes over
       const started = supervisor.spawn(comp, { hold: true, restarts: old.restarts });
       if (!started) return;
@@ -131,6 +154,7 @@ export class RollingDeploy {
       await supervisor.awaitExit(old, 15_000);
     }
     comp.deployError = undefined;
+    if (comp.rollBefore !== undefined && !state.childrenOf(comp.name).some((c) => !c.ending && c.startedAt < comp.rollBefore!)) comp.rollBefore = undefined;
   }
 
   /**
@@ -157,4 +181,9 @@ export class RollingDeploy {
     await supervisor.awaitExit(fresh, 15_000);
     return true;
   }
+}
+
+/** A child a roll replaces: it runs other code than `hash`, or it started before a `governor roll` of its component. */
+function isOld(comp: ComponentState, hash: string, child: Child): boolean {
+  return child.hash !== hash || (comp.rollBefore !== undefined && child.startedAt < comp.rollBefore);
 }

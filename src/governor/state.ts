@@ -79,6 +79,8 @@ export interface ComponentState {
   /** Why it runs fewer nodes than it wants, when the elastic loop could not start one this round (status). */
   waiting?: string;
   rolling: boolean;
+  /** `governor roll`: children started before this (epoch ms) are replaced too, whatever code they run. */
+  rollBefore?: number;
   removed: boolean;
 }
 

@@ -151,6 +151,9 @@ export interface GovernorSetRequest {
   component: string;
   value: number;
 }
+export interface GovernorRollRequest {
+  components: string[];
+}
 export interface GovernorStopRequest {
   keepChildren: boolean;
 }
@@ -202,6 +205,8 @@ export const REQUEST_CAPACITY = control<CapacityRequest, void>("Control", "Reque
 export const GOVERNOR_STATUS = control<Empty, GovernorStatusReply>("Governor", "Status");
 export const GOVERNOR_SET = control<GovernorSetRequest, GovernorStatusReply>("Governor", "Set");
 export const GOVERNOR_STOP = control<GovernorStopRequest, Empty>("Governor", "Stop");
+/** nodebin.Governor/Roll: replace the children of some components (or all), one at a time, state handed over. */
+export const GOVERNOR_ROLL = control<GovernorRollRequest, GovernorStatusReply>("Governor", "Roll");
 export const GOVERNOR_CAPACITY = control<CapacityRequest, void>("Governor", "RequestCapacity");
 
 /**
@@ -280,6 +285,7 @@ export const AUTHORITY: ReadonlyMap<string, readonly PeerKind[]> = authorityTabl
   [GOVERNOR_STATUS, HOST_ONLY],
   [GOVERNOR_SET, HOST_ONLY],
   [GOVERNOR_STOP, HOST_ONLY],
+  [GOVERNOR_ROLL, HOST_ONLY],
   [GOVERNOR_CAPACITY, HOST_ONLY],
 ]);
 

@@ -13,6 +13,7 @@ import {
   GOVERNOR_SET,
   GOVERNOR_STATUS,
   GOVERNOR_STOP,
+  GOVERNOR_ROLL,
   IMPORT_STATE,
   PING,
   PULL,
@@ -47,7 +48,7 @@ t.test("control - the control schema serves nodebin.Control/Pull, SYNC", async (
     [...CONTROL_SCHEMA.methods.keys()],
     [
       ...["Pull", "Register", "Deregister", "Gossip", "Ping", "Drain", "ImportState", "Release", "Resume", "YieldAgent", "RequestCapacity"].map((m) => `nodebin.Control/${m}`),
-      ...["Status", "Set", "Stop", "RequestCapacity"].map((m) => `nodebin.Governor/${m}`),
+      ...["Status", "Set", "Stop", "Roll", "RequestCapacity"].map((m) => `nodebin.Governor/${m}`),
     ],
   );
   t.equal(PULL.schema, CONTROL_SCHEMA.methods.get("nodebin.Control/Pull"));
@@ -148,6 +149,7 @@ const samples: { method: AnyControlMethod; request: unknown; reply: unknown }[] 
   { method: GOVERNOR_STATUS, request: {}, reply: { json: "{}" } },
   { method: GOVERNOR_SET, request: { key: "capacity", component: "", value: 3 }, reply: { json: "{}" } },
   { method: GOVERNOR_STOP, request: { keepChildren: true }, reply: {} },
+  { method: GOVERNOR_ROLL, request: { components: ["greeter", "counter"] }, reply: { json: "{}" } },
   { method: GOVERNOR_CAPACITY, request: { component: "c", method: "m", fromHost: "h", visited: [] }, reply: {} },
 ];
 
@@ -166,7 +168,7 @@ t.test("control - every control method's typed request and reply survive the rea
 
 t.test("control - the authority table: host-only methods are refused to network peers, open ones are not", async (t) => {
   for (const method of CONTROL_SCHEMA.methods.keys()) t.ok(AUTHORITY.has(method), `${method} has a row`);
-  for (const m of [GOVERNOR_STATUS, GOVERNOR_SET, GOVERNOR_STOP, REGISTER, DEREGISTER, PING, DRAIN, IMPORT_STATE, RELEASE, RESUME, YIELD_AGENT]) {
+  for (const m of [GOVERNOR_STATUS, GOVERNOR_SET, GOVERNOR_STOP, GOVERNOR_ROLL, REGISTER, DEREGISTER, PING, DRAIN, IMPORT_STATE, RELEASE, RESUME, YIELD_AGENT]) {
     t.equal(mayAsk(m.schema.fullName, "network"), process.platform === "win32", `${m.schema.fullName} from the network`);
     t.equal(mayAsk(m.schema.fullName, "host"), true, `${m.schema.fullName} from the host`);
   }
