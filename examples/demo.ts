@@ -38,6 +38,9 @@ if (ready) {
     ["client", "call", "demo.Welcome/Visit", '{"name":"Ada"}', "--meta", "via=demo"],
     ["client", "send", "demo.Greeter/Sign", '{"name":"Ada"}'],
     ["client", "call", "demo.Greeter/Guests"],
+    ["client", "stream", "demo.Ticker/Count", '{"count":3,"intervalMs":100}'],
+    ["client", "broadcast", "demo.Board/Post", '{"text":"hello, every board"}'],
+    ["client", "call", "demo.Board/Read"],
     ["client", "list"],
     ["client", "call", "demo.Greeter/Helo", '{"name":"Ada"}'],
   ]) {

@@ -1,5 +1,5 @@
 /**
- * `node-bin client`: call, send, list and nodes, against the local
+ * `node-bin client`: call, send, stream, broadcast, list and nodes, against the local
  * `node-bin dev` by default or any endpoint given with --endpoint.
  */
 import { readFileSync } from "node:fs";
@@ -24,6 +24,7 @@ interface ClientFlags {
   scope?: string;
   clusterKey?: string;
   plugins?: string;
+  window?: string | number;
 }
 
 const SCOPES: readonly Scope[] = ["process", "host", "network", "any"];
@@ -64,6 +65,42 @@ export async function runClient(argv: string[]): Promise<number> {
         output.out(output.json ? JSON.stringify({ accepted: true }) : "accepted");
       });
     });
+  common(cli.command("broadcast <method> [json]", "Broadcast to a BROADCAST method: every node serving it, on every host; fire-and-forget, no reply"))
+    .option("--meta <key=value>", "metadata for the receivers (repeatable)")
+    .example("node-bin client broadcast demo.Board/Post '{\"text\":\"hello, all\"}'")
+    .action((method: string, json: string | undefined, flags: ClientFlags) => {
+      const { meta, timeoutMs } = callOptions(flags);
+      const request = readRequest(json);
+      action = (output) => withClient(flags, async (client) => {
+        await client.broadcast(method, request, { meta, ...(timeoutMs ? { timeoutMs } : {}) });
+        output.out(output.json ? JSON.stringify({ published: true }) : "published");
+      });
+    });
+  common(cli.command("stream <method> [json]", "Call a STREAM method; prints one JSON line per item as it arrives, and exits with the stream's final status"))
+    .option("--window <n>", "items the producer may send ahead of those printed (default 16, at most 4096)")
+    .option("--meta <key=value>", "metadata for the callee (repeatable)")
+    .option("--scope <scope>", "where it may be served: process | host | network | any")
+    .example("node-bin client stream demo.Ticker/Count '{\"count\":5}' | head -n 3")
+    .action((method: string, json: string | undefined, flags: ClientFlags) => {
+      const options = { ...callOptions(flags), ...windowOption(flags) };
+      const request = readRequest(json);
+      action = (output) => withClient(flags, async (client) => {
+        const stream = await client.streamJSON(method, request, options);
+        // A reader that went away (`| head -n 3`: EPIPE on stdout) cancels the stream, and the
+        // producer's node serves its next message at once. The listener stays: a write after
+        // the first EPIPE fails the same way.
+        let readerGone = false;
+        process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+          if (err.code !== "EPIPE") throw err;
+          readerGone = true;
+          void stream.return!();
+        });
+        for await (const item of stream) {
+          if (readerGone) break;
+          output.out(JSON.stringify(item));
+        }
+      });
+    });
   common(cli.command("list", "List services, their methods, modes and request fields")).action((flags: ClientFlags) => {
     action = (output) => withClient(flags, async (client) => {
       const services = client.services();
@@ -90,7 +127,7 @@ export async function runClient(argv: string[]): Promise<number> {
       return 0;
     }
     if (!cli.matchedCommand) {
-      throw new UsageError(argv[0] && !argv[0].startsWith("-") ? `unknown client command ${JSON.stringify(argv[0])}; expected call, send, list or nodes` : "missing client command: call, send, list or nodes");
+      throw new UsageError(argv[0] && !argv[0].startsWith("-") ? `unknown client command ${JSON.stringify(argv[0])}; expected call, send, stream, broadcast, list or nodes` : "missing client command: call, send, stream, broadcast, list or nodes");
     }
     await cli.runMatchedCommand();
     await action!(output);
@@ -131,6 +168,14 @@ function callOptions(flags: ClientFlags) {
   return { meta, ...(flags.scope ? { scope: flags.scope as Scope } : {}), ...(timeoutMs ? { timeoutMs } : {}) };
 }
 
+/** --window as StreamOptions: a whole number of items from 1 to 4096. */
+function windowOption(flags: ClientFlags): { window?: number } {
+  if (flags.window === undefined) return {};
+  const n = Number(flags.window);
+  if (!Number.isInteger(n) || n < 1 || n > 4096) throw new UsageError(`--window takes a whole number of items from 1 to 4096, got ${JSON.stringify(flags.window)}`);
+  return { window: n };
+}
+
 /** The request object from the JSON argument. Throws INVALID_ARGUMENT for invalid JSON or a non-object. */
 function readRequest(arg: string | undefined): Record<string, unknown> {
   let text = arg ?? "{}";
@@ -160,7 +205,7 @@ function formatServices(services: ServiceInfo[]): string {
     const width = Math.max(...s.methods.map((m) => m.name.length));
     for (const m of s.methods) {
       const fields = m.requestFields.map((f) => `${f.name}: ${f.repeated ? `${f.type}[]` : f.type}`).join(", ");
-      lines.push(`  ${m.name.padEnd(width)}  ${m.mode.padEnd(6)} ${m.requestType} ${fields ? `{ ${fields} }` : "{}"} -> ${m.responseType}`);
+      lines.push(`  ${m.name.padEnd(width)}  ${m.mode.padEnd(9)} ${m.requestType} ${fields ? `{ ${fields} }` : "{}"} -> ${m.responseType}`);
     }
   }
   return lines.join("\n");

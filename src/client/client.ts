@@ -7,15 +7,16 @@
 import { existsSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import type { CallOptions } from "../component/context.ts";
+import type { CallOptions, CallStream, StreamOptions } from "../component/context.ts";
 import { NodeBinProcess } from "../container/compose.ts";
 import type { MembershipTable, NodeEntry } from "../membership/table.ts";
 import { loadSecurity, type SecurityProvider } from "../security/provider.ts";
 import { devEndpoint, discoveryIpc, ipcOwner, ipcOwnerFile, readHostIdentity, runtimeDirPath } from "../transport/runtime-dir.ts";
-import { PULL, type ControlMethod } from "../wire/control.ts";
+import { BROADCAST, PULL, type ControlMethod } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
-import { messageToJSON } from "../wire/message.ts";
-import { modeName, type MethodSchema } from "../wire/schema.ts";
+import { encodeMessage, messageToJSON } from "../wire/message.ts";
+import { Mode, modeName, type MethodSchema } from "../wire/schema.ts";
+import { wrongMode } from "../routing/caller.ts";
 export interface ClientOptions {
   /** A node-bin process to pull the table from (default: the local `node-bin dev`). */
   endpoint?: string;
@@ -71,6 +72,7 @@ export class Client {
   private readonly process: NodeBinProcess;
   private readonly connectTimeoutMs: number;
   private readonly refreshMs: number;
+  private readonly timeoutMs: number;
   private refreshTimer: ReturnType<typeof setTimeout> | undefined;
   private pulledVersion = 0;
   private closed = false;
@@ -81,6 +83,7 @@ export class Client {
     this.process = proc;
     this.connectTimeoutMs = options.connectTimeoutMs ?? 5000;
     this.refreshMs = options.refreshMs ?? 1000;
+    this.timeoutMs = options.timeoutMs ?? 30_000;
   }
 
   /** The membership table as last pulled. */
@@ -193,6 +196,63 @@ export class Client {
   /** Sends to an ASYNC method; resolves once a node accepted it. */
   send(method: string, request: unknown, options?: CallOptions): Promise<void> {
     return this.withFreshTable(() => this.caller.send(method, request, options));
+  }
+
+  /**
+   * Broadcasts to a BROADCAST method: one message to every node serving it,
+   * on every host of the network (README "Broadcast"). Fire-and-forget, at
+   * most once: it resolves once the process this client is connected to has
+   * it on its way to the host's relay; nothing comes back from the nodes.
+   * Rejects with NOT_FOUND (no node serves it), INVALID_ARGUMENT (not a
+   * BROADCAST method: the message names the verb of its mode; or a request
+   * that does not fit), RESOURCE_EXHAUSTED, or the connection's errors.
+   */
+  broadcast(method: string, request: unknown, options?: { meta?: Record<string, string>; timeoutMs?: number }): Promise<void> {
+    return this.withFreshTable(async () => {
+      const schema = this.method(method);
+      if (schema.mode !== Mode.BROADCAST) throw wrongMode(schema, Mode.BROADCAST);
+      const value = encodeMessage(schema.requestType, request, `request of ${schema.fullName}`);
+      // The client holds no relay: the process it is connected to publishes it (a closed dev world: to its own nodes).
+      await this.process.container.callControl(BROADCAST, { method: schema.fullName, value, meta: options?.meta ?? {} }, { via: this.endpoint }, options?.timeoutMs ?? this.timeoutMs);
+    });
+  }
+
+  /**
+   * Calls a STREAM method: `for await (const item of client.stream(...))`.
+   * Nothing is sent before the first next(); `window` (default 16) items may
+   * be in flight ahead of what the loop has taken, and `timeoutMs` covers the
+   * whole stream. Leaving the loop cancels the producer. Errors (a wrong
+   * mode, NOT_FOUND, the stream's own end) come out of next().
+   */
+  stream<Item = unknown>(method: string, request: unknown, options?: StreamOptions): CallStream<Item> {
+    return this.caller.stream(method, request, options) as CallStream<Item>;
+  }
+
+  /** stream(), with each item in proto3 JSON form (as callJSON gives replies). */
+  async streamJSON(method: string, request: unknown, options?: StreamOptions): Promise<CallStream<Record<string, unknown>>> {
+    const schema = await this.withFreshTable(async () => this.method(method));
+    const inner = this.caller.stream(schema.fullName, request, options);
+    const mapped: CallStream<Record<string, unknown>> = {
+      get received() {
+        return inner.received;
+      },
+      async next() {
+        const r = await inner.next();
+        return r.done ? { value: undefined, done: true } : { value: messageToJSON(schema.responseType, r.value as never), done: false };
+      },
+      return: async () => {
+        await inner.return();
+        return { value: undefined, done: true };
+      },
+      throw: async (error?: unknown) => {
+        await inner.return();
+        throw error;
+      },
+      [Symbol.asyncIterator]() {
+        return mapped;
+      },
+    };
+    return mapped;
   }
 
   /** The schema of a method by any accepted spelling. Throws NOT_FOUND. */

@@ -24,8 +24,33 @@ export interface CallOptions {
   capacityWaitMs?: number;
 }
 
+/** The options of a STREAM call. */
+export interface StreamOptions extends CallOptions {
+  /**
+   * Items the producer may send ahead of what this consumer has taken
+   * (default 16, at most 4096): the producer's generator is pulled only
+   * while it has credit, so a consumer that takes n items has made it
+   * compute at most n + window. timeoutMs covers the whole stream.
+   */
+  window?: number;
+}
+
+/**
+ * A STREAM call, as its consumer reads it: `for await (const item of
+ * stream)`. Nothing is sent before the first next(). Items come in the
+ * order the producer yielded them; the loop ends at the producer's normal
+ * end and throws the error the stream ended with (after the items sent
+ * before it). Leaving the loop (return()) cancels the stream: the producer's
+ * generator is returned; return() resolves once the producer acknowledged
+ * (or after at most a second).
+ */
+export interface CallStream<Item = unknown> extends AsyncIterableIterator<Item> {
+  /** Items received so far. */
+  readonly received: number;
+}
+
 /** CallOptions as the runtime passes them on: with an absolute deadline and the full metadata. */
-export interface CallerOptions extends CallOptions {
+export interface CallerOptions extends StreamOptions {
   /** Absolute deadline (epoch ms) inherited from the calling handler. */
   deadline?: number;
   /** Pass-through state for the callee to echo back. */
@@ -39,10 +64,13 @@ export interface Caller {
   call(method: string, request: unknown, options?: CallerOptions): Promise<unknown>;
   /** An ASYNC call: resolves once the serving node's queue accepted the message. */
   send(method: string, request: unknown, options?: CallerOptions): Promise<void>;
+  /** A STREAM call (see CallStream); errors, a wrong mode included, come out of its first next(). */
+  stream(method: string, request: unknown, options?: CallerOptions): CallStream;
   /**
-   * Hands a RESPONSE addressed to this caller to the call waiting for it;
-   * unknown ids, and answers on another link than their request left on
-   * (`link`, see transport Peer.link), are dropped.
+   * Hands a RESPONSE, STREAM_ITEM or STREAM_END addressed to this caller to
+   * the call or stream waiting for it; unknown ids, and answers on another
+   * link than their request left on (`link`, see transport Peer.link), are
+   * dropped.
    */
   handleResponse(env: Envelope, link?: string): void;
 }
@@ -65,7 +93,29 @@ export interface NodeContext<State = Record<string, unknown>> {
   call<Reply = any>(method: string, request: unknown, options?: CallOptions): Promise<Reply>;
   /** Sends to an ASYNC method; resolves once a node accepted it. */
   send(method: string, request: unknown, options?: CallOptions): Promise<void>;
+  /** Calls a STREAM method: `for await (const item of ctx.stream(...))`; see StreamOptions and CallStream. */
+  stream<Item = any>(method: string, request: unknown, options?: StreamOptions): CallStream<Item>;
+  /**
+   * Broadcasts to a BROADCAST method: one message to every node serving it,
+   * on every host (this node too, if it serves it). Fire-and-forget, at most
+   * once, no reply: resolves once the message is on its way (queued for the
+   * host's relay), rejects with NOT_FOUND, INVALID_ARGUMENT (not a BROADCAST
+   * method, or a bad request) or RESOURCE_EXHAUSTED (see README "Broadcast").
+   */
+  broadcast(method: string, request: unknown, options?: BroadcastOptions): Promise<void>;
 }
+
+/** The options of a broadcast. */
+export interface BroadcastOptions {
+  /** Metadata for the receivers, merged over what the calling handler received. */
+  meta?: Record<string, string>;
+}
+
+/**
+ * Sends a broadcast from endpoint `from` (the process's broadcast sender,
+ * passed down to its nodes). Throws as NodeContext.broadcast rejects.
+ */
+export type Broadcaster = (from: string, method: string, request: unknown, options?: BroadcastOptions) => void;
 
 /** The context of one message. */
 export interface Context<State = Record<string, unknown>> extends NodeContext<State> {

@@ -220,7 +220,7 @@ function observe(hook: () => unknown): void {
  * The per-message logging as hooks, every line with the fields hook
  * ("start", "end", "error"), method, mode (its name) and peer ({id, kind});
  * end and error lines add durationMs and code, error lines the error's
- * message. A failed ASYNC message (no caller hears of it) is logged at
+ * message. A failed ASYNC or BROADCAST message (no caller hears of it) is logged at
  * error level always; with `perMessage`, every start, end and other
  * failure at debug level.
  */
@@ -230,7 +230,7 @@ export function loggingHooks(log: Logger, options: { perMessage?: boolean } = {}
   const error = (e: MessageFailure) => {
     const line = `${who(e)}: ${e.code} after ${e.durationMs.toFixed(2)} ms: ${e.error.message}`;
     const f = { ...fields("error", e), code: e.code, durationMs: roundMs(e.durationMs), error: e.error.message };
-    if (e.mode === Mode.ASYNC) log.error(line, f);
+    if (e.mode === Mode.ASYNC || e.mode === Mode.BROADCAST) log.error(line, f);
     else if (options.perMessage) log.debug(line, f);
   };
   if (!options.perMessage) return { error };
@@ -247,13 +247,13 @@ const roundMs = (ms: number): number => Math.round(ms * 1000) / 1000;
 /**
  * The node's per-message logging (loggingHooks) as an inbound link;
  * ComponentNode installs it when no interceptors are given. Without
- * `perMessage` it sees ASYNC messages only, whose failures it logs (SYNC
+ * `perMessage` it sees ASYNC and BROADCAST messages only, whose failures it logs (SYNC
  * messages skip the link: no promise added); with it, every message, which
  * costs a promise per message: the container asks for it when the log level
  * is debug. `now` (ms) times the messages.
  */
 export function loggingInterceptor(log: Logger, options: { perMessage?: boolean; now?: () => number } = {}): InboundInterceptor {
-  return hooksInterceptor(loggingHooks(log, options), { ...(options.perMessage ? {} : { modes: [Mode.ASYNC] }), ...(options.now ? { now: options.now } : {}) });
+  return hooksInterceptor(loggingHooks(log, options), { ...(options.perMessage ? {} : { modes: [Mode.ASYNC, Mode.BROADCAST] }), ...(options.now ? { now: options.now } : {}) });
 }
 
 /**

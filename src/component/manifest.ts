@@ -12,6 +12,12 @@ export interface ComponentLimits {
   min: number;
   /** Most nodes of this component the governor runs on one host. */
   max: number;
+  /**
+   * How long a STREAM handler may wait for its consumer's credit (ms): a
+   * consumer that takes no item for that long ends the stream with
+   * DEADLINE_EXCEEDED naming this limit, and the node serves its queue again.
+   */
+  streamIdleMs: number;
 }
 
 export interface ComponentManifest {
@@ -24,7 +30,7 @@ export interface ComponentManifest {
   limits: ComponentLimits;
 }
 
-export const DEFAULT_LIMITS: ComponentLimits = { queue: 1000, min: 1, max: 16 };
+export const DEFAULT_LIMITS: ComponentLimits = { queue: 1000, min: 1, max: 16, streamIdleMs: 30_000 };
 
 export interface ManifestSources {
   dirName: string;
@@ -58,6 +64,8 @@ export function resolveManifest(src: ManifestSources): ComponentManifest {
     }
   }
   if (limits.queue < 1) throw bad(`${where}.limits.queue`, "must be at least 1", src.moduleFile);
+  // A timer's ceiling (setTimeout fires at once past it).
+  if (limits.streamIdleMs < 1 || limits.streamIdleMs > 2_147_483_647) throw bad(`${where}.limits.streamIdleMs`, "must be from 1 to 2147483647 ms", src.moduleFile);
   if (limits.max < limits.min) throw bad(`${where}.limits`, `max (${limits.max}) is below min (${limits.min})`, src.moduleFile);
   return { name, version, proto, ...(services ? { services } : {}), limits };
 }

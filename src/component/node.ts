@@ -10,13 +10,28 @@
  * encoded reply; the per-message logging (ASYNC failures included) is one of
  * them, installed by default. With none, a message costs what it did before
  * there were any.
+ *
+ * STREAM requests: the handler returns an AsyncIterable (an async generator),
+ * pulled one item at a time and only while the consumer's credit lasts (the
+ * opening window of the request, then CREDIT frames); each item is checked
+ * against the method's item type and sent back on the request's connection
+ * as a STREAM_ITEM, and the stream ends with a STREAM_END (with an error, or
+ * without). A stream holds its node from its first pull to its end: the
+ * queue waits behind it, as behind any handler. It ends early when its
+ * consumer cancels (CANCEL, acknowledged at once with a STREAM_END),
+ * grants no credit for limits.streamIdleMs, when the call's deadline
+ * passes, when the connection it came on closes, or when the node drains;
+ * the generator is then returned (its `finally` blocks run) before the
+ * next message is taken. CREDIT and CANCEL frames are matched to a stream by
+ * the connection they came on, their `from` and their id: a peer can touch
+ * only its own streams, and frames for no open stream are counted and dropped.
  */
 import type { PeerKind } from "../wire/control.ts";
-import { Kind, Plane, encodeResponse, type Envelope } from "../wire/envelope.ts";
+import { Kind, Plane, encodeEnvelope, encodeResponse, envelope, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError, UNHANDLED_DETAIL } from "../wire/errors.ts";
 import { decodeMessage, encodeMessage } from "../wire/message.ts";
 import { Mode, modeName, type MethodSchema } from "../wire/schema.ts";
-import type { CallOptions, Caller, Context, Handler, Logger, NodeContext } from "./context.ts";
+import type { BroadcastOptions, Broadcaster, CallOptions, Caller, CallStream, Context, Handler, Logger, NodeContext, StreamOptions } from "./context.ts";
 import { Fifo } from "./fifo.ts";
 import { chainFor, composeInterceptors, loggingInterceptor, type InboundCall, type InboundInterceptor } from "./interceptor.ts";
 import type { Component } from "./loader.ts";
@@ -30,6 +45,8 @@ export interface NodeOptions {
   /** Makes this node's nested calls; its id must be the node's id so answers come back here. */
   caller: Caller;
   outbox: Outbox;
+  /** Sends this node's broadcasts (ctx.broadcast); without it they are refused (UNAVAILABLE). */
+  broadcast?: Broadcaster;
   log: Logger;
   /** Queue limit; default the manifest's limits.queue. */
   queueLimit?: number;
@@ -63,6 +80,12 @@ export interface NodeStats {
   dropped: number;
   /** Age of the oldest queued message (ms); 0 when the queue is empty. */
   queueWaitMs: number;
+  /** STREAM calls open now: the one running and those queued. */
+  streams: number;
+  /** STREAM requests refused for a connection past MAX_STREAMS_PER_CONNECTION (also in `rejected`). */
+  streamsRefused: number;
+  /** CREDIT and CANCEL frames that matched no open stream of their connection (late, or forged): dropped. */
+  streamFramesDropped: number;
   /** Time since the node last took or finished a message (ms). */
   idleMs: number;
   phase: "starting" | "holding" | "serving" | "draining" | "closed";
@@ -80,7 +103,44 @@ interface Pending {
   /** The kind of peer it came from (Origin.kind), and its connection (Origin.via). */
   peerKind: PeerKind;
   peerVia: string | undefined;
+  /** A STREAM request's state, from its arrival on. */
+  stream?: ProducerStream;
 }
+
+/** Most items a consumer may have granted and not yet received: a larger grant is clamped to it. Bounds what one stream puts in flight. */
+export const MAX_WINDOW = 4096;
+/** STREAM calls one connection may have open (running or queued) at one node; past it, RESOURCE_EXHAUSTED. */
+export const MAX_STREAMS_PER_CONNECTION = 64;
+/** The connection of frames from this very process (Origin.connection undefined). */
+const LOCAL_CONNECTION = "local";
+
+/** One STREAM call at its producer, from its arrival to its end. */
+interface ProducerStream {
+  readonly key: string;
+  readonly connection: string;
+  readonly env: Envelope;
+  readonly replyTo: ReplyPath | undefined;
+  /** Items the consumer takes before it must grant more. */
+  credit: number;
+  /** Items sent so far. */
+  sent: number;
+  /** Its end, once decided: null for a normal end, else the error it ended with. */
+  outcome: NodeBinError | null | undefined;
+  /** Whether the handler was called (a stream ended before that never ran: its refusal is unhandled). */
+  started: boolean;
+  /** Wakes the stream waiting for credit (or to see its end). */
+  wake: (() => void) | undefined;
+  idleTimer: ReturnType<typeof setTimeout> | undefined;
+  deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+}
+
+/** Where a stream's CREDIT and CANCEL frames find it: its connection, its id, and the `from` its request claimed (last: it may hold anything). */
+function streamKey(connection: string, id: number, from: string): string {
+  return `${connection}\u0000${id}\u0000${from}`;
+}
+
+/** setTimeout's ceiling: a longer wait would fire at once. */
+const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * Sends a frame back on the connection a request came in on. Given by the
@@ -100,6 +160,8 @@ export interface Origin {
   readonly kind?: PeerKind;
   /** The connection, as logs name the peer (transport Peer.via). */
   readonly via?: string;
+  /** The connection itself, a key unique in the process (transport Peer.connection): what a peer's streams are tied to. */
+  readonly connection?: string;
 }
 
 type NodeStatus = "new" | "serving" | "draining" | "closed";
@@ -113,6 +175,7 @@ export class ComponentNode {
   readonly component: Component;
   private readonly caller: Caller;
   private readonly outbox: Outbox;
+  private readonly broadcaster: Broadcaster | undefined;
   private readonly log: Logger;
   private readonly interceptors: readonly InboundInterceptor[];
   private readonly chains: readonly InboundInterceptor[][];
@@ -133,7 +196,12 @@ export class ComponentNode {
   /** suspend() finished: the node waits, state intact, for close() or reopen(). */
   private suspended = false;
   private readonly nodeContext: NodeContext;
-  private readonly stats = { handled: 0, failed: 0, rejected: 0, dropped: 0 };
+  private readonly stats = { handled: 0, failed: 0, rejected: 0, dropped: 0, streamsRefused: 0, streamFramesDropped: 0 };
+  /** Open STREAM calls by streamKey, and by connection (for the per-connection bound and connectionClosed). */
+  private readonly streams = new Map<string, ProducerStream>();
+  private readonly streamsOf = new Map<string, Set<ProducerStream>>();
+  /** Stream timers running (deadline, idle): for tests that check nothing outlives a stream. */
+  private streamTimers = 0;
   private held: boolean;
   private lastActivity = Date.now();
   /** The cross-message environment of this node (ctx.state). */
@@ -144,6 +212,7 @@ export class ComponentNode {
     this.component = options.component;
     this.caller = options.caller;
     this.outbox = options.outbox;
+    this.broadcaster = options.broadcast;
     this.log = options.log;
     this.interceptors = options.interceptors ? [...options.interceptors] : [loggingInterceptor(options.log)];
     // One chain per mode, built once: a mode no link wants takes the plain path.
@@ -174,6 +243,7 @@ export class ComponentNode {
       capacity: this.capacity,
       ...this.stats,
       queueWaitMs: head ? Math.max(0, now - head.arrived) : 0,
+      streams: this.streams.size,
       idleMs: this.running ? 0 : Math.max(0, now - this.lastActivity),
       phase,
     };
@@ -206,24 +276,32 @@ export class ComponentNode {
    * their own. `origin.link`: for an answer, the link it came back on.
    */
   receive(env: Envelope, origin?: Origin): void {
-    if (env.kind === Kind.RESPONSE) {
+    if (env.kind === Kind.RESPONSE || env.kind === Kind.STREAM_ITEM || env.kind === Kind.STREAM_END) {
+      // Answers to this node's own calls and streams.
       this.caller.handleResponse(env, origin?.link);
+      return;
+    }
+    if (env.kind === Kind.CREDIT || env.kind === Kind.CANCEL) {
+      this.streamControl(env, origin?.connection ?? LOCAL_CONNECTION);
       return;
     }
     const replyTo = origin?.reply;
     if (env.kind !== Kind.REQUEST) {
-      this.stats.dropped++; // streams and cancellation are not served yet
+      this.stats.dropped++;
       return;
     }
     const now = Date.now();
-    const error = this.admit(env);
+    const connection = origin?.connection ?? LOCAL_CONNECTION;
+    const error = this.admit(env, connection);
     if (error) {
       this.stats.rejected++;
       this.reply(env, undefined, error, replyTo);
       return;
     }
     const method = this.component.schema.methods.get(env.method)!;
-    this.queue.push({ env, method, handler: this.component.handlers.get(env.method)!, deadline: env.deadlineMs > 0 ? now + env.deadlineMs : Infinity, arrived: now, replyTo, peerKind: origin?.kind ?? "local", peerVia: origin?.via });
+    const pending: Pending = { env, method, handler: this.component.handlers.get(env.method)!, deadline: env.deadlineMs > 0 ? now + env.deadlineMs : Infinity, arrived: now, replyTo, peerKind: origin?.kind ?? "local", peerVia: origin?.via };
+    if (env.mode === Mode.STREAM) pending.stream = this.openStream(env, connection, replyTo);
+    this.queue.push(pending);
     this.lastActivity = now;
     if (env.mode === Mode.ASYNC) this.reply(env, undefined, undefined, replyTo); // acceptance
     if (!this.running && !this.held) {
@@ -233,8 +311,29 @@ export class ComponentNode {
     }
   }
 
-  /** Why a request cannot be queued, or undefined when it can. */
-  private admit(env: Envelope): NodeBinError | undefined {
+  /**
+   * Takes one BROADCAST message from the process's broadcast subscriber
+   * (container/broadcast.ts): queued like an ASYNC message and handled in
+   * its turn, through the interceptors, but answered never, not even a
+   * refusal: that is returned (not serving, queue full, no such method),
+   * for the process to count. Never throws.
+   */
+  receiveBroadcast(env: Envelope, origin?: Origin): NodeBinError | undefined {
+    if (env.kind !== Kind.REQUEST || env.mode !== Mode.BROADCAST) return this.error("INVALID_ARGUMENT", `${env.method}: not a BROADCAST request`);
+    const error = this.admit(env, LOCAL_CONNECTION, true);
+    if (error) {
+      this.stats.rejected++;
+      return error;
+    }
+    const now = Date.now();
+    this.queue.push({ env, method: this.component.schema.methods.get(env.method)!, handler: this.component.handlers.get(env.method)!, deadline: env.deadlineMs > 0 ? now + env.deadlineMs : Infinity, arrived: now, replyTo: undefined, peerKind: origin?.kind ?? "local", peerVia: origin?.via });
+    this.lastActivity = now;
+    this.kick();
+    return undefined;
+  }
+
+  /** Why a request cannot be queued, or undefined when it can (`broadcast`: it came from the process's broadcast subscriber). */
+  private admit(env: Envelope, connection: string, broadcast = false): NodeBinError | undefined {
     if (this.status !== "serving") return this.error("UNAVAILABLE", `node ${this.id} is ${this.status === "new" ? "starting" : "shutting down"}`, { [UNHANDLED_DETAIL]: "true" });
     if (env.plane !== Plane.APPLICATION) return this.error("UNIMPLEMENTED", `node ${this.id} serves no control method ${env.method}`);
     const method = this.component.schema.methods.get(env.method);
@@ -244,11 +343,24 @@ export class ComponentNode {
     if (env.mode !== method.mode) {
       return this.error("INVALID_ARGUMENT", `${env.method} is ${modeName(method.mode)}, but was called as ${modeName(env.mode)}`, { method: env.method, mode: modeName(method.mode) });
     }
-    if (method.mode !== Mode.SYNC && method.mode !== Mode.ASYNC) {
+    // A broadcast reaches a node through its process's subscriber (receiveBroadcast), never point to point.
+    if (method.mode === Mode.BROADCAST && !broadcast) {
+      return this.error("INVALID_ARGUMENT", `${env.method} is BROADCAST: broadcast it (ctx.broadcast, client.broadcast, \`node-bin client broadcast\`); nodes take broadcasts from their host's relay, not point to point`, { method: env.method, mode: "BROADCAST" });
+    }
+    if (method.mode !== Mode.SYNC && method.mode !== Mode.ASYNC && method.mode !== Mode.STREAM && method.mode !== Mode.BROADCAST) {
       return this.error("UNIMPLEMENTED", `${env.method} is ${modeName(method.mode)}; this version of node-bin serves SYNC and ASYNC methods only`, { method: env.method });
     }
     if (this.queue.length - (this.starting ? 1 : 0) >= this.capacity) {
       return this.error("RESOURCE_EXHAUSTED", `node ${this.id} queue is full (${this.capacity} messages)`, { queued: String(this.queue.length), capacity: String(this.capacity), [UNHANDLED_DETAIL]: "true" });
+    }
+    if (method.mode === Mode.STREAM) {
+      if (this.streams.has(streamKey(connection, env.id, env.from))) {
+        return this.error("ALREADY_EXISTS", `${env.method}: stream id ${env.id} of ${JSON.stringify(env.from)} is already open on this connection`, { method: env.method });
+      }
+      if ((this.streamsOf.get(connection)?.size ?? 0) >= MAX_STREAMS_PER_CONNECTION) {
+        this.stats.streamsRefused++;
+        return this.error("RESOURCE_EXHAUSTED", `node ${this.id}: ${MAX_STREAMS_PER_CONNECTION} streams are open on this connection already`, { limit: "streamsPerConnection", [UNHANDLED_DETAIL]: "true" });
+      }
     }
     return undefined;
   }
@@ -258,7 +370,7 @@ export class ComponentNode {
     let sinceYield = 0;
     for (let item = this.queue.shift(); item; item = this.queue.shift()) {
       const chain = this.chains[item.env.mode];
-      const pending = chain && chain.length > 0 ? this.handleIntercepted(item, chain) : this.handle(item);
+      const pending = item.stream ? this.handleStream(item, item.stream, chain) : chain && chain.length > 0 ? this.handleIntercepted(item, chain) : this.handle(item);
       if (pending) await pending;
       // A promise that settles in microtasks (an async handler or link that
       // awaits nothing) yields no more than a synchronous handler: count both.
@@ -363,9 +475,277 @@ export class ComponentNode {
     );
   }
 
+  /** Registers a STREAM request that was just admitted (see streamControl). */
+  private openStream(env: Envelope, connection: string, replyTo: ReplyPath | undefined): ProducerStream {
+    const stream: ProducerStream = {
+      key: streamKey(connection, env.id, env.from),
+      connection,
+      env,
+      replyTo,
+      credit: Math.min(env.credit, MAX_WINDOW),
+      sent: 0,
+      outcome: undefined,
+      started: false,
+      wake: undefined,
+      idleTimer: undefined,
+      deadlineTimer: undefined,
+    };
+    this.streams.set(stream.key, stream);
+    let of = this.streamsOf.get(connection);
+    if (!of) this.streamsOf.set(connection, (of = new Set()));
+    of.add(stream);
+    return stream;
+  }
+
+  /**
+   * A consumer's CREDIT or CANCEL. Found by the connection it came on, its
+   * id and its `from`, so a frame can reach only a stream its own connection
+   * opened; one that matches none (the stream ended, or it was never there)
+   * is counted and dropped. A CANCEL is acknowledged at once with a
+   * STREAM_END (CANCELLED), so the consumer knows its CANCEL arrived before it
+   * lets its connection go; the generator is returned when its current pull
+   * (if any) ends.
+   */
+  private streamControl(env: Envelope, connection: string): void {
+    const stream = this.streams.get(streamKey(connection, env.id, env.from));
+    if (!stream || stream.outcome !== undefined) {
+      this.stats.streamFramesDropped++;
+      return;
+    }
+    if (env.kind === Kind.CANCEL) {
+      this.endStream(stream, this.error("CANCELLED", `${env.method}: cancelled by the consumer after ${stream.sent} item(s)`), true);
+      return;
+    }
+    stream.credit = Math.min(stream.credit + env.credit, MAX_WINDOW);
+    if (stream.credit > 0) stream.wake?.();
+  }
+
+  /**
+   * Ends a stream (once): `error` null is its normal end. `tell`: the
+   * consumer gets a STREAM_END saying so (not when its connection is gone).
+   * A stream that is waiting (for credit, or for its turn) sees its end at
+   * once; one whose generator is computing an item, when that pull ends.
+   */
+  private endStream(stream: ProducerStream, error: NodeBinError | null, tell: boolean): void {
+    if (stream.outcome !== undefined) return;
+    stream.outcome = error;
+    this.clearStreamTimers(stream);
+    if (tell) this.sendStreamFrame(stream, Kind.STREAM_END, undefined, error ?? undefined);
+    stream.wake?.();
+  }
+
+  private clearStreamTimers(stream: ProducerStream): void {
+    if (stream.idleTimer !== undefined) {
+      clearTimeout(stream.idleTimer);
+      stream.idleTimer = undefined;
+      this.streamTimers--;
+    }
+    if (stream.deadlineTimer !== undefined) {
+      clearTimeout(stream.deadlineTimer);
+      stream.deadlineTimer = undefined;
+      this.streamTimers--;
+    }
+  }
+
+  /** Sends a STREAM_ITEM or STREAM_END of `stream` back on its connection. Returns false (and ends the stream, untold) when it cannot. */
+  private sendStreamFrame(stream: ProducerStream, kind: Kind, value: Uint8Array | undefined, error: NodeBinError | undefined): boolean {
+    const { env } = stream;
+    try {
+      const frame = encodeEnvelope(
+        envelope({ id: env.id, plane: env.plane, mode: Mode.STREAM, kind, from: this.id, to: env.from, method: env.method, state: env.state, ...(value ? { value } : {}), ...(error ? { error: error.toWire() } : {}) }),
+      );
+      if (stream.replyTo) stream.replyTo(frame);
+      else this.outbox(env.from, frame);
+      return true;
+    } catch (err) {
+      this.stats.dropped++;
+      const e = NodeBinError.from(err, "UNAVAILABLE");
+      this.log.debug(`cannot send ${kind === Kind.STREAM_ITEM ? "an item" : "the end"} of ${env.method} to ${env.from}: ${e}`);
+      if (stream.outcome === undefined) {
+        stream.outcome = e;
+        this.clearStreamTimers(stream);
+      }
+      return false;
+    }
+  }
+
+  /** Takes a stream out of the tables (it ended and its generator was returned). */
+  private releaseStream(stream: ProducerStream): void {
+    this.clearStreamTimers(stream);
+    stream.wake = undefined;
+    this.streams.delete(stream.key);
+    const of = this.streamsOf.get(stream.connection);
+    of?.delete(stream);
+    if (of?.size === 0) this.streamsOf.delete(stream.connection);
+  }
+
+  /**
+   * The connection `connection` (transport Peer.connection) closed: its
+   * streams end, untold (nobody is there to hear), and their generators are
+   * returned. What ZmqOptions.onConnectionClosed and a connector's lost
+   * connection lead to.
+   */
+  connectionClosed(connection: string): void {
+    const of = this.streamsOf.get(connection);
+    if (!of) return;
+    for (const stream of [...of]) this.endStream(stream, this.error("UNAVAILABLE", `${stream.env.method}: the consumer's connection closed`), false);
+  }
+
+  /** Ends every open stream: the node stops serving (a drain, a hand-over). Those not started are refused as unhandled, so their consumers re-route them. */
+  private endStreams(): void {
+    for (const stream of [...this.streams.values()]) {
+      const unhandled: Record<string, string> = stream.started ? {} : { [UNHANDLED_DETAIL]: "true" };
+      this.endStream(stream, this.error("UNAVAILABLE", `node ${this.id} stopped serving ${stream.started ? `mid-stream, after ${stream.sent} item(s)` : "before the stream started"}`, unhandled), true);
+    }
+  }
+
+  /** Stream state held now, for tests: nothing of a stream may outlive it. */
+  get streamResources(): { streams: number; connections: number; timers: number } {
+    return { streams: this.streams.size, connections: this.streamsOf.size, timers: this.streamTimers };
+  }
+
+  /**
+   * Handles a STREAM request, through the interceptors when its mode has
+   * any: they see the stream as one call, which resolves at its normal end
+   * and rejects with the error it ended with. Never rejects; resolves once
+   * the generator was returned.
+   */
+  private handleStream(item: Pending, stream: ProducerStream, chain: readonly InboundInterceptor[] | undefined): Promise<void> {
+    if (!chain || chain.length === 0) return this.runStream(item, stream).then(ignore);
+    let running: Promise<NodeBinError | null> | undefined;
+    const terminal = (): Promise<unknown> => {
+      if (running) return Promise.reject(this.error("INTERNAL", `${item.env.method}: an inbound interceptor called next more than once`));
+      running = this.runStream(item, stream);
+      const outcome = running.then((error) => {
+        if (error) throw error;
+        return undefined;
+      });
+      outcome.catch(ignore);
+      return outcome;
+    };
+    const { env } = item;
+    const call: InboundCall = { method: env.method, mode: env.mode, plane: env.plane, from: env.from, to: this.id, control: env.control, deadline: item.deadline, meta: env.meta, peerKind: item.peerKind, ...(item.peerVia ? { peerVia: item.peerVia } : {}) };
+    return composeInterceptors(chain, terminal)(call).then(
+      () => running?.then(ignore),
+      (err: unknown) => {
+        if (running) return running.then(ignore);
+        // A link refused the stream: no handler ran.
+        this.stats.rejected++;
+        this.endStream(stream, this.coded(err), true);
+        this.releaseStream(stream);
+        return undefined;
+      },
+    );
+  }
+
+  /**
+   * Runs one stream: calls the handler, then pulls its iterator while the
+   * consumer's credit lasts, sending each item (checked against the item
+   * type) until the iterator is done, throws, or the stream ends otherwise
+   * (see endStream). Returns the generator (its `finally` blocks run) when
+   * it stops before its end, and resolves with the stream's outcome (null:
+   * normal end); never rejects.
+   */
+  private async runStream(item: Pending, stream: ProducerStream): Promise<NodeBinError | null> {
+    const { env, method } = item;
+    let iterator: AsyncIterator<unknown> | Iterator<unknown> | undefined;
+    let done = false;
+    try {
+      if (stream.outcome !== undefined) return stream.outcome; // cancelled, or refused, while queued
+      stream.started = true;
+      const now = Date.now();
+      if (now >= item.deadline) {
+        this.endStream(stream, this.expired(env), true);
+        return stream.outcome!;
+      }
+      if (item.deadline !== Infinity) {
+        this.streamTimers++;
+        stream.deadlineTimer = setTimeout(() => {
+          stream.deadlineTimer = undefined;
+          this.streamTimers--;
+          this.endStream(stream, this.error("DEADLINE_EXCEEDED", `${env.method}: the call's deadline passed after ${stream.sent} item(s) (it covers the whole stream)`, { limit: "deadline", method: env.method }), true);
+        }, Math.min(item.deadline - now, MAX_TIMER_MS));
+      }
+      const request = decodeMessage(method.requestType, env.value, `request of ${env.method}`);
+      let result = item.handler(request, new MessageContext(this, env, item.deadline));
+      if (result !== null && typeof (result as PromiseLike<unknown>)?.then === "function") result = await result;
+      iterator = iteratorOf(result, env.method);
+      for (;;) {
+        if (stream.outcome !== undefined) break;
+        if (stream.credit <= 0) {
+          await this.creditOrEnd(stream);
+          continue;
+        }
+        const step = await iterator.next();
+        if (step.done) done = true;
+        if (stream.outcome !== undefined) break;
+        if (step.done) {
+          this.endStream(stream, null, true);
+          break;
+        }
+        let bytes: Uint8Array;
+        try {
+          bytes = encodeMessage(method.responseType, step.value, `item ${stream.sent + 1} of ${env.method}`);
+        } catch (err) {
+          // The handler broke its own contract: INTERNAL, naming the field.
+          const e = NodeBinError.from(err);
+          this.endStream(stream, this.error("INTERNAL", `handler yielded an invalid ${e.message}`, e.details), true);
+          break;
+        }
+        if (!this.sendStreamFrame(stream, Kind.STREAM_ITEM, bytes, undefined)) break;
+        stream.credit--;
+        stream.sent++;
+      }
+    } catch (err) {
+      // The handler or its generator threw (a generator that threw is done), or returned no iterable.
+      done = true;
+      this.endStream(stream, this.coded(err), true);
+    } finally {
+      if (iterator && !done && typeof iterator.return === "function") {
+        try {
+          await iterator.return(undefined);
+        } catch (err) {
+          this.log.warn(`${env.method}: the generator threw while being returned: ${(err as Error)?.message ?? String(err)}`);
+        }
+      }
+      this.releaseStream(stream);
+      if (stream.started) {
+        if (stream.outcome === null || stream.outcome?.code === "CANCELLED") this.stats.handled++;
+        else this.stats.failed++;
+      }
+    }
+    return stream.outcome ?? null;
+  }
+
+  /** Resolves when `stream` has credit again or has ended; past limits.streamIdleMs without credit it ends (DEADLINE_EXCEEDED). */
+  private creditOrEnd(stream: ProducerStream): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const idleMs = this.component.manifest.limits.streamIdleMs ?? 30_000;
+      this.streamTimers++;
+      stream.idleTimer = setTimeout(() => {
+        stream.idleTimer = undefined;
+        this.streamTimers--;
+        this.endStream(
+          stream,
+          this.error("DEADLINE_EXCEEDED", `${stream.env.method}: the consumer granted no credit for ${idleMs} ms (limits.streamIdleMs of ${this.component.name}) after ${stream.sent} item(s)`, { limit: "streamIdleMs", method: stream.env.method }),
+          true,
+        );
+      }, idleMs);
+      stream.wake = () => {
+        stream.wake = undefined;
+        if (stream.idleTimer !== undefined) {
+          clearTimeout(stream.idleTimer);
+          stream.idleTimer = undefined;
+          this.streamTimers--;
+        }
+        resolve();
+      };
+    });
+  }
+
   /** Answers a message whose handler (or a link in its place) gave `value`; `encoded`: its reply, already encoded. */
   private succeed(item: Pending, value: unknown, encoded: Uint8Array | undefined): void {
-    if (item.env.mode === Mode.ASYNC) {
+    if (item.env.mode === Mode.ASYNC || item.env.mode === Mode.BROADCAST) {
       this.stats.handled++;
       return;
     }
@@ -389,7 +769,7 @@ export class ComponentNode {
   private fail(item: Pending, thrown: unknown, refused: boolean): void {
     if (refused) this.stats.rejected++;
     else this.stats.failed++;
-    if (item.env.mode !== Mode.ASYNC) this.reply(item.env, undefined, this.coded(thrown), item.replyTo);
+    if (item.env.mode !== Mode.ASYNC && item.env.mode !== Mode.BROADCAST) this.reply(item.env, undefined, this.coded(thrown), item.replyTo);
   }
 
   /** The encoded reply; throws INTERNAL when `value` does not fit the response type. */
@@ -482,6 +862,7 @@ export class ComponentNode {
   async suspend(): Promise<unknown> {
     if (this.status !== "serving" || this.closing) throw this.error("FAILED_PRECONDITION", `node ${this.id} is ${this.status === "new" ? "starting" : this.status}: nothing to hand over`);
     this.status = "draining";
+    this.endStreams();
     this.resume();
     await this.whenIdle();
     this.suspended = true;
@@ -545,6 +926,8 @@ export class ComponentNode {
     const wasServing = this.status === "serving" || this.suspended;
     this.suspended = false;
     this.status = "draining";
+    // A stream is no queued message to finish: it could hold the drain until its deadline.
+    this.endStreams();
     // A held node ran nothing of its queue and would run it without the state it waits for
     // (its hand-over failed, or it is stopped before one): it gives its SYNC requests back.
     if (this.held) this.giveBackQueue();
@@ -571,6 +954,23 @@ export class ComponentNode {
   }
 
   /** @internal */
+  nestedStream(method: string, request: unknown, options: StreamOptions | undefined, meta: Readonly<Record<string, string>> | undefined, deadline: number): CallStream {
+    return this.caller.stream(method, request, nestedOptions(options, meta, deadline));
+  }
+
+  /** @internal */
+  nestedBroadcast(method: string, request: unknown, options: BroadcastOptions | undefined, meta: Readonly<Record<string, string>> | undefined): Promise<void> {
+    try {
+      if (!this.broadcaster) throw this.error("UNAVAILABLE", `node ${this.id} has no way to broadcast here`);
+      const merged = meta && options?.meta ? { ...meta, ...options.meta } : (options?.meta ?? meta);
+      this.broadcaster(this.id, method, request, merged ? { meta: { ...merged } } : {});
+      return Promise.resolve();
+    } catch (err) {
+      return Promise.reject(NodeBinError.from(err));
+    }
+  }
+
+  /** @internal */
   get logger(): Logger {
     return this.log;
   }
@@ -578,7 +978,19 @@ export class ComponentNode {
 
 function ignore(): void {}
 
-function nestedOptions(options: CallOptions | undefined, meta: Readonly<Record<string, string>> | undefined, deadline: number) {
+/**
+ * The iterator of what a STREAM handler returned: an AsyncIterable (an async
+ * generator), or an Iterable. Throws INTERNAL for anything else.
+ */
+function iteratorOf(result: unknown, method: string): AsyncIterator<unknown> | Iterator<unknown> {
+  const r = result as { [Symbol.asyncIterator]?: () => AsyncIterator<unknown>; [Symbol.iterator]?: () => Iterator<unknown> } | null | undefined;
+  if (r !== null && r !== undefined && typeof r[Symbol.asyncIterator] === "function") return r[Symbol.asyncIterator]!();
+  // A string is iterable, but no stream of messages.
+  if (r !== null && typeof r === "object" && typeof r[Symbol.iterator] === "function") return r[Symbol.iterator]!();
+  throw new NodeBinError("INTERNAL", `the handler of STREAM method ${method} returned ${r === null ? "null" : typeof r}, not an AsyncIterable (write it as an async generator: async function* ...)`, { details: { method } });
+}
+
+function nestedOptions<O extends CallOptions>(options: O | undefined, meta: Readonly<Record<string, string>> | undefined, deadline: number) {
   const merged = meta && options?.meta ? { ...meta, ...options.meta } : (options?.meta ?? meta);
   return { ...options, ...(merged ? { meta: merged } : {}), ...(deadline !== Infinity ? { deadline } : {}) };
 }
@@ -603,6 +1015,12 @@ class LifecycleContext implements NodeContext {
   }
   send(method: string, request: unknown, options?: CallOptions): Promise<void> {
     return this.node.nestedSend(method, request, options, undefined, Infinity);
+  }
+  stream<Item>(method: string, request: unknown, options?: StreamOptions): CallStream<Item> {
+    return this.node.nestedStream(method, request, options, undefined, Infinity) as CallStream<Item>;
+  }
+  broadcast(method: string, request: unknown, options?: BroadcastOptions): Promise<void> {
+    return this.node.nestedBroadcast(method, request, options, undefined);
   }
 }
 
@@ -629,5 +1047,11 @@ class MessageContext extends LifecycleContext implements Context {
   }
   override send(method: string, request: unknown, options?: CallOptions): Promise<void> {
     return this.node.nestedSend(method, request, options, this.env.meta, this.deadline);
+  }
+  override stream<Item>(method: string, request: unknown, options?: StreamOptions): CallStream<Item> {
+    return this.node.nestedStream(method, request, options, this.env.meta, this.deadline) as CallStream<Item>;
+  }
+  override broadcast(method: string, request: unknown, options?: BroadcastOptions): Promise<void> {
+    return this.node.nestedBroadcast(method, request, options, this.env.meta);
   }
 }

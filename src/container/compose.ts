@@ -14,7 +14,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
-import type { Logger } from "../component/context.ts";
+import type { BroadcastOptions, Logger } from "../component/context.ts";
 import { reachableEndpoint } from "../membership/table.ts";
 import type { Clock } from "../platform/clock.ts";
 import { hasIpc } from "../platform/platform.ts";
@@ -22,8 +22,9 @@ import { advertiseAddress, defaultBind, tcpEndpoint } from "../transport/address
 import { claimIpc, ipcOwner, releaseIpc } from "../transport/runtime-dir.ts";
 import { loadSecurity, type SecurityProvider } from "../security/provider.ts";
 import { ZmqConnector, ZmqListener, wireLimitsFromEnv, type DropCounter, type ZmqOptions } from "../transport/zmq.ts";
-import { REQUEST_CAPACITY, type CapacityRequest, type ControlContext } from "../wire/control.ts";
+import { BROADCAST, REQUEST_CAPACITY, type CapacityRequest, type ControlContext } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
+import { ProcessBroadcast } from "./broadcast.ts";
 import { Container, type ContainerOptions } from "./container.ts";
 import { HostRole, removeIpcFiles, type HostRoleOptions } from "./host-role.ts";
 import { consoleLogger } from "./log.ts";
@@ -79,7 +80,7 @@ export interface ProcessOptions {
    */
   pruneConnections?: boolean;
   /** Join the host's membership (see host-role.ts); `bind`/`advertise` come from above. */
-  hostRole?: Omit<HostRoleOptions, "bind" | "advertise" | "runtimeDir" | "log" | "clock" | "disconnect">;
+  hostRole?: Omit<HostRoleOptions, "bind" | "advertise" | "runtimeDir" | "log" | "clock" | "disconnect" | "security">;
   /**
    * Where capacity requests that reach this process go (a caller found every
    * node here full): its governor. Without one they are logged and dropped.
@@ -95,6 +96,8 @@ export class NodeBinProcess {
   readonly bind: string;
   readonly advertise: string;
   readonly security: SecurityProvider;
+  /** The process's broadcasts: what it sends, and what its nodes receive (container/broadcast.ts). */
+  readonly broadcasts: ProcessBroadcast;
   /** Frames and connections this process's ZeroMQ sockets dropped or refused, by reason. */
   private readonly drops: Partial<Record<DropCounter, number>> = {};
   private readonly listeners: ZmqListener[] = [];
@@ -131,6 +134,7 @@ export class NodeBinProcess {
       ...(this.security.wire ? { security: this.security.wire } : {}),
       advertise: this.advertise,
       onDrop: (reason, counter) => this.drop(reason, counter),
+      onConnectionClosed: (connection) => this.container.connectionClosed(connection),
     };
     const endpointOf = (to: string): string | undefined => {
       const entry = this.container.table.get(to);
@@ -153,8 +157,27 @@ export class NodeBinProcess {
           // The agent closes the gossip connections it no longer needs (at most 64 kept, see gossip.ts).
           disconnect: (endpoint: string) => this.connector.disconnect(endpoint),
           ...(options.clock ? { clock: options.clock } : {}),
+          ...(this.security.wire ? { security: this.security.wire } : {}),
         })
       : undefined;
+    // Joined to its host: broadcasts go through the host's relay (this process's own while it is the agent);
+    // else a closed world, where they reach this process's nodes only.
+    const host = this.host;
+    this.broadcasts = new ProcessBroadcast({ container: this.container, log: this.log, ...(host ? { host: { endpoints: host.relayEndpoints, relay: () => host.relay } } : {}) });
+    this.container.broadcaster = (from, method, request, o) => this.broadcasts.send(from, method, request, o);
+    this.container.control.serve(BROADCAST, (request, ctx) => {
+      this.broadcasts.publish(ctx.env.from, request.method, request.value, request.meta);
+      return {};
+    });
+  }
+
+  /**
+   * Broadcasts from this process itself (not from one of its nodes): see
+   * ProcessBroadcast.send. Throws NOT_FOUND, INVALID_ARGUMENT,
+   * RESOURCE_EXHAUSTED.
+   */
+  broadcast(method: string, request: unknown, options?: BroadcastOptions): void {
+    this.broadcasts.send(this.options.id, method, request, options);
   }
 
   /**
@@ -242,6 +265,12 @@ export class NodeBinProcess {
     const out: Record<string, number> = { ...this.drops };
     const foreign = this.container.foreignAnswers;
     if (foreign) out.foreignAnswers = foreign;
+    // What broadcasts lost on the way here (broadcastMissed: gaps in an origin's sequence) and what the host's relay dropped, if it runs here.
+    for (const [reason, n] of Object.entries({ ...this.host?.relay?.refused() })) out[reason] = n;
+    for (const [reason, n] of Object.entries(this.broadcasts.refused())) out[reason] = (out[reason] ?? 0) + n;
+    const { unknownStreamFrames, streamsRefused } = this.container.streamRefusals;
+    if (unknownStreamFrames) out.unknownStreamFrames = unknownStreamFrames;
+    if (streamsRefused) out.streamsRefused = streamsRefused;
     return out;
   }
 
@@ -262,6 +291,7 @@ export class NodeBinProcess {
     // The listeners still open, the host role's discovery ones included (they are bound through
     // listen()); not those it closed when it yielded: their socket paths are the new agent's now.
     const open = this.listeners.filter((l) => !l.closed);
+    await this.broadcasts.close();
     await this.container.close();
     removeIpcFiles(open);
     for (const endpoint of this.claimed) releaseIpc(endpoint);

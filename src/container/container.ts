@@ -7,7 +7,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { hostname } from "node:os";
-import type { Logger } from "../component/context.ts";
+import type { BroadcastOptions, Broadcaster, Logger } from "../component/context.ts";
 import type { Component } from "../component/loader.ts";
 import { ComponentNode } from "../component/node.ts";
 import { loggingInterceptor, outboundLoggingInterceptor, type InboundInterceptor, type OutboundInterceptor } from "../component/interceptor.ts";
@@ -84,6 +84,8 @@ export class Container {
   /** NODEBIN_LOG=debug: a log line per message and per failed call (a promise per message: only then). */
   private readonly debugLog = logLevelFromEnv() === "debug";
   endpoints: string[];
+  /** Where this process's broadcasts go (set by NodeBinProcess: container/broadcast.ts); unset, they are refused. */
+  broadcaster: Broadcaster | undefined;
   private closed = false;
   /** The process's control endpoint: what it serves to whom (see control-server.ts). */
   readonly control: ControlServer;
@@ -146,7 +148,7 @@ export class Container {
       const caller = this.newCaller(id);
       const log = this.makeLogger(id);
       const interceptors = [loggingInterceptor(log, { perMessage: this.debugLog }), ...this.inbound];
-      const node = new ComponentNode({ id, component, caller, outbox: (to, frame) => this.stack.send(to, frame), log, interceptors, ...(options.hold ? { hold: true } : {}) });
+      const node = new ComponentNode({ id, component, caller, outbox: (to, frame) => this.stack.send(to, frame), broadcast: (from, method, request, o) => this.broadcast(from, method, request, o), log, interceptors, ...(options.hold ? { hold: true } : {}) });
       await node.start();
       // Control-plane requests addressed to a node (a capacity request, say) are its process's business.
       this.direct.attach(id, (env, peer) => (env.plane === Plane.CONTROL && env.kind === Kind.REQUEST ? this.control.handle(env, peer) : node.receive(env, peer)));
@@ -155,6 +157,16 @@ export class Container {
       started.push(node);
     }
     return started;
+  }
+
+  /**
+   * Broadcasts from endpoint `from` of this process (a node's ctx.broadcast,
+   * or the process's own): see container/broadcast.ts. Throws UNAVAILABLE
+   * when the process has no broadcaster, else what it throws.
+   */
+  broadcast(from: string, method: string, request: unknown, options?: BroadcastOptions): void {
+    if (!this.broadcaster) throw new NodeBinError("UNAVAILABLE", `process ${this.id} does not broadcast`);
+    this.broadcaster(from, method, request, options);
   }
 
   /** The nodes of this process. */
@@ -246,6 +258,22 @@ export class Container {
     return readReply(method, reply);
   }
 
+  /**
+   * Stream frames that matched no open stream (STREAM_ITEM and STREAM_END at
+   * this process's callers; CREDIT and CANCEL at its nodes), and STREAM
+   * requests refused past a connection's bound: dropped and counted.
+   */
+  get streamRefusals(): { unknownStreamFrames: number; streamsRefused: number } {
+    let unknownStreamFrames = this.callers.reduce((n, c) => n + c.unknownStreamFrames, 0);
+    let streamsRefused = 0;
+    for (const node of this.nodes.values()) {
+      const stats = node.getStats();
+      unknownStreamFrames += stats.streamFramesDropped;
+      streamsRefused += stats.streamsRefused;
+    }
+    return { unknownStreamFrames, streamsRefused };
+  }
+
   /** Answers this process's callers dropped for coming back on another link than their request left on (forged, or very confused). */
   get foreignAnswers(): number {
     return this.callers.reduce((n, c) => n + c.foreignAnswers, 0) + this.retiredForeignAnswers;
@@ -259,6 +287,17 @@ export class Container {
    */
   failCallsVia(endpoint: string, endpointOf: (to: string) => string | undefined, error?: NodeBinError): void {
     for (const caller of this.callers) caller.failCallsTo((to, via) => (via ?? endpointOf(to)) === endpoint, `connection to ${endpoint} lost`, error);
+    // Streams that peer opened over that connection (a connector's Peer.connection is its endpoint) end too.
+    this.connectionClosed(endpoint);
+  }
+
+  /**
+   * A connection closed (transport Peer.connection; see
+   * ZmqOptions.onConnectionClosed): the streams its peer opened at this
+   * process's nodes end, and their generators are returned.
+   */
+  connectionClosed(connection: string): void {
+    for (const node of this.nodes.values()) node.connectionClosed(connection);
   }
 
   private entryOf(node: ComponentNode): NodeEntry {
@@ -278,7 +317,7 @@ export class Container {
 
   /** An endpoint that only makes calls: anything but an answer gets UNIMPLEMENTED. */
   private answerOnly(caller: RoutingCaller, env: Envelope, peer: Peer): void {
-    if (env.kind === Kind.RESPONSE) caller.handleResponse(env, peer.link);
+    if (env.kind === Kind.RESPONSE || env.kind === Kind.STREAM_ITEM || env.kind === Kind.STREAM_END) caller.handleResponse(env, peer.link);
     else if (env.kind === Kind.REQUEST) this.reply(env, undefined, new NodeBinError("UNIMPLEMENTED", `${caller.id} serves no methods`, { origin: caller.id }), peer);
   }
 

@@ -14,13 +14,15 @@
 import { rmSync } from "node:fs";
 import type { Logger } from "../component/context.ts";
 import { HostAgent, type AgentOptions, type GossipLayer } from "../membership/agent.ts";
+import { BroadcastRelay } from "../membership/broadcast-relay.ts";
 import { Gossip } from "../membership/gossip.ts";
 import { LOCAL } from "../membership/table.ts";
 import { systemClock, type Clock, type Timer } from "../platform/clock.ts";
 import { hasIpc } from "../platform/platform.ts";
 import { isOwnEndpoint, tcpEndpoint } from "../transport/addresses.ts";
 import { DEFAULT_DISCOVERY_PORT, discoveryIpc } from "../transport/runtime-dir.ts";
-import type { ZmqListener } from "../transport/zmq.ts";
+import { relayEndpoints } from "../transport/pubsub.ts";
+import type { WireSecurity, ZmqListener } from "../transport/zmq.ts";
 import { DEREGISTER, PULL, REGISTER, YIELD_AGENT, type RegisterRequest } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import type { Container } from "./container.ts";
@@ -31,6 +33,8 @@ export interface GossipSelf {
   endpoint: string;
   network: string;
   incarnation: number;
+  /** The host's broadcast relay, as other hosts' relays reach it (advertised in its gossip record). */
+  broadcast?: string;
 }
 
 export interface HostRoleOptions {
@@ -54,6 +58,8 @@ export interface HostRoleOptions {
   onLease?: AgentOptions["onLease"];
   /** See AgentOptions.checkLease. */
   checkLease?: AgentOptions["checkLease"];
+  /** CurveZMQ and the ZAP check for the broadcast relay's tcp sockets (the process's security provider's). */
+  security?: WireSecurity;
 }
 
 /** How the role binds its listeners: with the process's socket options, into the process's dispatch. */
@@ -64,6 +70,9 @@ export type RoleName = "agent" | "member";
 export class HostRole {
   role: RoleName = "member";
   private agent: HostAgent | undefined;
+  /** The host's broadcast relay, while this process is the agent (undefined if it could not bind). */
+  private broadcastRelay: BroadcastRelay | undefined;
+  private offRelayGossip: (() => void) | undefined;
   private discovery: ZmqListener[] = [];
   private renewTimer: Timer | undefined;
   private renewing = false;
@@ -94,9 +103,19 @@ export class HostRole {
     return this.discovery.flatMap((l) => l.endpoints);
   }
 
-  /** The agent's lease and gossip counters (empty as member). */
+  /** The agent's lease and gossip counters, and its broadcast relay's topics and peers (empty as member). */
   stats(): Record<string, number> {
-    return this.agent?.stats() ?? {};
+    return { ...(this.agent?.stats() ?? {}), ...(this.agent ? this.broadcastRelay?.stats() : {}) };
+  }
+
+  /** The host's broadcast relay, while this process is the agent and runs one. */
+  get relay(): BroadcastRelay | undefined {
+    return this.broadcastRelay;
+  }
+
+  /** The ipc endpoints of this host's broadcast relay (whichever process runs it). */
+  get relayEndpoints() {
+    return relayEndpoints(this.options.runtimeDir, this.discoveryPort);
   }
 
   /** The agent, while this process is one (the governor installs adopted leases through it). */
@@ -184,19 +203,60 @@ export class HostRole {
     for (const l of listeners) container.addTransport(l);
     container.table.setSource("agent", []); // our own table is now the host's
     const endpoint = tcpEndpoint(advertise, this.discoveryPort);
-    const self: GossipSelf = { host: container.host, endpoint, network: container.network, incarnation: this.clock.now() };
+    const incarnation = this.clock.now();
+    // Bound after the discovery port, as the discovery ipc socket is: only the agent may take the relay's socket files.
+    const relay = (this.broadcastRelay = await this.startRelay(incarnation));
+    const self: GossipSelf = { host: container.host, endpoint, network: container.network, incarnation, ...(relay ? { broadcast: relay.networkEndpoint } : {}) };
     // A seed naming this very agent (`--seed 127.0.0.1` on the seed host itself) is no other host.
     const others = seeds.filter((s) => !isOwnEndpoint(s, this.discoveryPort, [advertise]));
     // A discovery plugin's layer, or (undefined: the built-in "gossip" plugin) the built-in gossip.
     const gossip = this.options.makeGossip?.(self, others) ?? new Gossip({ self, seeds: others, now: () => this.clock.now() });
+    // The relay subscribes to every other host's relay that gossip tells of, and lets go of those that leave.
+    if (relay) {
+      this.offRelayGossip = gossip.onChange(({ type, host }) => {
+        if (host.host !== container.host) relay.setPeer(host.host, type === "removed" ? undefined : host.broadcast);
+      });
+    }
     this.agent = new HostAgent(container, { host: container.host, endpoint, log, gossip, ...(this.options.disconnect ? { disconnect: this.options.disconnect } : {}), ...(this.options.onLease ? { onLease: this.options.onLease } : {}), ...(this.options.checkLease ? { checkLease: this.options.checkLease } : {}) });
     this.agent.start();
     this.role = "agent";
-    const says = `host agent for ${container.host} at ${listeners.flatMap((l) => l.endpoints).join(" ")}${others.length ? `, seeds ${others.join(" ")}` : ""}`;
+    const says = `host agent for ${container.host} at ${listeners.flatMap((l) => l.endpoints).join(" ")}${others.length ? `, seeds ${others.join(" ")}` : ""}${relay ? `; broadcast relay at ${relay.networkEndpoint}` : ""}`;
     // Taking over from an agent that stopped answering is worth an operator's attention.
     if (takeover) log.warn(`${says} (took over: the previous agent stopped answering)`);
     else log.info(says);
     return true;
+  }
+
+  /**
+   * The host's broadcast relay, bound now (its ipc sockets in the runtime
+   * directory, its network XPUB on a tcp port the OS picks): undefined, with
+   * a warning, when it cannot be (the agent serves without broadcasts across
+   * processes then).
+   */
+  private async startRelay(incarnation: number): Promise<BroadcastRelay | undefined> {
+    if (!hasIpc) return undefined; // the relay's host side is ipc: where there is none (Windows), broadcasts stay in their process
+    try {
+      return await BroadcastRelay.start({
+        origin: `${this.container.host}~${incarnation.toString(36)}${Math.floor(Math.random() * 0xffff).toString(36)}`,
+        endpoints: this.relayEndpoints,
+        networkBind: tcpEndpoint(this.options.bind, 0),
+        advertise: this.options.advertise,
+        ...(this.options.security ? { security: this.options.security } : {}),
+        log: this.options.log,
+      });
+    } catch (err) {
+      this.options.log.warn(`no broadcast relay on this host: ${NodeBinError.from(err).message}`);
+      return undefined;
+    }
+  }
+
+  /** Stops the relay (before the discovery listeners close: the next agent binds its sockets only after it has the port). */
+  private async stopRelay(): Promise<void> {
+    this.offRelayGossip?.();
+    this.offRelayGossip = undefined;
+    const relay = this.broadcastRelay;
+    this.broadcastRelay = undefined;
+    await relay?.close();
   }
 
   /**
@@ -211,6 +271,7 @@ export class HostRole {
     const listeners = this.discovery;
     this.discovery = [];
     this.role = "member";
+    await this.stopRelay();
     const table = this.container.table;
     for (const source of table.sourceNames()) if (source.startsWith("lease:") || source.startsWith("host:")) table.setSource(source, []);
     for (const l of listeners) await this.container.removeTransport(l);
@@ -288,6 +349,7 @@ export class HostRole {
     }
     this.agent?.close();
     this.agent = undefined;
+    await this.stopRelay();
   }
 }
 

@@ -36,7 +36,8 @@ export interface GossipLayer {
   /** Endpoints the gossip no longer needs a connection to (idle, or beyond its bound). */
   idleConnections(): string[];
   nextDelayMs(): number;
-  onChange(listener: (event: { type: "added" | "updated" | "removed"; host: { host: string; nodes: NodeEntry[]; schemas: { id: string; json: string }[] } }) => void): () => void;
+  /** `host.broadcast`: the host's broadcast relay endpoint, when its record names one (a layer that knows none leaves it out). */
+  onChange(listener: (event: { type: "added" | "updated" | "removed"; host: { host: string; nodes: NodeEntry[]; schemas: { id: string; json: string }[]; broadcast?: string } }) => void): () => void;
   stats(): Record<string, number>;
 }
 

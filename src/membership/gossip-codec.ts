@@ -71,10 +71,14 @@ export type PackableRecord = WireRecord & { recordBytes: number };
 
 // ---- encoding ----
 
-/** The encoded nodebin.GossipBody of `nodes`. Throws INVALID_ARGUMENT when a node cannot be encoded. */
-export function encodeNodes(nodes: NodeEntry[]): Uint8Array {
+/**
+ * The encoded nodebin.GossipBody of `nodes` (and of the host's broadcast
+ * relay endpoint, when it has one). Throws INVALID_ARGUMENT when a node
+ * cannot be encoded.
+ */
+export function encodeNodes(nodes: NodeEntry[], broadcast?: string): Uint8Array {
   try {
-    return BodyType.encode(BodyType.fromObject({ nodes })).finish();
+    return BodyType.encode(BodyType.fromObject({ nodes, ...(broadcast ? { broadcast } : {}) })).finish();
   } catch (err) {
     throw new NodeBinError("INVALID_ARGUMENT", `cannot encode local nodes: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
@@ -86,6 +90,20 @@ export function decodeNodes(body: Uint8Array): NodeEntry[] {
   const nodes: NodeEntry[] = BodyType.toObject(decodeStrict(BodyType, body), { defaults: true, arrays: true }).nodes;
   for (const entry of nodes) entry.load ??= { queued: 0, capacity: 0 };
   return nodes;
+}
+
+/**
+ * The broadcast relay endpoint an encoded nodebin.GossipBody advertises: ""
+ * when it names none (an older host), or one that is no tcp endpoint of a
+ * sane length. Never throws.
+ */
+export function decodeBroadcast(body: Uint8Array): string {
+  try {
+    const { broadcast } = BodyType.toObject(decodeStrict(BodyType, body), { defaults: true }) as { broadcast: string };
+    return typeof broadcast === "string" && broadcast.length <= MAX_ENDPOINT_LENGTH && broadcast.startsWith("tcp://") ? broadcast : "";
+  } catch {
+    return "";
+  }
 }
 
 /** Whether `body` decodes as a nodebin.GossipBody (a record's body is relayed as is, but checked once). */

@@ -52,7 +52,7 @@
  * both.
  */
 import { PhiAccrualDetector, type PhiParameters } from "./failure-detector.ts";
-import { bodyDecodes, decodeNodes, recordBytes, type Digest, type Incoming, type WireRecord } from "./gossip-codec.ts";
+import { bodyDecodes, decodeBroadcast, decodeNodes, recordBytes, type Digest, type Incoming, type WireRecord } from "./gossip-codec.ts";
 import type { GossipPlan } from "./gossip-plan.ts";
 import type { NodeEntry } from "./table.ts";
 
@@ -88,6 +88,8 @@ export interface HostView {
   version: number;
   nodes: NodeEntry[];
   schemas: { id: string; json: string }[];
+  /** Its broadcast relay's network endpoint, when its record names one (see gossip.proto GossipBody). */
+  broadcast?: string;
 }
 
 /** A change of the view; `removed` carries the host's last known view. */
@@ -757,6 +759,7 @@ export class HostStore {
     } catch {
       // Checked when merged; a record that got here decodes.
     }
+    const broadcast = decodeBroadcast(state.body);
     state.view = {
       host: state.host,
       endpoint: state.endpoint,
@@ -765,6 +768,7 @@ export class HostStore {
       version: state.version,
       nodes,
       schemas: state.schemaIds.map((id) => ({ id, json: this.schemaStore.get(id)?.json ?? "" })),
+      ...(broadcast ? { broadcast } : {}),
     };
     return state.view;
   }

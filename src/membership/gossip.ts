@@ -69,8 +69,12 @@ import type { NodeEntry } from "./table.ts";
 
 /** The gossip's options; those of the plan (period, budget, detector) are PlanOptions'. */
 export interface GossipOptions extends PlanOptions {
-  /** This host: its id, discovery endpoint, network, and incarnation (its agent's start time, ms). */
-  self: { host: string; endpoint: string; network: string; incarnation: number };
+  /**
+   * This host: its id, discovery endpoint, network, and incarnation (its
+   * agent's start time, ms); `broadcast`: its broadcast relay's network
+   * endpoint, advertised in its record's body (gossip.proto GossipBody).
+   */
+  self: { host: string; endpoint: string; network: string; incarnation: number; broadcast?: string };
   /** Discovery endpoints to start from; our own endpoint among them is ignored. */
   seeds: string[];
   /** The clock, ms. */
@@ -202,13 +206,15 @@ export class Gossip {
     const now = options.now();
     this.store = new HostStore(self, now, this.counters, options.basePeriodMs ?? DEFAULT_PERIOD_MS);
     this.self = this.store.self;
+    // The relay's endpoint goes out with the very first record, nodes or none: a host without nodes may still publish.
+    if (self.broadcast) this.store.setLocal(encodeNodes([], self.broadcast), new Map(), now);
     this.plan();
     this.tokens = { value: this.budget(), at: now };
   }
 
   /** Replaces this host's own nodes (bumps version). Throws INVALID_ARGUMENT when a node cannot be encoded. */
   setLocalNodes(nodes: NodeEntry[], schemas: { id: string; json: string }[]): void {
-    const body = encodeNodes(nodes);
+    const body = encodeNodes(nodes, this.options.self.broadcast);
     this.store.setLocal(body, new Map(schemas.map((s) => [s.id, s.json])), this.options.now());
   }
 

@@ -24,6 +24,8 @@ import { NodeBinError, isUnhandled } from "../wire/errors.ts";
 import { decodeMessage, encodeMessage } from "../wire/message.ts";
 import { Mode, modeName, type MethodSchema } from "../wire/schema.ts";
 import type { Router } from "./router.ts";
+import { ConsumerStream, DEFAULT_WINDOW } from "./stream.ts";
+import { LOCAL_LINK } from "../transport/transport.ts";
 
 export const DEFAULT_TIMEOUT_MS = 30_000;
 // setTimeout's ceiling (a longer timeout would fire at once on the system
@@ -35,6 +37,10 @@ const NO_CONTROL: Readonly<Record<string, string>> = Object.freeze({});
 
 /** The most times one routed call is sent while nodes refuse it as UNAVAILABLE (the first send included). */
 export const MAX_ATTEMPTS = 16;
+/** The largest window a stream may ask for (the producer clamps credit to the same: component/node.ts MAX_WINDOW). */
+export const MAX_STREAM_WINDOW = 4096;
+/** How long a consumer leaving a stream waits for its producer to acknowledge the CANCEL (never past the deadline). */
+const CANCEL_ACK_MS = 1000;
 /** The wait after a round in which every candidate refused: doubling from the first to the most, never past the deadline. */
 const BACKOFF_FIRST_MS = 20;
 const BACKOFF_MAX_MS = 500;
@@ -98,6 +104,30 @@ export interface DirectCall {
   options?: CallerOptions;
 }
 
+/** A STREAM call from its first send to its end. */
+interface OpenStream {
+  /** The id of its current send (a retry gets a new one). */
+  id: number;
+  stream: ConsumerStream;
+  method: MethodSchema;
+  to: string;
+  via: string | undefined;
+  /** The link the request left on: items are taken from it only, and credit and CANCEL go back on it. */
+  link: string | undefined;
+  /** The encoded request, kept for retries. */
+  value: Uint8Array;
+  meta: Record<string, string>;
+  options: CallerOptions | undefined;
+  deadline: number;
+  start: number;
+  timer: Timer | undefined;
+  /** While the consumer waits for the producer to acknowledge its CANCEL. */
+  ackTimer: Timer | undefined;
+  /** Nodes that refused it in this round, and how many sends it had. */
+  tried: Set<string>;
+  attempts: number;
+}
+
 interface PendingCall {
   resolve(value: unknown): void;
   reject(error: NodeBinError): void;
@@ -127,6 +157,8 @@ export class RoutingCaller implements Caller {
   private readonly clock: Clock;
   private readonly interceptors: readonly OutboundInterceptor[];
   private readonly pending = new Map<number, PendingCall>();
+  /** Streams open now, by the id of their current send (ids are shared with `pending`). */
+  private readonly streams = new Map<number, OpenStream>();
   /** Calls between sends, after a refusal; and the wake-ups of those waiting, which close() calls. */
   private retrying = 0;
   private readonly waiting = new Set<() => void>();
@@ -134,6 +166,8 @@ export class RoutingCaller implements Caller {
   private closed = false;
   /** Answers dropped for coming from another link or endpoint than their call went to (forged, or very confused). */
   foreignAnswers = 0;
+  /** STREAM_ITEM and STREAM_END frames for no open stream (late, or forged): dropped. */
+  unknownStreamFrames = 0;
 
   constructor(config: CallerConfig) {
     this.id = config.id;
@@ -149,7 +183,7 @@ export class RoutingCaller implements Caller {
 
   /** Calls in flight (including those between a refusal and their next send). */
   get inFlight(): number {
-    return this.pending.size + this.retrying;
+    return this.pending.size + this.streams.size + this.retrying;
   }
 
   call(method: string, request: unknown, options?: CallerOptions): Promise<unknown> {
@@ -182,6 +216,231 @@ export class RoutingCaller implements Caller {
     } catch (err) {
       return Promise.reject(NodeBinError.from(err));
     }
+  }
+
+  /**
+   * A STREAM call (see CallStream and ConsumerStream): nothing is sent until
+   * the first next(). The request goes to a node picked as for any call,
+   * carrying the window as its opening credit and the deadline, which covers
+   * the whole stream; credit follows as the consumer takes items, and
+   * CANCEL when it leaves, both on the link the request left on (so to the
+   * very connection the producer serves it on). A refusal before any item
+   * that no handler ran (unhandled) is sent to another node, as a call's
+   * would be. Outbound interceptors see the stream as one call, from its
+   * request to its end.
+   */
+  stream(method: string, request: unknown, options?: CallerOptions): ConsumerStream {
+    const window = options?.window ?? DEFAULT_WINDOW;
+    let open: OpenStream | undefined;
+    const stream: ConsumerStream = new ConsumerStream<unknown>(
+      Number.isInteger(window) && window >= 1 && window <= MAX_STREAM_WINDOW ? window : DEFAULT_WINDOW,
+      {
+        start: () => {
+          if (!(Number.isInteger(window) && window >= 1 && window <= MAX_STREAM_WINDOW)) {
+            throw new NodeBinError("INVALID_ARGUMENT", `window must be a whole number of items from 1 to ${MAX_STREAM_WINDOW}, got ${window}`, { details: { field: "window" } });
+          }
+          return this.startStream(stream, method, request, options, (o) => (open = o));
+        },
+        grant: (n) => {
+          if (open && this.streams.get(open.id) === open) this.sendStreamControl(open, Kind.CREDIT, n);
+        },
+        cancel: () => {
+          if (!open || this.streams.get(open.id) !== open) return undefined;
+          this.sendStreamControl(open, Kind.CANCEL, 0);
+          const rec = open;
+          return new Promise<void>((resolve) => {
+            rec.ackTimer?.cancel();
+            rec.ackTimer = this.clock.after(Math.max(1, Math.min(CANCEL_ACK_MS, rec.deadline - this.clock.now())), resolve);
+          });
+        },
+        release: () => {
+          if (open) this.releaseStream(open);
+        },
+      },
+      (bytes) => decodeMessage(open!.method.responseType, bytes, `item ${stream.received} of ${open!.method.fullName}`),
+    );
+    return stream;
+  }
+
+  /** Routes and sends a stream's request (its first next()); `opened` hears of its record. Rejects with why it cannot be sent. */
+  private async startStream(stream: ConsumerStream, method: string, request: unknown, options: CallerOptions | undefined, opened: (open: OpenStream) => void): Promise<void> {
+    if (this.closed) throw new NodeBinError("CANCELLED", `caller ${this.id} is closed`);
+    let route;
+    try {
+      route = this.router.route(method);
+    } catch (err) {
+      if ((err as NodeBinError).code !== "NOT_FOUND" || (!this.onStale && this.settleMs <= 0)) throw err;
+      // The table may be stale (a client's last pull), or still assembling: look once more.
+      if (this.onStale) await this.onStale().catch(() => {});
+      else await this.waitForChange(this.settleMs);
+      route = this.router.route(method);
+    }
+    const schema = route.method;
+    if (schema.mode !== Mode.STREAM) throw wrongMode(schema, Mode.STREAM);
+    const now = this.clock.now();
+    const deadline = this.deadlineOf(schema, options, now);
+    if (typeof deadline !== "number") throw deadline;
+    const scope = (options?.scope ?? "any") as Scope;
+    const node = this.router.pick(route, scope);
+    const rec: OpenStream = { id: 0, stream, method: schema, to: node.id, via: undefined, link: undefined, value: new Uint8Array(0), meta: { ...options?.meta }, options, deadline, start: now, timer: undefined, ackTimer: undefined, tried: new Set(), attempts: 0 };
+    opened(rec);
+    if (this.interceptors.length === 0) {
+      rec.value = encodeMessage(schema.requestType, request, `request of ${schema.fullName}`);
+      this.sendStream(rec);
+      return;
+    }
+    const call: OutboundCall = { method: schema.fullName, mode: Mode.STREAM, plane: Plane.APPLICATION, from: this.id, to: node.id, control: NO_CONTROL, deadline, request, meta: { ...options?.meta } };
+    // The links see the stream as one call: their next() settles at its end.
+    const outcome = composeInterceptors(this.interceptors, (sent: OutboundCall) => {
+      if (stream.ended) return Promise.reject(new NodeBinError("CANCELLED", `${schema.fullName}: the consumer left the stream`));
+      try {
+        rec.value = encodeMessage(schema.requestType, sent.request, `request of ${schema.fullName}`);
+        rec.meta = sent.meta;
+      } catch (err) {
+        return Promise.reject(NodeBinError.from(err));
+      }
+      const ended = new Promise<unknown>((resolve, reject) => stream.onEnd((error) => (error ? reject(error) : resolve(undefined))));
+      this.sendStream(rec);
+      return ended;
+    })(call);
+    // A link that refused (or failed) before the stream ended ends it with that error.
+    outcome.catch((err: unknown) => stream.endWith(NodeBinError.from(err)));
+  }
+
+  /** Sends a stream's request to rec.to under a new id (its first send, or a retry after an unhandled refusal). */
+  private sendStream(rec: OpenStream): void {
+    if (rec.stream.ended || this.closed) return;
+    const now = this.clock.now();
+    const budget = Math.ceil(rec.deadline - now);
+    if (budget <= 0) return rec.stream.endWith(this.streamExpired(rec));
+    rec.id = this.allocateId();
+    rec.attempts++;
+    const frame = encodeEnvelope(
+      envelope({
+        id: rec.id,
+        plane: Plane.APPLICATION,
+        mode: Mode.STREAM,
+        kind: Kind.REQUEST,
+        from: this.id,
+        to: rec.to,
+        method: rec.method.fullName,
+        value: rec.value,
+        meta: rec.meta,
+        ...(rec.options?.state ? { state: rec.options.state } : {}),
+        deadlineMs: budget,
+        credit: rec.stream.window,
+      }),
+    );
+    this.streams.set(rec.id, rec);
+    this.router.started(rec.to);
+    rec.timer ??= this.clock.after(budget, () => {
+      rec.timer = undefined;
+      this.router.suspect(rec.to);
+      rec.stream.endWith(this.streamExpired(rec), true);
+    });
+    try {
+      rec.link = this.sender.send(rec.to, frame, rec.via) ?? undefined;
+    } catch (err) {
+      this.streamRefused(rec, NodeBinError.from(err, "UNAVAILABLE"));
+    }
+  }
+
+  /** The error of a stream whose deadline passed: it names the limit (the call's deadline covers the whole stream). */
+  private streamExpired(rec: OpenStream): NodeBinError {
+    const timeoutMs = rec.options?.timeoutMs ?? this.defaultTimeoutMs;
+    return new NodeBinError("DEADLINE_EXCEEDED", `${rec.method.fullName}: the call's deadline (timeoutMs ${timeoutMs}${rec.options?.deadline !== undefined ? ", or the calling handler's deadline" : ""}) passed after ${rec.stream.received} item(s); it covers the whole stream`, {
+      details: { method: rec.method.fullName, to: rec.to, limit: "deadline" },
+    });
+  }
+
+  /** A CREDIT (n items) or CANCEL for an open stream, on the link its request left on. */
+  private sendStreamControl(rec: OpenStream, kind: Kind, credit: number): void {
+    const frame = encodeEnvelope(envelope({ id: rec.id, plane: Plane.APPLICATION, mode: Mode.STREAM, kind, from: this.id, to: rec.to, method: rec.method.fullName, credit }));
+    try {
+      this.sender.send(rec.to, frame, rec.link !== undefined && rec.link !== LOCAL_LINK ? rec.link : rec.via);
+    } catch {
+      // The link is gone: the stream ends by the lost connection (failCallsTo) or its deadline.
+    }
+  }
+
+  /** A STREAM_ITEM, STREAM_END or RESPONSE for stream `rec`, on the right link. */
+  private handleStreamFrame(rec: OpenStream, env: Envelope): void {
+    if (env.kind === Kind.STREAM_ITEM) return rec.stream.push(env.value);
+    if (env.kind !== Kind.STREAM_END && env.kind !== Kind.RESPONSE) return;
+    if (!env.error) return rec.stream.endWith(null);
+    const err = NodeBinError.fromWire(env.error);
+    // The producer timed the same deadline (from its receipt): one error for it, whichever side's timer fired first.
+    if (err.code === "DEADLINE_EXCEEDED" && err.details.limit === "deadline") return rec.stream.endWith(this.streamExpired(rec));
+    this.streamRefused(rec, err);
+  }
+
+  /**
+   * A stream ended with `err` (a refusal, a send that failed, a lost
+   * connection): sent to another node when nothing was received yet and
+   * no handler ran (unhandled), else the stream's end.
+   */
+  private streamRefused(rec: OpenStream, err: NodeBinError): void {
+    if (rec.stream.ended || rec.stream.received > 0 || !retryable(err, rec.options) || rec.attempts >= MAX_ATTEMPTS) return rec.stream.endWith(err);
+    this.unlist(rec);
+    rec.tried.add(rec.to);
+    this.retrying++;
+    void this.nextNode(rec, err).then(
+      (node) => {
+        this.retrying--;
+        if (!node) return;
+        rec.to = node.id;
+        rec.link = undefined;
+        this.sendStream(rec);
+      },
+      (e: unknown) => {
+        this.retrying--;
+        rec.stream.endWith(NodeBinError.from(e));
+      },
+    );
+  }
+
+  /** A node for a refused stream's next try (one that has not refused it in this round), waiting a backoff when all have; undefined when the stream ended meanwhile. Throws `last` (or DEADLINE_EXCEEDED) when time is up. */
+  private async nextNode(rec: OpenStream, last: NodeBinError): Promise<NodeEntry | undefined> {
+    const capacityUntil = Math.min(rec.deadline, rec.start + (rec.options?.capacityWaitMs ?? 0));
+    const until = last.code === "RESOURCE_EXHAUSTED" ? capacityUntil : rec.deadline;
+    if (last.code === "RESOURCE_EXHAUSTED") this.askCapacity(rec.to, rec.method);
+    let backoff = BACKOFF_FIRST_MS * 2 ** Math.min(5, Math.floor(rec.attempts / 4));
+    for (;;) {
+      if (rec.stream.ended) return undefined;
+      if (this.closed) throw new NodeBinError("CANCELLED", `${rec.method.fullName}: caller ${this.id} closed`);
+      const now = this.clock.now();
+      if (now >= until) throw this.outOfTime(rec.method, last, rec.to, until, rec.deadline);
+      const node = this.pickUntried(rec.method.fullName, (rec.options?.scope ?? "any") as Scope, rec.tried);
+      if (node) return node;
+      const woken = this.waitForChange(Math.min(backoff, until - now));
+      this.staleHint();
+      await woken;
+      backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
+      rec.tried.clear();
+    }
+  }
+
+  /** Takes a stream's current id out of the table (its answers are no longer taken). */
+  private unlist(rec: OpenStream): void {
+    if (this.streams.get(rec.id) !== rec) return;
+    this.streams.delete(rec.id);
+    this.router.ended(rec.to);
+  }
+
+  /** The stream is over on this side: its id, timers and router count go. */
+  private releaseStream(rec: OpenStream): void {
+    this.unlist(rec);
+    rec.timer?.cancel();
+    rec.timer = undefined;
+    rec.ackTimer?.cancel();
+    rec.ackTimer = undefined;
+  }
+
+  /** Stream state held now, for tests: nothing of a stream may outlive it. */
+  get streamResources(): { streams: number; timers: number } {
+    let timers = 0;
+    for (const rec of this.streams.values()) timers += (rec.timer ? 1 : 0) + (rec.ackTimer ? 1 : 0);
+    return { streams: this.streams.size, timers };
   }
 
   /** Waits for the table to change (within settleMs and the call's own time), then routes again. */
@@ -307,8 +566,19 @@ export class RoutingCaller implements Caller {
    * unit tests, leaves calls open to any answer.)
    */
   handleResponse(env: Envelope, link?: string): void {
-    const waiting = this.pending.get(env.id);
-    if (!waiting) return; // late (after its deadline) or not ours: nothing waits for it
+    if (env.kind !== Kind.RESPONSE || !this.pending.has(env.id)) {
+      const open = this.streams.get(env.id);
+      if (!open) {
+        if (env.kind !== Kind.RESPONSE) this.unknownStreamFrames++;
+        return; // late (after its deadline) or not ours: nothing waits for it
+      }
+      if (open.link !== undefined && link !== open.link) {
+        this.foreignAnswers++;
+        return;
+      }
+      return this.handleStreamFrame(open, env);
+    }
+    const waiting = this.pending.get(env.id)!;
     if (waiting.link !== undefined && link !== waiting.link) {
       this.foreignAnswers++;
       return;
@@ -485,6 +755,16 @@ export class RoutingCaller implements Caller {
       // A handshake that failed with one key of the ring is unhandled (nothing reached the peer): sent again.
       if (settled) this.fail(settled, failure);
     }
+    for (const open of [...this.streams.values()]) {
+      if (!predicate(open.to, open.via)) continue;
+      this.router.suspect(open.to);
+      this.streamRefused(
+        open,
+        error
+          ? new NodeBinError(error.code, `${open.method.fullName}: ${error.message}`, { details: { ...error.details, to: open.to } })
+          : new NodeBinError("UNAVAILABLE", `${open.method.fullName}: ${reason} after ${open.stream.received} item(s)`, { details: { to: open.to } }),
+      );
+    }
   }
 
   /** Fails every call in flight with CANCELLED and refuses new ones. */
@@ -492,6 +772,8 @@ export class RoutingCaller implements Caller {
     this.closed = true;
     for (const wake of [...this.waiting]) wake();
     for (const [id, call] of this.pending) this.settle(id)?.reject(new NodeBinError("CANCELLED", `${call.method.fullName}: caller ${this.id} closed`));
+    // The producers are told (CANCEL), so their generators are returned; nobody waits for their acknowledgement.
+    for (const open of [...this.streams.values()]) open.stream.endWith(new NodeBinError("CANCELLED", `${open.method.fullName}: caller ${this.id} closed`), true);
   }
 
   private expire(id: number): void {
@@ -513,7 +795,7 @@ export class RoutingCaller implements Caller {
     // Ids wrap at 2^32; skip any still in flight (only possible after billions of calls).
     do {
       this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
-    } while (this.pending.has(this.nextId));
+    } while (this.pending.has(this.nextId) || this.streams.has(this.nextId));
     return this.nextId;
   }
 }
@@ -529,8 +811,18 @@ function noAnswer(method: MethodSchema, to: string): NodeBinError {
   return new NodeBinError("DEADLINE_EXCEEDED", `${method.fullName}: no answer from ${to || "the endpoint"} within the deadline`, { details: { method: method.fullName, to } });
 }
 
-function wrongMode(method: MethodSchema, used: Mode): NodeBinError {
-  const how = method.mode === Mode.ASYNC ? "send it (ctx.send, client.send, `node-bin client send`)" : method.mode === Mode.SYNC ? "call it (ctx.call, client.call, `node-bin client call`)" : `${modeName(method.mode)} calls are not served yet`;
+/** INVALID_ARGUMENT for a method used in another mode than its own, naming the verb its mode takes (the broadcast sender uses it too). */
+export function wrongMode(method: MethodSchema, used: Mode): NodeBinError {
+  const how =
+    method.mode === Mode.BROADCAST
+      ? "broadcast it (ctx.broadcast, client.broadcast, `node-bin client broadcast`)"
+      : method.mode === Mode.ASYNC
+      ? "send it (ctx.send, client.send, `node-bin client send`)"
+      : method.mode === Mode.SYNC
+        ? "call it (ctx.call, client.call, `node-bin client call`)"
+        : method.mode === Mode.STREAM
+          ? "stream it (ctx.stream, client.stream, `node-bin client stream`)"
+          : `${modeName(method.mode)} calls are not served yet`;
   return new NodeBinError("INVALID_ARGUMENT", `${method.fullName} is ${modeName(method.mode)}, not ${modeName(used)}: ${how}`, {
     details: { method: method.fullName, mode: modeName(method.mode) },
   });

@@ -39,6 +39,14 @@ export interface Peer {
    * ZAP user per message: a connection is told apart by its number.)
    */
   readonly via?: string;
+  /**
+   * The connection itself, as a key unique in this process while the
+   * connection lives: what a stream the peer opened is tied to (its credit
+   * and CANCEL frames must come on the same connection, and the stream ends
+   * when the connection closes: ZmqOptions.onConnectionClosed). Undefined
+   * for the process itself.
+   */
+  readonly connection?: string;
 }
 
 /** The link of the process itself: frames between its own endpoints (the direct transport). */

@@ -36,8 +36,8 @@ const EMPTY = new Uint8Array(0);
 export interface GateEntry {
   /** The ZAP domain to give the listener's socket (zapDomain). */
   readonly domain: string;
-  /** Starts counting the socket's connections (call before bind). */
-  watch(socket: zmq.Router): void;
+  /** Starts counting the socket's connections (call before bind): a listener's ROUTER, or a relay's XPUB or XSUB. */
+  watch(socket: zmq.Socket): void;
   /** Leaves the gate (the listener closed). */
   release(): void;
 }

@@ -89,6 +89,13 @@ export interface ZmqOptions {
   onDrop?: (reason: string, counter: DropCounter) => void;
   /** Authentication and encryption of tcp sockets (none: plain tcp). */
   security?: WireSecurity;
+  /**
+   * Hears of a listener's connection (Peer.connection) that closed, as
+   * libzmq reports it (ZMQ_ROUTER_NOTIFY: the peer's process exited, its
+   * socket closed, or its heartbeats stopped), or that lost frames sent to
+   * it (its pipe full, or gone): the streams it opened end.
+   */
+  onConnectionClosed?: (connection: string) => void;
   /** Extra options for every socket (see SocketOptionsHook). Applied last: they win over the defaults. */
   socketOptions?: SocketOptionsHook;
   /**
@@ -188,6 +195,9 @@ function releaseMessage(parts: Buffer[]): void {
 const MAX_BATCH = 32;
 const MAX_BATCH_BYTES = 256 * 1024;
 
+/** Listeners made in this process so far (see ZmqListener.connectionKey). */
+let listenerSerial = 0;
+
 
 /** Queues outgoing messages of one socket and sends them one at a time, in order. */
 class Writer {
@@ -198,7 +208,8 @@ class Writer {
     private readonly socket: RawSocket,
     private readonly limit: number,
     private readonly label: string,
-    private readonly onError: (err: unknown) => void,
+    /** Hears of a message lost to its peer (`message`: its first envelope, for a ROUTER with the routing id first). */
+    private readonly onError: (err: unknown, message: Message) => void,
     /** The socket waits while its peer's pipe is full (DEALER), instead of failing the send (ROUTER). */
     private readonly waits: boolean,
   ) {}
@@ -225,7 +236,7 @@ class Writer {
         await io.send(this.socket, this.batch(message), this.waits);
       } catch (err) {
         // The whole batch is lost to the peer (gone, or its pipe full): its callers end at their deadlines or on the disconnect.
-        this.onError(err);
+        this.onError(err, message);
       }
     }
     this.pumping = false;
@@ -288,6 +299,9 @@ export class ZmqListener implements Transport {
   private readonly maxNames: number;
   /** Whether every connection passed a security provider's ZAP check (a keyed tcp listener). */
   private readonly keyed: boolean;
+  /** Tells this listener's connections from every other's in Peer.connection. */
+  private readonly serial = ++listenerSerial;
+  private readonly onConnectionClosed: ((connection: string) => void) | undefined;
   /** The endpoints as others reach them: tcp port 0 resolved, a wildcard address replaced by the advertised one. */
   readonly endpoints: string[];
   /** The endpoints actually bound (a wildcard stays a wildcard). */
@@ -303,7 +317,18 @@ export class ZmqListener implements Transport {
     this.maxMessageBytes = options.maxMessageBytes ?? DEFAULTS.maxMessageBytes;
     this.maxNames = 4 * (options.maxConnections ?? DEFAULTS.maxConnections);
     this.keyed = peer === "network" && options.security !== undefined;
-    this.writer = new Writer(socket, options.queueLimit ?? DEFAULTS.queueLimit, "listener peers", (err) => this.onDrop(`send failed: ${(err as Error).message}`, "sendFailed"), false);
+    this.onConnectionClosed = options.onConnectionClosed;
+    this.writer = new Writer(
+      socket,
+      options.queueLimit ?? DEFAULTS.queueLimit,
+      "listener peers",
+      (err, message) => {
+        this.onDrop(`send failed: ${(err as Error).message}`, "sendFailed");
+        // Frames of a stream were lost (the peer gone, or its pipe full): the stream cannot go on in order.
+        if (message.length === 2) this.onConnectionClosed?.(this.connectionKey(message[0]! as Buffer));
+      },
+      false,
+    );
     this.done = this.receiveLoop();
   }
 
@@ -345,11 +370,25 @@ export class ZmqListener implements Transport {
       zapDomain: gate.domain,
       // A connection that has not finished its handshake within this is closed (libzmq's default is 30 s).
       handshakeInterval: 10_000,
+      // Heartbeats of its own: a peer that stops answering them (its host vanished, its process is
+      // stopped) is disconnected after 6 s, and the streams it consumes here end (ZMQ_ROUTER_NOTIFY)
+      // instead of holding their nodes until the idle limit. (The peers' heartbeat TTL would do it
+      // from their side, but libzmq does not time a ROUTER's connections out by it.)
+      heartbeatInterval: 2000,
+      heartbeatTimeout: 6000,
       ...io.options,
       ...security?.listenOptions(),
       ...options.socketOptions?.("listen", addresses[0]!),
     });
     gate.watch(socket);
+    // ZMQ_ROUTER_NOTIFY (97) = ZMQ_NOTIFY_DISCONNECT (2): libzmq hands over [routing id, empty frame]
+    // when a connection closes, so the streams a peer opened end with it (see receive()). A draft
+    // option of libzmq 4.3; without it, a dead consumer's stream ends at its idle limit instead.
+    try {
+      (socket as unknown as { setInt32Option(option: number, value: number): void }).setInt32Option(97, 2);
+    } catch {
+      // not built with draft options
+    }
     const bound: string[] = [];
     for (const address of addresses) {
       try {
@@ -396,6 +435,11 @@ export class ZmqListener implements Transport {
   }
 
   private receive(rid: Buffer, frame: Buffer): void {
+    if (frame.length === 0) {
+      // A closed connection (ZMQ_ROUTER_NOTIFY), or a peer sending an empty frame, which can end only its own streams.
+      this.onConnectionClosed?.(this.connectionKey(rid));
+      return;
+    }
     const env = decodeEnvelope(frame);
     if (env instanceof NodeBinError) {
       // Tell the connection itself, echoing what of the request could be read
@@ -410,7 +454,7 @@ export class ZmqListener implements Transport {
       this.onDrop(`an answer arrived at a listener (${JSON.stringify(env.method)} id ${env.id} from ${JSON.stringify(env.from)}): answers come back on the connections calls go out on`, "answerAtListener");
       return;
     }
-    const peer: Peer = { kind: this.peer, reply: (answer) => this.writer.push([rid, answer]), via: this.connectionName(rid) };
+    const peer: Peer = { kind: this.peer, reply: (answer) => this.writer.push([rid, answer]), via: this.connectionName(rid), connection: this.connectionKey(rid) };
     if (!this.dispatch(env, peer)) {
       this.onDrop(`no endpoint ${JSON.stringify(env.to)} here`, "noEndpoint");
       if (env.kind === Kind.REQUEST && (env.mode !== Mode.ASYNC || env.plane === Plane.APPLICATION)) {
@@ -436,6 +480,15 @@ export class ZmqListener implements Transport {
       if (this.connectionNumbers.size > this.maxNames) this.connectionNumbers.delete(this.connectionNumbers.keys().next().value!);
     }
     return `${this.peer === "network" ? "tcp" : "ipc"} peer #${n}${this.keyed ? " (a cluster member)" : ""}`;
+  }
+
+  /**
+   * The connection a routing id stands for, unique in the process: libzmq
+   * never gives a routing id to two live connections of one socket, and a
+   * connection's streams end when it closes, before its id can be reused.
+   */
+  private connectionKey(rid: Buffer): string {
+    return `zmq-listener-${this.serial}/${rid.toString("hex")}`;
   }
 
   private answerPeer(rid: Buffer, error: NodeBinError, request?: Envelope): void {
@@ -579,7 +632,7 @@ export class ZmqConnector implements Transport {
     const onDrop = this.options.onDrop ?? (() => {});
     const writer = new Writer(socket, this.options.queueLimit ?? DEFAULTS.queueLimit, endpoint, (err) => onDrop(`send to ${endpoint} failed: ${(err as Error).message}`, "sendFailed"), true);
     // Answers to requests that came in over this DEALER go back over it.
-    const peer: Peer = { kind: peerKindOf(endpoint), reply: (answer) => writer.push([answer]), link: endpoint, via: `the connection to ${endpoint}` };
+    const peer: Peer = { kind: peerKindOf(endpoint), reply: (answer) => writer.push([answer]), link: endpoint, via: `the connection to ${endpoint}`, connection: endpoint };
     conn = { socket, writer, done: this.receiveLoop(socket, peer, onDrop), ...(attempt + 1 < ways.length ? { unconfirmed: [] } : {}) };
     this.sockets.set(endpoint, conn);
     return conn;

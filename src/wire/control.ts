@@ -143,6 +143,11 @@ export interface CapacityRequest {
   fromHost: string;
   visited: string[];
 }
+export interface BroadcastRequest {
+  method: string;
+  value: Uint8Array;
+  meta: Record<string, string>;
+}
 export interface GovernorStatusReply {
   json: string;
 }
@@ -200,6 +205,8 @@ export const RESUME = control<ResumeRequest, Empty>("Control", "Resume");
 export const YIELD_AGENT = control<Empty, Empty>("Control", "YieldAgent");
 /** nodebin.Control/RequestCapacity: a caller found every node full (one-way). */
 export const REQUEST_CAPACITY = control<CapacityRequest, void>("Control", "RequestCapacity");
+/** nodebin.Control/Broadcast: a client's broadcast, published by the process it is connected to. */
+export const BROADCAST = control<BroadcastRequest, Empty>("Control", "Broadcast");
 
 /** nodebin.Governor/*: the governor's management API. */
 export const GOVERNOR_STATUS = control<Empty, GovernorStatusReply>("Governor", "Status");
@@ -273,6 +280,8 @@ export const AUTHORITY: ReadonlyMap<string, readonly PeerKind[]> = authorityTabl
   [PULL, ANYONE],
   [GOSSIP, ANYONE],
   [REQUEST_CAPACITY, ANYONE],
+  // A client's broadcast, whichever host it connects to (with a cluster key, members only reach here).
+  [BROADCAST, ANYONE],
   // A host's containers and their governor, over the private runtime directory.
   [REGISTER, HOST_ONLY],
   [DEREGISTER, HOST_ONLY],

@@ -15,9 +15,10 @@ export const PROTOCOL_VERSION = 1;
 export const Plane = { APPLICATION: 0, CONTROL: 1 } as const;
 export type Plane = (typeof Plane)[keyof typeof Plane];
 
-export const Kind = { REQUEST: 0, RESPONSE: 1, STREAM_ITEM: 2, STREAM_END: 3, CANCEL: 4 } as const;
+/** See envelope.proto: STREAM_ITEM and STREAM_END answer a STREAM request; CANCEL and CREDIT (flow control) go the request's way. */
+export const Kind = { REQUEST: 0, RESPONSE: 1, STREAM_ITEM: 2, STREAM_END: 3, CANCEL: 4, CREDIT: 5 } as const;
 export type Kind = (typeof Kind)[keyof typeof Kind];
-const KIND_COUNT = 5;
+const KIND_COUNT = 6;
 
 export interface Envelope {
   version: number;
@@ -35,6 +36,8 @@ export interface Envelope {
   control: Record<string, string>;
   /** Time left when sent, in ms (0 = none). */
   deadlineMs: number;
+  /** STREAM flow control: the opening window on a REQUEST, the items granted on a CREDIT (0 elsewhere). */
+  credit: number;
 }
 
 /** The nodebin protos, parsed once: immutable after load, shared by every codec user. */
@@ -60,6 +63,7 @@ export function envelope(fields: Partial<Envelope>): Envelope {
     state: EMPTY,
     control: {},
     deadlineMs: 0,
+    credit: 0,
     ...fields,
   };
 }

@@ -30,12 +30,14 @@ t.test("deno - the in-process path runs under Deno unchanged", { skip }, async (
   const result = JSON.parse(run.stdout.trim().split("\n").pop()!) as Record<string, unknown>;
   t.same(result, {
     runtime: "deno",
-    components: ["counter", "greeter", "welcome"],
+    components: ["board", "counter", "greeter", "ticker", "welcome"],
     loadErrors: 0,
     hello: "Hello, Deno!",
     visit: { greeting: "Hello, Deno!", via: "deno" },
     burst: 400,
     count: "400",
+    ticks: [1, 2, 3],
+    ticker: { lazy: true, ended: 1 },
     notFound: "NOT_FOUND",
     invalid: "INVALID_ARGUMENT",
     internal: "INTERNAL",

@@ -112,17 +112,22 @@ t.test("client - list shows services, methods, modes and request fields; nodes s
   const list = await runCli(["client", "list", "--json"], env);
   t.equal(list.code, 0, list.stderr);
   const services = JSON.parse(list.stdout) as { name: string; nodes: number; methods: { name: string; mode: string; requestFields: { name: string; type: string }[] }[] }[];
-  t.same(services.map((s) => s.name), ["demo.Counter", "demo.Greeter", "demo.Welcome"]);
+  t.same(services.map((s) => s.name), ["demo.Board", "demo.Counter", "demo.Greeter", "demo.Ticker", "demo.Welcome"]);
   const greeter = services.find((s) => s.name === "demo.Greeter")!;
   t.same(greeter.methods.map((m) => [m.name, m.mode]), [["Guests", "SYNC"], ["Hello", "SYNC"], ["Sign", "ASYNC"]]);
   t.same(greeter.methods.find((m) => m.name === "Hello")!.requestFields.map((f) => [f.name, f.type]), [["name", "string"], ["language", "string"]]);
 
+  const ticker = services.find((s) => s.name === "demo.Ticker")!;
+  t.same(ticker.methods.map((m) => [m.name, m.mode]), [["Count", "STREAM"], ["Stats", "SYNC"]]);
+
   const human = await runCli(["client", "list"], env);
   t.match(human.stdout, /Sign\s+ASYNC/);
+  t.match(human.stdout, /Count\s+STREAM/);
+  t.match(human.stdout, /Post\s+BROADCAST/);
 
   const nodes = await runCli(["client", "nodes", "--json"], env);
   const entries = JSON.parse(nodes.stdout) as { component: string; endpoints: string[] }[];
-  t.same(entries.map((n) => n.component).sort(), ["counter", "greeter", "welcome"]);
+  t.same(entries.map((n) => n.component).sort(), ["board", "counter", "greeter", "ticker", "welcome"]);
   t.ok(entries.every((n) => n.endpoints[0] === dev.endpoint), "every node is reached at dev's endpoint");
 });
 

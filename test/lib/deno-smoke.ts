@@ -1,7 +1,7 @@
 /**
  * Run by test/integration/deno.test.ts under Deno (never by tap itself): the
  * in-process path (loader with .ts and .js components, codec, routing, node
- * queue, nested calls, coded errors) with Deno's runtime instead of Node's.
+ * queue, nested calls, coded errors, a STREAM read 3 at a time) with Deno's runtime instead of Node's.
  * Prints one JSON document of what it observed.
  */
 import { loadComponents } from "../../src/component/loader.ts";
@@ -20,6 +20,10 @@ const visit = (await container.caller.call("demo.Welcome/Visit", { name: "Deno" 
 // More than one burst of synchronous handlers: the node yields to the event loop between bursts.
 const burst = await Promise.all(Array.from({ length: 400 }, (_, i) => container.caller.call("demo.Counter/Add", { key: "burst", by: 1 }).then(() => i)));
 const count = (await container.caller.call("demo.Counter/Get", { key: "burst" })) as { count: { toString(): string } };
+// A stream of ticks without end, read 3 at a time: at most 3 + the window are computed, and the generator is returned.
+const ticks: number[] = [];
+for await (const tick of container.caller.stream("demo.Ticker/Count", { count: 0, from: 1 }, { window: 4 })) if (ticks.push((tick as { n: number }).n) === 3) break;
+const tickerStats = (await container.caller.call("demo.Ticker/Stats", {})) as { computed: number; ended: number };
 const result = {
   runtime: "Deno" in globalThis ? "deno" : "other",
   components: components.map((c) => c.name),
@@ -28,6 +32,8 @@ const result = {
   visit: { greeting: visit.greeting, via: visit.via },
   burst: burst.length,
   count: count.count.toString(),
+  ticks,
+  ticker: { lazy: tickerStats.computed <= 3 + 4, ended: tickerStats.ended },
   notFound: await codeOf(container.caller.call("demo.Greeter/Helo", {})),
   invalid: await codeOf(container.caller.call("demo.Greeter/Hello", { name: 5 })),
   internal: await codeOf(container.caller.call("demo.Greeter/Hello", {})),

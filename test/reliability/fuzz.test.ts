@@ -5,6 +5,8 @@
 // methods and nodes, huge length prefixes; and a few messages larger than the
 // configured limit. And 20,000 random JSON requests go through the client's
 // JSON path (the strict message checker), 2,000 of them over the network.
+// And 20,000 stream frames (STREAM_ITEM, STREAM_END, CANCEL, CREDIT) for
+// streams that do not exist: counted and dropped, nothing answered or held.
 // The node must never crash, must answer with coded errors where there is
 // someone to answer, must keep serving, and must not grow without bound.
 import fc from "fast-check";
@@ -13,7 +15,9 @@ import * as zmq from "zeromq";
 import { Client } from "../../src/client/client.ts";
 import { Kind, Plane, decodeEnvelope, encodeEnvelope, envelope, nodebinRoot } from "../../src/wire/envelope.ts";
 import { NodeBinError } from "../../src/wire/errors.ts";
-import { encodeMessage } from "../../src/wire/message.ts";
+import { decodeMessage, encodeMessage } from "../../src/wire/message.ts";
+import { PING, readReply } from "../../src/wire/control.ts";
+import { Mode } from "../../src/wire/schema.ts";
 import { join } from "node:path";
 import { privateRuntime, ROOT, startContainer } from "../lib/processes.ts";
 import { MiB, rssOf } from "../lib/load.ts";
@@ -157,6 +161,40 @@ t.test(`fuzz - ${FRAMES} malformed frames at a node's tcp port; random JSON thro
 
   const reply = (await client.call("bench.Echo/Echo", { a: 5, b: "after the storm" })) as { a: number; b: string };
   t.same({ a: reply.a, b: reply.b }, { a: 5, b: "after the storm" }, "the node still serves");
+
+  // Stream frames for no stream: CANCEL and CREDIT reach the node (counted there), STREAM_ITEM and
+  // STREAM_END are answers, which a listener takes from nobody (counted as answerAtListener).
+  const ipc = /ipc:\/\/\S+/.exec(echo.readyLine)![0];
+  const counters = async () => {
+    const d = new zmq.Dealer({ linger: 0, receiveTimeout: 5000 });
+    d.connect(ipc);
+    try {
+      await d.send(encodeEnvelope(envelope({ id: 1, plane: Plane.CONTROL, mode: Mode.SYNC, kind: Kind.REQUEST, from: "fuzz", method: PING.schema.fullName, value: encodeMessage(PING.schema.requestType, {}, "ping"), deadlineMs: 5000 })));
+      const [frame] = await d.receive();
+      const pong = decodeEnvelope(frame!);
+      if (pong instanceof NodeBinError) throw pong;
+      return readReply(PING, decodeMessage(PING.schema.responseType, pong.value, "pong")).refused;
+    } finally {
+      d.close();
+    }
+  };
+  const before = await counters();
+  const answersBefore = answers;
+  const streamFrames = fc.sample(
+    fc.record({ kind: fc.constantFrom(Kind.STREAM_ITEM, Kind.STREAM_END, Kind.CANCEL, Kind.CREDIT), id: fc.integer({ min: 0, max: 0xffffffff }), credit: fc.integer({ min: 0, max: 0xffffffff }), from: fc.oneof(fc.constant("fuzz"), fc.string({ maxLength: 20 })) }),
+    { numRuns: 20_000, seed: 13 },
+  );
+  for (const f of streamFrames) await raw.send(encodeEnvelope(envelope({ ...f, plane: Plane.APPLICATION, mode: Mode.STREAM, to: node, method: "bench.Echo/Echo", value: new Uint8Array([1, 2, 3]) })));
+  const toNode = streamFrames.filter((f) => f.kind === Kind.CANCEL || f.kind === Kind.CREDIT).length;
+  let after = await counters();
+  for (const until = Date.now() + 20_000; (after.unknownStreamFrames ?? 0) - (before.unknownStreamFrames ?? 0) < toNode && Date.now() < until; ) {
+    await new Promise((r) => setTimeout(r, 200));
+    after = await counters();
+  }
+  t.equal((after.unknownStreamFrames ?? 0) - (before.unknownStreamFrames ?? 0), toNode, `every CANCEL and CREDIT for no stream counted at the node (${toNode})`);
+  t.equal((after.answerAtListener ?? 0) - (before.answerAtListener ?? 0), streamFrames.length - toNode, "every STREAM_ITEM and STREAM_END counted at the listener");
+  t.equal(answers, answersBefore, "none of them answered");
+  t.match(await client.call("bench.Echo/Echo", { a: 6, b: "after the streams" }), { a: 6, b: "after the streams" }, "the node still serves");
   const rssAfter = rssOf(pid);
   if (rssBefore !== undefined && rssAfter !== undefined) {
     t.ok(rssAfter <= rssBefore + 96 * MiB, `RSS ${Math.round(rssBefore / MiB)} -> ${Math.round(rssAfter / MiB)} MiB (bound: +96 MiB, the 16 MiB receive buffers and the capped reply routes included)`);

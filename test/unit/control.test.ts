@@ -5,6 +5,7 @@ import { MembershipTable } from "../../src/membership/table.ts";
 import { ControlServer } from "../../src/container/control-server.ts";
 import {
   AUTHORITY,
+  BROADCAST,
   CONTROL_SCHEMA,
   DEREGISTER,
   DRAIN,
@@ -47,7 +48,7 @@ t.test("control - the control schema serves nodebin.Control/Pull, SYNC", async (
   t.same(
     [...CONTROL_SCHEMA.methods.keys()],
     [
-      ...["Pull", "Register", "Deregister", "Gossip", "Ping", "Drain", "ImportState", "Release", "Resume", "YieldAgent", "RequestCapacity"].map((m) => `nodebin.Control/${m}`),
+      ...["Pull", "Register", "Deregister", "Gossip", "Ping", "Drain", "ImportState", "Release", "Resume", "YieldAgent", "RequestCapacity", "Broadcast"].map((m) => `nodebin.Control/${m}`),
       ...["Status", "Set", "Stop", "Roll", "RequestCapacity"].map((m) => `nodebin.Governor/${m}`),
     ],
   );
@@ -63,8 +64,8 @@ t.test("control - a pull returns the membership table; merged into a fresh table
   await c.addComponent(examples.find((x) => x.name === "greeter")!);
   const reply = await pull(c);
   const decoded = reply;
-  t.equal(decoded.nodes.length, 4, "three components, greeter twice");
-  t.equal(decoded.schemas.length, 3, "each schema sent once");
+  t.equal(decoded.nodes.length, examples.length + 1, "every example component, greeter twice");
+  t.equal(decoded.schemas.length, examples.length, "each schema sent once");
 
   const fresh = new MembershipTable();
   fresh.mergePull(reply);
@@ -146,6 +147,7 @@ const samples: { method: AnyControlMethod; request: unknown; reply: unknown }[] 
   { method: RESUME, request: { reason: "pid 7 did not take the state: UNAUTHENTICATED" }, reply: {} },
   { method: YIELD_AGENT, request: {}, reply: {} },
   { method: REQUEST_CAPACITY, request: { component: "c", method: "m", fromHost: "h", visited: ["a"] }, reply: {} },
+  { method: BROADCAST, request: { method: "demo.Board/Post", value: new Uint8Array([10, 1, 120]), meta: { k: "v" } }, reply: {} },
   { method: GOVERNOR_STATUS, request: {}, reply: { json: "{}" } },
   { method: GOVERNOR_SET, request: { key: "capacity", component: "", value: 3 }, reply: { json: "{}" } },
   { method: GOVERNOR_STOP, request: { keepChildren: true }, reply: {} },

@@ -100,7 +100,7 @@ t.test("envelope - unknown plane, mode and kind numbers are INVALID_ARGUMENT nam
     ["plane", 0x7fffffff],
     ["mode", 4],
     ["mode", -2],
-    ["kind", 5],
+    ["kind", 6],
     ["kind", 1000],
   ];
   for (const [field, value] of cases) {
@@ -128,7 +128,7 @@ function checkDecode(frame: Uint8Array): "envelope" | "error" | string {
     return result.code === "INVALID_ARGUMENT" || result.code === "FAILED_PRECONDITION" ? "error" : `unexpected code ${result.code}`;
   }
   if (result.version !== PROTOCOL_VERSION) return `accepted version ${result.version}`;
-  if (!(result.plane === 0 || result.plane === 1) || !(result.mode >= 0 && result.mode <= 3) || !(result.kind >= 0 && result.kind <= 4)) {
+  if (!(result.plane === 0 || result.plane === 1) || !(result.mode >= 0 && result.mode <= 3) || !(result.kind >= 0 && result.kind <= 5)) {
     return `accepted enums ${result.plane}/${result.mode}/${result.kind}`;
   }
   return "envelope";

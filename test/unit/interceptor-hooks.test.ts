@@ -42,6 +42,9 @@ async function nodeWith(component: Component, interceptors: InboundInterceptor[]
     id: "node-1",
     call: async () => ({}),
     send: async () => {},
+    stream: () => {
+      throw new Error("no streams here");
+    },
     handleResponse() {},
   };
   const onFrame = (frame: Uint8Array) => {

@@ -294,7 +294,7 @@ t.test("interceptors - the default logging link logs ASYNC failures at error lev
   t.equal(errors[0]?.fields?.code, "INTERNAL");
   t.same(lines.filter((l) => l.level === "debug" && l.source === "node-1"), [], "no per-message line unless asked for");
   t.match(node.getStats(), { failed: 1, handled: 1 });
-  t.same(loggingInterceptor(recordingLoggers().logger("x")).modes, [1], "limited to ASYNC: the SYNC path has no link");
+  t.same(loggingInterceptor(recordingLoggers().logger("x")).modes, [1, 3], "limited to ASYNC and BROADCAST (no caller hears of their failures): the SYNC path has no link");
 });
 
 t.test("interceptors - the logging link with perMessage writes start, end and error lines per message, with duration, code and peer", async (t) => {

@@ -18,7 +18,7 @@ t.test("loader - the example components load: .ts and .js, modes, manifest expor
   const { components, errors } = await loadComponents("examples/components");
   t.same(errors, []);
   const byName = new Map(components.map((c) => [c.name, c]));
-  t.same([...byName.keys()], ["counter", "greeter", "welcome"], "sorted by directory");
+  t.same([...byName.keys()], ["board", "counter", "greeter", "ticker", "welcome"], "sorted by directory");
   const greeter = byName.get("greeter")!;
   t.equal(greeter.schema.methods.get("demo.Greeter/Sign")?.mode, Mode.ASYNC);
   t.equal(greeter.schema.methods.get("demo.Greeter/Hello")?.mode, Mode.SYNC);

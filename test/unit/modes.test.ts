@@ -51,6 +51,21 @@ t.test("modes - call() and send() on STREAM and BROADCAST methods are refused by
     t.equal((await rejection(c.caller.call(method, { tag: "x" }))).code, "INVALID_ARGUMENT", `call ${method}`);
     t.equal((await rejection(c.caller.send(method, { tag: "x" }))).code, "INVALID_ARGUMENT", `send ${method}`);
   }
+  const err = await rejection(c.caller.call("probe.Probe/Watch", { tag: "x" }));
+  t.match(err.message, /stream it \(ctx\.stream, client\.stream, `node-bin client stream`\)/, "call on a STREAM method names the verb to use");
+  t.same(err.details, { method: "probe.Probe/Watch", mode: "STREAM" });
+});
+
+t.test("modes - stream() on a SYNC or ASYNC method is INVALID_ARGUMENT naming the verb to use", async (t) => {
+  const c = await startContainer([probe]);
+  t.teardown(() => c.close());
+  const sync = await rejection(c.caller.stream("probe.Probe/Echo", { text: "x" }).next());
+  t.equal(sync.code, "INVALID_ARGUMENT");
+  t.match(sync.message, /call it/);
+  const async = await rejection(c.caller.stream("probe.Probe/Record", { tag: "x" }).next());
+  t.equal(async.code, "INVALID_ARGUMENT");
+  t.match(async.message, /send it/);
+  t.same(c.caller.streamResources, { streams: 0, timers: 0 }, "nothing held");
 });
 
 t.test("modes - send() resolves once the node accepted the message; the handler runs later", async (t) => {
@@ -77,22 +92,20 @@ t.test("modes - a failing ASYNC handler does not fail the send", async (t) => {
   t.match(c.localNodes()[0]!.getStats(), { failed: 1 });
 });
 
-t.test("modes - a hand-built STREAM or BROADCAST request is UNIMPLEMENTED at the node", async (t) => {
+t.test("modes - a hand-built BROADCAST request sent point to point is INVALID_ARGUMENT at the node", async (t) => {
   const c = await startContainer([probe]);
   t.teardown(() => c.close());
-  const cases: [string, number][] = [
-    ["probe.Probe/Watch", Mode.STREAM],
-    ["probe.Probe/Shout", Mode.BROADCAST],
-  ];
+  const cases: [string, number][] = [["probe.Probe/Shout", Mode.BROADCAST]];
   for (const [method, mode] of cases) {
     const schema = probe.schema.methods.get(method)!;
     const answer = await deliverByHand(c, probe, { method, mode: mode as Mode, value: encodeMessage(schema.requestType, { tag: "x" }, "test") });
     t.equal(answer.kind, Kind.RESPONSE, method);
     t.equal(answer.id, 1);
     t.ok(answer.error, "an error");
-    t.equal(NodeBinError.fromWire(answer.error!).code, "UNIMPLEMENTED", method);
+    t.equal(NodeBinError.fromWire(answer.error!).code, "INVALID_ARGUMENT", method);
+    t.match(answer.error!.message, /broadcast it/, "it names the verb");
   }
-  t.match(c.localNodes()[0]!.getStats(), { rejected: 2, handled: 0 }, "no handler ran");
+  t.match(c.localNodes()[0]!.getStats(), { rejected: 1, handled: 0 }, "no handler ran");
 });
 
 t.test("modes - a hand-built request in the wrong mode is INVALID_ARGUMENT at the node", async (t) => {

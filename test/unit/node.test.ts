@@ -42,6 +42,9 @@ function harness(component: Component, queueLimit?: number, hold = false) {
     async send(method, request, options) {
       calls.push({ method, request, options });
     },
+    stream() {
+      throw new Error("the fake caller makes no streams");
+    },
     handleResponse(env) {
       responses.push(env);
     },
@@ -200,11 +203,12 @@ t.test("node - a request in the wrong mode is INVALID_ARGUMENT", async (t) => {
   t.same(h.node.state.tags, undefined, "no handler ran");
 });
 
-t.test("node - STREAM and BROADCAST methods are UNIMPLEMENTED", async (t) => {
+t.test("node - a BROADCAST request sent point to point is INVALID_ARGUMENT naming broadcast (broadcasts come through receiveBroadcast: test/unit/broadcast.test.ts)", async (t) => {
   const h = await started(probe);
-  t.equal((await h.errorOf(h.deliver("probe.Probe/Watch", { tag: "x" }))).code, "UNIMPLEMENTED");
-  t.equal((await h.errorOf(h.deliver("probe.Probe/Shout", { tag: "x" }))).code, "UNIMPLEMENTED");
-  t.equal(h.node.getStats().rejected, 2);
+  const err = await h.errorOf(h.deliver("probe.Probe/Shout", { tag: "x" }));
+  t.equal(err.code, "INVALID_ARGUMENT");
+  t.match(err.message, /broadcast it/);
+  t.equal(h.node.getStats().rejected, 1);
 });
 
 t.test("node - control-plane requests are UNIMPLEMENTED", async (t) => {
@@ -359,11 +363,17 @@ t.test("node - responses to its own calls bypass the queue, even while a handler
   gated.release("busy");
 });
 
-t.test("node - stream items and cancels are dropped and counted", async (t) => {
+t.test("node - stream items go to the node's caller; credit and cancels for no open stream are dropped and counted", async (t) => {
   const h = await started(probe);
-  h.node.receive(envelope({ kind: Kind.STREAM_ITEM, method: "probe.Probe/Echo" }));
+  h.node.receive(envelope({ id: 7, kind: Kind.STREAM_ITEM, method: "probe.Probe/Echo" }));
+  t.same(
+    h.responses.map((r) => r.id),
+    [7],
+    "an item answers one of the node's own streams",
+  );
   h.node.receive(envelope({ kind: Kind.CANCEL, method: "probe.Probe/Echo" }));
-  t.equal(h.node.getStats().dropped, 2);
+  h.node.receive(envelope({ kind: Kind.CREDIT, credit: 5, method: "probe.Probe/Echo" }));
+  t.equal(h.node.getStats().streamFramesDropped, 2);
   t.equal(h.sent.length, 0, "nothing answered");
 });
 
