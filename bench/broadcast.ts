@@ -42,20 +42,11 @@ import { NodeBinProcess } from "../src/container/compose.ts";
 import { consoleLogger } from "../src/container/log.ts";
 import { encodeMessage } from "../src/wire/message.ts";
 import { Plane } from "../src/wire/envelope.ts";
+import { benchArgs } from "./lib/args.ts";
 
 // ---------------------------------------------------------------- settings
 
-const argv = process.argv.slice(2);
-const quick = argv.includes("--quick");
-const flag = (name: string): string | undefined => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
-};
-const ROUNDS = Number(flag("--rounds") ?? (quick ? 1 : 3));
-if (!Number.isInteger(ROUNDS) || ROUNDS < 1) {
-  console.error("bench/broadcast.ts: --rounds takes a whole number >= 1");
-  process.exit(64);
-}
+const { quick, rounds: ROUNDS, flag } = benchArgs("bench/broadcast.ts");
 const SUBSCRIBERS = [1, 2, 4];
 /** Broadcasts per case per round, in slices alternating with the other case of its pair. */
 const PLAN = quick ? { broadcasts: 6_000, slices: 2, warm: 2_000 } : { broadcasts: 30_000, slices: 6, warm: 6_000 };

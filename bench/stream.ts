@@ -23,18 +23,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { Client } from "../src/client/client.ts";
+import { benchArgs } from "./lib/args.ts";
 
-const argv = process.argv.slice(2);
-const quick = argv.includes("--quick");
-const flag = (name: string): string | undefined => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
-};
-const ROUNDS = Number(flag("--rounds") ?? (quick ? 1 : 3));
-if (!Number.isInteger(ROUNDS) || ROUNDS < 1) {
-  console.error("bench/stream.ts: --rounds takes a whole number >= 1");
-  process.exit(64);
-}
+const { quick, rounds: ROUNDS, flag } = benchArgs("bench/stream.ts");
 const PLAN = quick ? { slices: 4, sliceMs: 250, warmMs: 300 } : { slices: 6, sliceMs: 500, warmMs: 1000 };
 const WINDOWS = [1, 16, 256];
 const IN_FLIGHT = 64;

@@ -32,23 +32,14 @@ import { fileURLToPath } from "node:url";
 import { Client } from "../src/client/client.ts";
 import { keyFileText, newKeyLine } from "../src/security/keys.ts";
 import { RawClient } from "./lib/raw-zmq-client.ts";
+import { benchArgs } from "./lib/args.ts";
 
 // ---------------------------------------------------------------- settings
 
-const argv = process.argv.slice(2);
-const quick = argv.includes("--quick");
-const flag = (name: string): string | undefined => {
-  const i = argv.indexOf(name);
-  return i >= 0 ? argv[i + 1] : undefined;
-};
-const ROUNDS = Number(flag("--rounds") ?? (quick ? 1 : 3));
+const { quick, rounds: ROUNDS, flag } = benchArgs("bench/zmq.ts");
 const PROFILE_DIR = flag("--profile");
 /** Measure only the cases whose name contains this (e.g. "node-bin tcp"), for profiling. */
 const ONLY = flag("--only");
-if (!Number.isInteger(ROUNDS) || ROUNDS < 1) {
-  console.error(`bench/zmq.ts: --rounds takes a whole number >= 1`);
-  process.exit(64);
-}
 /**
  * Calls per case per round at each in-flight level, split into `slices`
  * interleaved with the other case of its pair; `maxMs` bounds a case's time
