@@ -65,7 +65,12 @@ export class ControlServer implements ControlService {
     }
     const served = this.served.get(env.method);
     if (!served) {
-      this.answer(env, undefined, from, new NodeBinError("UNIMPLEMENTED", `unknown control method ${env.method}`, { origin: this.id }));
+      // Authority first for node-bin's own methods: a peer that may not ask one learns nothing of whether this process serves it.
+      const denied = AUTHORITY.has(env.method) && !mayAsk(env.method, peer);
+      const error = denied
+        ? new NodeBinError("PERMISSION_DENIED", `${env.method} is not served to ${peer} peers (${from.via ?? (peer === "network" ? "tcp" : peer)})`, { origin: this.id, details: { method: env.method, peer } })
+        : new NodeBinError("UNIMPLEMENTED", `unknown control method ${env.method}`, { origin: this.id });
+      this.answer(env, undefined, from, error);
       return;
     }
     const { schema, oneWay } = served.method;

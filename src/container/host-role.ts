@@ -14,6 +14,7 @@
 import { rmSync } from "node:fs";
 import type { Logger } from "../component/context.ts";
 import { HostAgent, type AgentOptions, type GossipLayer } from "../membership/agent.ts";
+import type { HostExtras } from "../membership/gossip-codec.ts";
 import { BroadcastRelay } from "../membership/broadcast-relay.ts";
 import { Gossip } from "../membership/gossip.ts";
 import { LOCAL } from "../membership/table.ts";
@@ -217,8 +218,9 @@ export class HostRole {
         if (host.host !== container.host) relay.setPeer(host.host, type === "removed" ? undefined : host.broadcast);
       });
     }
-    this.agent = new HostAgent(container, { host: container.host, endpoint, log, gossip, ...(this.options.disconnect ? { disconnect: this.options.disconnect } : {}), ...(this.options.onLease ? { onLease: this.options.onLease } : {}), ...(this.options.checkLease ? { checkLease: this.options.checkLease } : {}) });
+    this.agent = new HostAgent(container, { host: container.host, endpoint, network: container.network, log, gossip, ...(this.options.disconnect ? { disconnect: this.options.disconnect } : {}), ...(this.options.onLease ? { onLease: this.options.onLease } : {}), ...(this.options.checkLease ? { checkLease: this.options.checkLease } : {}) });
     this.agent.start();
+    if (this.extras) this.agent.setExtras(this.extras);
     this.role = "agent";
     const says = `host agent for ${container.host} at ${listeners.flatMap((l) => l.endpoints).join(" ")}${others.length ? `, seeds ${others.join(" ")}` : ""}${relay ? `; broadcast relay at ${relay.networkEndpoint}` : ""}`;
     // Taking over from an agent that stopped answering is worth an operator's attention.
@@ -284,6 +286,18 @@ export class HostRole {
 
   private get renewMs(): number {
     return this.options.renewMs ?? 1000;
+  }
+
+  private extras: HostExtras | undefined;
+
+  /**
+   * What this host can take and reaches, for its gossip record (a governor's
+   * capacity, a gateway's remote networks): kept, and given to the agent
+   * whenever this process is one.
+   */
+  setExtras(extras: HostExtras): void {
+    this.extras = extras;
+    this.agent?.setExtras(extras);
   }
 
   /** Renews the lease now (the node set changed), instead of at the next period. */

@@ -11,6 +11,8 @@
 import type { Logger } from "../component/context.ts";
 import { DEREGISTER, GOSSIP, REGISTER, oneWayControlFrame, type ControlContext, type ControlService, type RegisterReply, type RegisterRequest } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
+import { roleOf, type HostCapacity, type HostSummary, type RemoteNetwork } from "./capacity.ts";
+import type { HostExtras } from "./gossip-codec.ts";
 import { LOCAL, type MembershipTable, type NodeEntry } from "./table.ts";
 
 /** What the agent needs of the process hosting it (a Container satisfies it). */
@@ -25,6 +27,8 @@ export interface AgentHost {
 /** The gossip layer as the agent uses it (see gossip.ts). */
 export interface GossipLayer {
   setLocalNodes(nodes: NodeEntry[], schemas: { id: string; json: string }[]): void;
+  /** What this host's record says it can take and reaches (a layer that gossips no capacity leaves it out). */
+  setExtras?(extras: HostExtras): void;
   /** The SYNs of a round, each to its endpoint (over this process's own connection to it). */
   tick(): { endpoint: string; bytes: Uint8Array }[];
   /**
@@ -37,7 +41,12 @@ export interface GossipLayer {
   idleConnections(): string[];
   nextDelayMs(): number;
   /** `host.broadcast`: the host's broadcast relay endpoint, when its record names one (a layer that knows none leaves it out). */
-  onChange(listener: (event: { type: "added" | "updated" | "removed"; host: { host: string; nodes: NodeEntry[]; schemas: { id: string; json: string }[]; broadcast?: string } }) => void): () => void;
+  onChange(
+    listener: (event: {
+      type: "added" | "updated" | "removed";
+      host: { host: string; nodes: NodeEntry[]; schemas: { id: string; json: string }[]; broadcast?: string; endpoint?: string; network?: string; capacity?: HostCapacity; remotes?: RemoteNetwork[] };
+    }) => void,
+  ): () => void;
   stats(): Record<string, number>;
 }
 
@@ -46,6 +55,8 @@ export interface AgentOptions {
   host: string;
   /** This agent's discovery endpoint, as other hosts reach it ("tcp://10.0.0.5:7400"). */
   endpoint: string;
+  /** Its network's name ("" = default). */
+  network?: string;
   gossip?: GossipLayer;
   /**
    * Closes this process's outbound connection to an endpoint (the
@@ -118,6 +129,8 @@ export class HostAgent {
       this.offGossip = this.gossip.onChange(({ type, host }) => {
         if (host.host === this.options.host) return;
         table.setSource(REMOTE + host.host, type === "removed" ? [] : host.nodes, host.schemas);
+        const remotes = host.remotes ?? [];
+        table.setHost(host.host, type === "removed" ? undefined : { host: host.host, network: host.network ?? "", endpoint: host.endpoint ?? "", ...(host.capacity ? { capacity: host.capacity } : {}), remotes, role: roleOf({ capacity: host.capacity, remotes }) });
         if (type === "removed") this.options.log.warn(`host ${host.host} is gone: its nodes left the table`);
       });
       // Our own nodes change when a lease or the hosting process's nodes do.
@@ -136,6 +149,27 @@ export class HostAgent {
       publish();
       this.round();
     }
+    this.setExtras(this.extras);
+  }
+
+  private extras: HostExtras = {};
+
+  /**
+   * What this host can take (its governor's capacity) and reaches (a
+   * gateway's remote networks): into its gossip record, and into the table's
+   * host summaries, where pulls and capacity routing read it.
+   */
+  setExtras(extras: HostExtras): void {
+    this.extras = extras;
+    if (this.closed) return;
+    try {
+      this.gossip?.setExtras?.(extras);
+    } catch (err) {
+      this.options.log.warn(`capacity not gossiped: ${NodeBinError.from(err)}`);
+    }
+    const remotes = extras.remotes ?? [];
+    const summary: HostSummary = { host: this.options.host, network: this.options.network ?? "", endpoint: this.options.endpoint, ...(extras.capacity ? { capacity: extras.capacity } : {}), remotes, role: roleOf({ capacity: extras.capacity, remotes }) };
+    this.process.table.setHost(this.options.host, summary);
   }
 
   /**
@@ -160,6 +194,8 @@ export class HostAgent {
     clearTimeout(this.gossipTimer);
     this.offTable?.();
     this.offGossip?.();
+    // The host summaries were this agent's view: a member learns them from its agent's pulls.
+    this.process.table.setHosts([]);
   }
 
   /**

@@ -10,7 +10,14 @@ import { join } from "node:path";
 import { NODEBIN_PROTO_DIR, loadProtoFiles } from "../wire/proto.ts";
 import { decodeStrict } from "../wire/message.ts";
 import { NodeBinError } from "../wire/errors.ts";
+import { sanitizeCapacity, sanitizeRemotes, type HostCapacity, type RemoteNetwork } from "./capacity.ts";
 import type { NodeEntry } from "./table.ts";
+
+/** What a host's record carries beside its nodes and relay: its capacity (a governor) and the networks it reaches (a gateway). */
+export interface HostExtras {
+  capacity?: HostCapacity | undefined;
+  remotes?: RemoteNetwork[] | undefined;
+}
 
 /** The gossip protocol version this build speaks; messages of others are ignored (counted as `incompatible`). */
 export const GOSSIP_PROTOCOL = 1;
@@ -76,9 +83,10 @@ export type PackableRecord = WireRecord & { recordBytes: number };
  * relay endpoint, when it has one). Throws INVALID_ARGUMENT when a node
  * cannot be encoded.
  */
-export function encodeNodes(nodes: NodeEntry[], broadcast?: string): Uint8Array {
+export function encodeNodes(nodes: NodeEntry[], broadcast?: string, summary: HostExtras = {}): Uint8Array {
   try {
-    return BodyType.encode(BodyType.fromObject({ nodes, ...(broadcast ? { broadcast } : {}) })).finish();
+    const { capacity, remotes } = summary;
+    return BodyType.encode(BodyType.fromObject({ nodes, ...(broadcast ? { broadcast } : {}), ...(capacity ? { capacity } : {}), ...(remotes?.length ? { remotes } : {}) })).finish();
   } catch (err) {
     throw new NodeBinError("INVALID_ARGUMENT", `cannot encode local nodes: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
   }
@@ -103,6 +111,21 @@ export function decodeBroadcast(body: Uint8Array): string {
     return typeof broadcast === "string" && broadcast.length <= MAX_ENDPOINT_LENGTH && broadcast.startsWith("tcp://") ? broadcast : "";
   } catch {
     return "";
+  }
+}
+
+/**
+ * What a host record says it can take (GossipBody.capacity, a governor's) and
+ * reaches (GossipBody.remotes, a gateway's), bounded (membership/capacity.ts).
+ * Never throws: a body that does not decode says nothing.
+ */
+export function decodeExtras(body: Uint8Array): { capacity?: HostCapacity; remotes: RemoteNetwork[] } {
+  try {
+    const o = BodyType.toObject(decodeStrict(BodyType, body), { defaults: false, arrays: true, longs: Number }) as { capacity?: unknown; remotes?: unknown };
+    const capacity = sanitizeCapacity(o.capacity);
+    return { ...(capacity ? { capacity } : {}), remotes: sanitizeRemotes(o.remotes) };
+  } catch {
+    return { remotes: [] };
   }
 }
 

@@ -52,7 +52,8 @@
  * both.
  */
 import { PhiAccrualDetector, type PhiParameters } from "./failure-detector.ts";
-import { bodyDecodes, decodeBroadcast, decodeNodes, recordBytes, type Digest, type Incoming, type WireRecord } from "./gossip-codec.ts";
+import type { HostCapacity, RemoteNetwork } from "./capacity.ts";
+import { bodyDecodes, decodeBroadcast, decodeExtras, decodeNodes, recordBytes, type Digest, type Incoming, type WireRecord } from "./gossip-codec.ts";
 import type { GossipPlan } from "./gossip-plan.ts";
 import type { NodeEntry } from "./table.ts";
 
@@ -90,6 +91,10 @@ export interface HostView {
   schemas: { id: string; json: string }[];
   /** Its broadcast relay's network endpoint, when its record names one (see gossip.proto GossipBody). */
   broadcast?: string;
+  /** What it can take, when its record says (a governor's; see membership/capacity.ts). */
+  capacity?: HostCapacity;
+  /** The networks it reaches (a gateway's record; empty for any other host). */
+  remotes: RemoteNetwork[];
 }
 
 /** A change of the view; `removed` carries the host's last known view. */
@@ -760,6 +765,7 @@ export class HostStore {
       // Checked when merged; a record that got here decodes.
     }
     const broadcast = decodeBroadcast(state.body);
+    const { capacity, remotes } = decodeExtras(state.body);
     state.view = {
       host: state.host,
       endpoint: state.endpoint,
@@ -769,6 +775,8 @@ export class HostStore {
       nodes,
       schemas: state.schemaIds.map((id) => ({ id, json: this.schemaStore.get(id)?.json ?? "" })),
       ...(broadcast ? { broadcast } : {}),
+      ...(capacity ? { capacity } : {}),
+      remotes,
     };
     return state.view;
   }

@@ -62,7 +62,7 @@
  * except to a host that listed it as held (it does while its view changes).
  */
 import { NodeBinError } from "../wire/errors.ts";
-import { MAX_ENDPOINT_LENGTH, MAX_HELD_SCHEMAS, columns, encode, encodeNodes, pack, parse, validId, type Incoming } from "./gossip-codec.ts";
+import { MAX_ENDPOINT_LENGTH, MAX_HELD_SCHEMAS, columns, encode, encodeNodes, pack, parse, validId, type HostExtras, type Incoming } from "./gossip-codec.ts";
 import { DEFAULT_BUDGET, DEFAULT_PERIOD_MS, DEFAULT_THRESHOLD, DIGEST_OVERHEAD, HEADROOM, gossipPlan, type GossipPlan, type PlanOptions } from "./gossip-plan.ts";
 import { HostStore, mayRevive, upperBound, type GossipChange, type HostState, type HostView, type Origin } from "./gossip-state.ts";
 import type { NodeEntry } from "./table.ts";
@@ -214,7 +214,29 @@ export class Gossip {
 
   /** Replaces this host's own nodes (bumps version). Throws INVALID_ARGUMENT when a node cannot be encoded. */
   setLocalNodes(nodes: NodeEntry[], schemas: { id: string; json: string }[]): void {
-    const body = encodeNodes(nodes, this.options.self.broadcast);
+    this.localNodes = { nodes, schemas };
+    this.publishLocal();
+  }
+
+  /**
+   * Replaces what this host's record says it can take and reaches (its
+   * governor's capacity, a gateway's remote networks); bumps its version when
+   * that changed. Throws INVALID_ARGUMENT when it cannot be encoded.
+   */
+  setExtras(extras: HostExtras): void {
+    this.extras = extras;
+    this.publishLocal();
+  }
+
+  private localNodes: { nodes: NodeEntry[]; schemas: { id: string; json: string }[] } = { nodes: [], schemas: [] };
+  private extras: HostExtras = {};
+
+  private publishLocal(): void {
+    const { nodes, schemas } = this.localNodes;
+    const body = encodeNodes(nodes, this.options.self.broadcast, this.extras);
+    // The same record again is no news: its version stays (extras are set every governor round).
+    const same = body.length === this.self.body.length && body.every((b, i) => b === this.self.body[i]) && schemas.every((s) => this.self.schemaIds.includes(s.id)) && schemas.length === this.self.schemaIds.length;
+    if (same && this.self.version > 1) return;
     this.store.setLocal(body, new Map(schemas.map((s) => [s.id, s.json])), this.options.now());
   }
 

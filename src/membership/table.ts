@@ -8,7 +8,8 @@
 import { nodebinRoot } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { Schema, type MethodSchema } from "../wire/schema.ts";
-import type { NodeEntry, PullReply } from "../wire/control.ts";
+import type { HostSummary, NodeEntry, PullReply } from "../wire/control.ts";
+import { sanitizeCapacity, sanitizeRemotes } from "./capacity.ts";
 
 // The wire types of the table's entries live with the control protocol that carries them.
 export type { NodeEntry, NodeLoad } from "../wire/control.ts";
@@ -44,6 +45,12 @@ export class MembershipTable {
   private merged: Map<string, NodeEntry> | undefined;
   private index: Map<string, MethodRoute> | undefined;
   private readonly listeners = new Set<() => void>();
+  /**
+   * The hosts this process knows with what they can take (membership/capacity.ts), by host id:
+   * an agent's own and its gossip's, or a pulled copy of an agent's. Not part of the node
+   * table's version: capacity moves every second, and a change of it is no reason to pull the nodes again.
+   */
+  private readonly hosts = new Map<string, HostSummary>();
   /** Bumped on every change: lets a puller skip an unchanged table. */
   version = 1;
   /** Schemas refused (too large, an id that is not their content's, invalid), and the entries they took with them. */
@@ -111,7 +118,25 @@ export class MembershipTable {
       if (node.endpoints.length === 0 && endpoint) node.endpoints = [endpoint];
     }
     if (!reply.unchanged) this.setSource(source, reply.nodes, reply.schemas, true);
+    if (reply.hosts?.length) this.setHosts(reply.hosts.slice(0, MAX_PULLED_HOSTS).map(pulledHost));
     return reply;
+  }
+
+  /** Sets (or, with only its id, removes) one host's summary. */
+  setHost(host: string, summary?: HostSummary): void {
+    if (summary) this.hosts.set(host, summary);
+    else this.hosts.delete(host);
+  }
+
+  /** Replaces every host summary (a pull's; an empty list forgets them). */
+  setHosts(summaries: readonly HostSummary[]): void {
+    this.hosts.clear();
+    for (const h of summaries) if (h.host) this.hosts.set(h.host, h);
+  }
+
+  /** The hosts this process knows, with their capacity and the networks gateways reach (see setHost). */
+  hostSummaries(): HostSummary[] {
+    return [...this.hosts.values()];
   }
 
   /** The names of the sources that have entries. */
@@ -208,13 +233,25 @@ export class MembershipTable {
   }
 
   /** The pull reply for this table: nodes with their schemas, each schema once; `unchanged` when the asker has this version. */
-  encodePull(knownVersion = 0): Uint8Array {
-    if (knownVersion === this.version) return PullReply.encode({ version: this.version, unchanged: true }).finish();
+  encodePull(knownVersion = 0, self: { host?: string; network?: string } = {}): Uint8Array {
+    const hosts = this.hostSummaries();
+    if (knownVersion === this.version) return PullReply.encode({ version: this.version, unchanged: true, hosts, ...self }).finish();
     const nodes = this.entries();
     const used = new Set(nodes.map((n) => n.schema));
     const schemas = [...used].map((id) => ({ id, json: this.schemas.get(id)!.json }));
-    return PullReply.encode({ nodes, schemas, version: this.version }).finish();
+    return PullReply.encode({ nodes, schemas, version: this.version, hosts, ...self }).finish();
   }
+}
+
+/** The most host summaries a pulled reply may make a process hold. */
+export const MAX_PULLED_HOSTS = 4096;
+
+/** A pulled host summary, bounded as a gossiped one is (capacity.ts). */
+function pulledHost(h: HostSummary): HostSummary {
+  const capacity = sanitizeCapacity(h.capacity);
+  const remotes = sanitizeRemotes(h.remotes);
+  const text = (v: unknown) => (typeof v === "string" && v.length <= 256 ? v : "");
+  return { host: text(h.host), network: text(h.network), endpoint: text(h.endpoint), ...(capacity ? { capacity } : {}), remotes, role: text(h.role) };
 }
 
 function sameEntries(a: Map<string, NodeEntry>, b: NodeEntry[]): boolean {

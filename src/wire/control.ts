@@ -67,6 +67,11 @@ export interface PullReply {
   schemas: SchemaRecord[];
   version: number;
   unchanged: boolean;
+  /** The hosts the answering agent knows, with their capacity (empty from a process that is no agent). */
+  hosts?: HostSummary[];
+  /** The answering process's host and network ("" from an older one). */
+  host?: string;
+  network?: string;
 }
 export interface RegisterRequest {
   nodes: NodeEntry[];
@@ -141,12 +146,61 @@ export interface CapacityRequest {
   component: string;
   method: string;
   fromHost: string;
+  /** Hosts of the network it is in now whose governors had no free slot. */
   visited: string[];
+  /** Where capacity may be made: "host", "network", or "any" / "" (remote networks too). */
+  scope?: string;
+  /** The content hash of the component's code, once a governor that knows it has set it. */
+  hash?: string;
+  /** The networks it came through (a gateway adds the one it leaves). */
+  networks?: string[];
+}
+/** One component at one host (nodebin.ComponentLoad). */
+export interface ComponentLoad {
+  name: string;
+  /** Content hash of its code at that host ("": not shared). */
+  hash: string;
+  nodes: number;
+  queued: number;
+  capacity: number;
+  max: number;
+}
+/** What a host can take (nodebin.HostCapacity). */
+export interface HostCapacity {
+  slots: number;
+  used: number;
+  components: ComponentLoad[];
+  provider: boolean;
+}
+/** A network beyond a gateway, summed up (nodebin.RemoteNetwork). */
+export interface RemoteNetwork {
+  network: string;
+  hosts: number;
+  slots: number;
+  free: number;
+  components: string[];
+}
+/** One host with what it can take, as a pull reports it (nodebin.HostSummary). */
+export interface HostSummary {
+  host: string;
+  network: string;
+  endpoint: string;
+  capacity?: HostCapacity | undefined;
+  remotes: RemoteNetwork[];
+  role: string;
 }
 export interface BroadcastRequest {
   method: string;
   value: Uint8Array;
   meta: Record<string, string>;
+}
+export interface FetchComponentRequest {
+  name: string;
+  hash: string;
+}
+export interface FetchComponentReply {
+  /** A ComponentArchive sealed with the cluster key (see control.proto). */
+  sealed: Uint8Array;
 }
 export interface GovernorStatusReply {
   json: string;
@@ -207,6 +261,8 @@ export const YIELD_AGENT = control<Empty, Empty>("Control", "YieldAgent");
 export const REQUEST_CAPACITY = control<CapacityRequest, void>("Control", "RequestCapacity");
 /** nodebin.Control/Broadcast: a client's broadcast, published by the process it is connected to. */
 export const BROADCAST = control<BroadcastRequest, Empty>("Control", "Broadcast");
+/** nodebin.Control/FetchComponent: a component's code, sealed, for a governor that lacks it (governor/code-share.ts). */
+export const FETCH_COMPONENT = control<FetchComponentRequest, FetchComponentReply>("Control", "FetchComponent");
 
 /** nodebin.Governor/*: the governor's management API. */
 export const GOVERNOR_STATUS = control<Empty, GovernorStatusReply>("Governor", "Status");
@@ -282,6 +338,9 @@ export const AUTHORITY: ReadonlyMap<string, readonly PeerKind[]> = authorityTabl
   [REQUEST_CAPACITY, ANYONE],
   // A client's broadcast, whichever host it connects to (with a cluster key, members only reach here).
   [BROADCAST, ANYONE],
+  // Another host's governor fetching a component's code: asked over tcp; its handler serves it
+  // only when the process has a cluster key (then only members reach it), sealed with that key.
+  [FETCH_COMPONENT, ANYONE],
   // A host's containers and their governor, over the private runtime directory.
   [REGISTER, HOST_ONLY],
   [DEREGISTER, HOST_ONLY],

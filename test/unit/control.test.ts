@@ -7,6 +7,7 @@ import {
   AUTHORITY,
   BROADCAST,
   CONTROL_SCHEMA,
+  FETCH_COMPONENT,
   DEREGISTER,
   DRAIN,
   GOSSIP,
@@ -48,7 +49,7 @@ t.test("control - the control schema serves nodebin.Control/Pull, SYNC", async (
   t.same(
     [...CONTROL_SCHEMA.methods.keys()],
     [
-      ...["Pull", "Register", "Deregister", "Gossip", "Ping", "Drain", "ImportState", "Release", "Resume", "YieldAgent", "RequestCapacity", "Broadcast"].map((m) => `nodebin.Control/${m}`),
+      ...["Pull", "Register", "Deregister", "Gossip", "Ping", "Drain", "ImportState", "Release", "Resume", "YieldAgent", "RequestCapacity", "Broadcast", "FetchComponent"].map((m) => `nodebin.Control/${m}`),
       ...["Status", "Set", "Stop", "Roll", "RequestCapacity"].map((m) => `nodebin.Governor/${m}`),
     ],
   );
@@ -127,7 +128,22 @@ t.test("control - a request to the container's own caller endpoint is UNIMPLEMEN
 // side would be dropped by the encoder and fail here).
 const entryValue = { id: "n1", component: "c", version: "1", host: "h", network: "", endpoints: ["ipc:///x"], methods: [{ name: "demo.Greeter/Hello", mode: 0 }], schema: "s1", load: { queued: 1, capacity: 2 } };
 const samples: { method: AnyControlMethod; request: unknown; reply: unknown }[] = [
-  { method: PULL, request: { knownVersion: 3 }, reply: { nodes: [entryValue], schemas: [{ id: "s1", json: "{}" }], version: 4, unchanged: false } },
+  {
+    method: PULL,
+    request: { knownVersion: 3 },
+    reply: {
+      nodes: [entryValue],
+      schemas: [{ id: "s1", json: "{}" }],
+      version: 4,
+      unchanged: false,
+      hosts: [
+        { host: "h", network: "a", endpoint: "tcp://10.0.0.1:7400", capacity: { slots: 4, used: 1, components: [{ name: "c", hash: "ab", nodes: 1, queued: 2, capacity: 10, max: 4 }], provider: true }, remotes: [], role: "governor" },
+        { host: "g", network: "a", endpoint: "tcp://10.0.0.2:7400", capacity: null, remotes: [{ network: "b", hosts: 2, slots: 8, free: 5, components: ["c"] }], role: "gateway" },
+      ],
+      host: "h",
+      network: "a",
+    },
+  },
   { method: REGISTER, request: { nodes: [entryValue], schemas: [{ id: "s1", json: "{}" }], leaseMs: 3000, seeds: ["tcp://a:1"], container: "c1", pid: 42 }, reply: { version: 7, host: "h" } },
   { method: DEREGISTER, request: { container: "c1" }, reply: {} },
   { method: GOSSIP, request: { payload: new Uint8Array([1, 2, 3]) }, reply: {} },
@@ -146,13 +162,14 @@ const samples: { method: AnyControlMethod; request: unknown; reply: unknown }[] 
   { method: RELEASE, request: {}, reply: {} },
   { method: RESUME, request: { reason: "pid 7 did not take the state: UNAUTHENTICATED" }, reply: {} },
   { method: YIELD_AGENT, request: {}, reply: {} },
-  { method: REQUEST_CAPACITY, request: { component: "c", method: "m", fromHost: "h", visited: ["a"] }, reply: {} },
+  { method: REQUEST_CAPACITY, request: { component: "c", method: "m", fromHost: "h", visited: ["a"], scope: "network", hash: "ab", networks: ["b"] }, reply: {} },
   { method: BROADCAST, request: { method: "demo.Board/Post", value: new Uint8Array([10, 1, 120]), meta: { k: "v" } }, reply: {} },
+  { method: FETCH_COMPONENT, request: { name: "greeter", hash: "ab" }, reply: { sealed: new Uint8Array([1]) } },
   { method: GOVERNOR_STATUS, request: {}, reply: { json: "{}" } },
   { method: GOVERNOR_SET, request: { key: "capacity", component: "", value: 3 }, reply: { json: "{}" } },
   { method: GOVERNOR_STOP, request: { keepChildren: true }, reply: {} },
   { method: GOVERNOR_ROLL, request: { components: ["greeter", "counter"] }, reply: { json: "{}" } },
-  { method: GOVERNOR_CAPACITY, request: { component: "c", method: "m", fromHost: "h", visited: [] }, reply: {} },
+  { method: GOVERNOR_CAPACITY, request: { component: "c", method: "m", fromHost: "h", visited: [], scope: "", hash: "", networks: [] }, reply: {} },
 ];
 
 const plainBytes = (v: unknown): unknown => (v instanceof Uint8Array ? [...v] : Array.isArray(v) ? v.map(plainBytes) : v && typeof v === "object" ? Object.fromEntries(Object.entries(v).map(([k, x]) => [k, plainBytes(x)])) : v);
@@ -174,7 +191,7 @@ t.test("control - the authority table: host-only methods are refused to network 
     t.equal(mayAsk(m.schema.fullName, "network"), process.platform === "win32", `${m.schema.fullName} from the network`);
     t.equal(mayAsk(m.schema.fullName, "host"), true, `${m.schema.fullName} from the host`);
   }
-  for (const m of [PULL, GOSSIP, REQUEST_CAPACITY]) t.equal(mayAsk(m.schema.fullName, "network"), true, `${m.schema.fullName} from the network`);
+  for (const m of [PULL, GOSSIP, REQUEST_CAPACITY, FETCH_COMPONENT]) t.equal(mayAsk(m.schema.fullName, "network"), true, `${m.schema.fullName} from the network`);
   t.equal(mayAsk("nodebin.Control/Nope", "host"), false, "a method with no row is served to nobody outside");
   t.equal(mayAsk("nodebin.Control/Nope", "local"), true, "...but the process itself");
 });
