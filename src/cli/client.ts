@@ -6,6 +6,7 @@ import { readFileSync } from "node:fs";
 import { cac } from "cac";
 import { Client, type ServiceInfo } from "../client/client.ts";
 import type { Scope } from "../component/context.ts";
+import type { Tiers } from "../membership/capacity.ts";
 import type { NodeEntry } from "../membership/table.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { VERSION } from "./version.ts";
@@ -25,9 +26,13 @@ interface ClientFlags {
   clusterKey?: string;
   plugins?: string;
   window?: string | number;
+  capacityWait?: string | number;
+  tiers?: boolean;
 }
 
 const SCOPES: readonly Scope[] = ["process", "host", "network", "any"];
+const SCOPE_HELP = "where it may be served, and where capacity may be made for it: process | host | network | any (default; remote networks through gateways too)";
+const CAPACITY_WAIT_HELP = "when every node is full: wait this long for room, then ask for more capacity and keep waiting up to the timeout (default: fail at once)";
 
 export async function runClient(argv: string[]): Promise<number> {
   const cli = cac("node-bin client");
@@ -43,7 +48,8 @@ export async function runClient(argv: string[]): Promise<number> {
       .option("--log-format <format>", LOG_FORMAT_HELP);
   common(cli.command("call <method> [json]", "Call a SYNC method; JSON request (default {}); '-' reads it from stdin, '@file' from a file"))
     .option("--meta <key=value>", "metadata for the callee (repeatable)")
-    .option("--scope <scope>", "where it may be served: process | host | network | any")
+    .option("--scope <scope>", SCOPE_HELP)
+    .option("--capacity-wait <ms>", CAPACITY_WAIT_HELP)
     .example("node-bin client call demo.Greeter/Hello '{\"name\":\"Ada\"}'")
     .action((method: string, json: string | undefined, flags: ClientFlags) => {
       // Flags and request are checked before connecting: a usage error is not an UNAVAILABLE.
@@ -56,7 +62,8 @@ export async function runClient(argv: string[]): Promise<number> {
     });
   common(cli.command("send <method> [json]", "Send to an ASYNC method; returns once a node accepted it"))
     .option("--meta <key=value>", "metadata for the callee (repeatable)")
-    .option("--scope <scope>", "where it may be served: process | host | network | any")
+    .option("--scope <scope>", SCOPE_HELP)
+    .option("--capacity-wait <ms>", CAPACITY_WAIT_HELP)
     .action((method: string, json: string | undefined, flags: ClientFlags) => {
       const options = callOptions(flags);
       const request = readRequest(json);
@@ -79,7 +86,8 @@ export async function runClient(argv: string[]): Promise<number> {
   common(cli.command("stream <method> [json]", "Call a STREAM method; prints one JSON line per item as it arrives, and exits with the stream's final status"))
     .option("--window <n>", "items the producer may send ahead of those printed (default 16, at most 4096)")
     .option("--meta <key=value>", "metadata for the callee (repeatable)")
-    .option("--scope <scope>", "where it may be served: process | host | network | any")
+    .option("--scope <scope>", SCOPE_HELP)
+    .option("--capacity-wait <ms>", CAPACITY_WAIT_HELP)
     .example("node-bin client stream demo.Ticker/Count '{\"count\":5}' | head -n 3")
     .action((method: string, json: string | undefined, flags: ClientFlags) => {
       const options = { ...callOptions(flags), ...windowOption(flags) };
@@ -107,12 +115,15 @@ export async function runClient(argv: string[]): Promise<number> {
       output.out(output.json ? JSON.stringify(services) : formatServices(services));
     });
   });
-  common(cli.command("nodes", "List running nodes with host, component, endpoints and load")).action((flags: ClientFlags) => {
-    action = (output) => withClient(flags, async (client) => {
-      const nodes = client.nodes();
-      output.out(output.json ? JSON.stringify(nodes) : formatNodes(nodes));
+  common(cli.command("nodes", "List running nodes with host, network, component, endpoints and load, then the capacity tiers: this host, this network, remote networks"))
+    .option("--tiers", "with --json: one object { nodes, hosts, tiers } instead of the array of nodes")
+    .action((flags: ClientFlags) => {
+      action = (output) => withClient(flags, async (client) => {
+        const nodes = client.nodes();
+        if (output.json) output.out(JSON.stringify(flags.tiers ? { nodes, hosts: client.hosts(), tiers: client.tiers() ?? null } : nodes));
+        else output.out(`${formatNodes(nodes)}\n\n${formatTiers(client.tiers())}`);
+      });
     });
-  });
   cli.option("-v, --version", "print the version").help();
 
   const json = argv.includes("--json");
@@ -165,7 +176,15 @@ function callOptions(flags: ClientFlags) {
   }
   if (flags.scope !== undefined && !SCOPES.includes(flags.scope as Scope)) throw new UsageError(`--scope takes one of ${SCOPES.join(", ")}, got ${JSON.stringify(flags.scope)}`);
   const timeoutMs = parseMs(flags.timeout, "--timeout");
-  return { meta, ...(flags.scope ? { scope: flags.scope as Scope } : {}), ...(timeoutMs ? { timeoutMs } : {}) };
+  const capacityWaitMs = flags.capacityWait === undefined ? undefined : parseCapacityWait(flags.capacityWait);
+  return { meta, ...(flags.scope ? { scope: flags.scope as Scope } : {}), ...(timeoutMs ? { timeoutMs } : {}), ...(capacityWaitMs !== undefined ? { capacityWaitMs } : {}) };
+}
+
+/** --capacity-wait: a whole number of ms, 0 or more (0: ask for capacity at the first refusal). */
+function parseCapacityWait(value: string | number): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new UsageError(`--capacity-wait takes a whole number of ms, 0 or more, got ${JSON.stringify(value)}`);
+  return n;
 }
 
 /** --window as StreamOptions: a whole number of items from 1 to 4096. */
@@ -213,7 +232,26 @@ function formatServices(services: ServiceInfo[]): string {
 
 function formatNodes(nodes: NodeEntry[]): string {
   if (nodes.length === 0) return "no nodes";
-  const rows = [["NODE", "COMPONENT", "VERSION", "HOST", "QUEUE", "ENDPOINT"], ...nodes.map((n) => [n.id, n.component, n.version, n.host, `${n.load.queued}/${n.load.capacity}`, n.endpoints.join(" ")])];
+  return table([["NODE", "COMPONENT", "VERSION", "HOST", "NETWORK", "QUEUE", "ENDPOINT"], ...nodes.map((n) => [n.id, n.component, n.version, n.host, n.network || "default", `${n.load.queued}/${n.load.capacity}`, n.endpoints.join(" ")])]);
+}
+
+function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n");
+}
+
+/** The capacity tiers (membership/capacity.ts): slots are container processes; a host without a governor has none. */
+export function formatTiers(tiers: Tiers | undefined): string {
+  if (!tiers) return "capacity tiers: not known (the process asked is no host agent, or predates them)";
+  const load = (c: Tiers["host"]["components"]) =>
+    Object.entries(c)
+      .map(([name, l]) => `${name} ${l.nodes} node${l.nodes === 1 ? "" : "s"}${l.capacity ? ` ${l.queued}/${l.capacity} queued` : ""}`)
+      .join(", ") || "-";
+  const rows = [
+    ["TIER", "HOSTS", "SLOTS", "FREE", "COMPONENTS"],
+    [`this host ${tiers.host.id}`, String(tiers.host.hosts), String(tiers.host.slots), String(tiers.host.free), load(tiers.host.components)],
+    [`this network ${tiers.network.name || "default"}`, String(tiers.network.hosts), String(tiers.network.slots), String(tiers.network.free), load(tiers.network.components)],
+    ...tiers.remotes.map((r) => [`remote ${r.network} via ${r.gateways.join(", ")}`, String(r.hosts), String(r.slots), String(r.free), r.components.join(", ") || "-"]),
+  ];
+  return table(rows) + (tiers.remotes.length === 0 ? "\nremote networks: none (no gateway in this network)" : "");
 }

@@ -12,7 +12,7 @@ import { closest } from "../wire/message.ts";
 import { processView } from "../metrics/sources.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
 import { METRICS_HELP, metricsFlag, metricsLine, startMetrics, type RoleMetrics } from "./metrics-options.ts";
-import { ADVERTISE_HELP, CLUSTER_KEY_HELP, INSECURE_HELP, LISTEN_HELP, LOADER_HELP, PLUGINS_HELP, advertiseFlag, hostId, intFlag, netSecurity, parseSeeds, startPlugins } from "./net-options.ts";
+import { ADVERTISE_HELP, CLUSTER_KEY_HELP, INSECURE_HELP, LISTEN_HELP, LOADER_HELP, NETWORK_HELP, PLUGINS_HELP, advertiseFlag, hostId, intFlag, netSecurity, networkFlag, parseSeeds, startPlugins } from "./net-options.ts";
 import { LOG_FORMAT_HELP, roleOutput } from "./log-options.ts";
 import { checkFlags, reportError, UsageError } from "./output.ts";
 import { VERSION } from "./version.ts";
@@ -30,7 +30,7 @@ export async function runContainer(argv: string[]): Promise<number> {
     .option("--insecure", INSECURE_HELP)
     .option("--plugins <dir>", PLUGINS_HELP)
     .option("--loader <file>", LOADER_HELP)
-    .option("--network <name>", "network name (default: none)")
+    .option("--network <name>", NETWORK_HELP)
     .option("--host <id>", "this host's id (default: $NODEBIN_HOST, else a unique id kept in the runtime directory: <host name>-<random>)")
     .option("--discovery-port <port>", "the host's discovery port (default 7400)")
     .option("--governor <endpoint>", "the governor's local socket (set by the governor when it starts this container)")
@@ -71,7 +71,7 @@ export async function runContainer(argv: string[]): Promise<number> {
     const bind = security.bind;
     const advertise = advertiseFlag(o.advertise);
     const host = hostId(o.host);
-    const network = typeof o.network === "string" ? o.network : "";
+    const network = networkFlag(o.network);
     const dir = resolveComponentsDir(typeof o.components === "string" ? o.components : undefined);
     const { components, errors } = await loader.load(dir);
     const component = components.find((c) => c.name === o.component);

@@ -27,7 +27,7 @@ import { processView } from "../metrics/sources.ts";
 import type { MetricsAddress } from "../metrics/server.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
 import { METRICS_HELP, metricsFlag, metricsLine, startMetrics } from "./metrics-options.ts";
-import { ADVERTISE_HELP, CLUSTER_KEY_HELP, INSECURE_HELP, LISTEN_HELP, LOADER_HELP, PLUGINS_HELP, advertiseFlag, hostId, intFlag, netSecurity, parseSeeds, startPlugins, type NetSecurity } from "./net-options.ts";
+import { ADVERTISE_HELP, CLUSTER_KEY_HELP, INSECURE_HELP, LISTEN_HELP, LOADER_HELP, NETWORK_HELP, PLUGINS_HELP, advertiseFlag, hostId, intFlag, netSecurity, networkFlag, parseSeeds, startPlugins, type NetSecurity } from "./net-options.ts";
 import type { PluginHost } from "../governor/plugins.ts";
 import type { ComponentLoader, PluginContext } from "../governor/strategy.ts";
 import { isLoopback } from "../transport/addresses.ts";
@@ -63,7 +63,7 @@ export async function runDev(argv: string[]): Promise<number> {
     .option("--insecure", INSECURE_HELP)
     .option("--plugins <dir>", PLUGINS_HELP)
     .option("--loader <file>", LOADER_HELP)
-    .option("--network <name>", "joined: network name (default: none)")
+    .option("--network <name>", `joined: ${NETWORK_HELP}`)
     .option("--host <id>", "joined: this host's id (default: $NODEBIN_HOST, else a unique id kept in the runtime directory: <host name>-<random>)")
     .option("--discovery-port <port>", "joined: the host's discovery port (default 7400)")
     .option("--metrics <host:port>", METRICS_HELP)
@@ -105,7 +105,7 @@ export async function runDev(argv: string[]): Promise<number> {
       security: netSecurity(o, plugins.provider),
       advertise: advertiseFlag(o.advertise),
       host: hostId(o.host),
-      network: typeof o.network === "string" ? o.network : "",
+      network: networkFlag(o.network),
       discoveryPort: intFlag(o.discoveryPort, "--discovery-port", 1, 65535) ?? DEFAULT_DISCOVERY_PORT,
       metrics,
     });

@@ -5,6 +5,7 @@ import { join, resolve } from "node:path";
 import { PluginHost } from "../governor/plugins.ts";
 import type { PluginContext } from "../governor/strategy.ts";
 import type { SecurityProvider } from "../security/provider.ts";
+import { parseNetworkName } from "../membership/network-name.ts";
 import { defaultBind, isLoopback, isWildcard } from "../transport/addresses.ts";
 import { entryDir } from "./components-dir.ts";
 import { DEFAULT_DISCOVERY_PORT, ensureRuntimeDir, hostIdentity } from "../transport/runtime-dir.ts";
@@ -134,6 +135,19 @@ export function advertiseFlag(flag: unknown): string | undefined {
 }
 
 /** A whole number flag within bounds. Throws UsageError. */
+export const NETWORK_HELP = "network name: the hosts that reach each other directly and share one gossip domain (default: default)";
+
+/**
+ * --network NAME as the process's network: "default" (the default) is the
+ * empty name every older process goes by, so `--network default` and no
+ * flag are one network. A name is 1 to 64 letters, digits, '.', '_' or '-'.
+ */
+export function networkFlag(value: unknown, flag = "--network"): string {
+  const network = parseNetworkName(value);
+  if (network === undefined) throw new UsageError(`${flag} takes a name of 1 to 64 letters, digits, '.', '_' or '-', got ${JSON.stringify(value)}`);
+  return network;
+}
+
 export function intFlag(value: unknown, flag: string, min: number, max: number): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);

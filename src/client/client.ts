@@ -10,6 +10,7 @@ import { hostname } from "node:os";
 import type { CallOptions, CallStream, StreamOptions } from "../component/context.ts";
 import { NodeBinProcess } from "../container/compose.ts";
 import type { MembershipTable, NodeEntry } from "../membership/table.ts";
+import { tiersOf, type HostSummary, type Tiers } from "../membership/capacity.ts";
 import { loadSecurity, type SecurityProvider } from "../security/provider.ts";
 import { devEndpoint, discoveryIpc, ipcOwner, ipcOwnerFile, readHostIdentity, runtimeDirPath } from "../transport/runtime-dir.ts";
 import { BROADCAST, PULL, type ControlMethod } from "../wire/control.ts";
@@ -171,6 +172,22 @@ export class Client {
       throw new NodeBinError("UNAVAILABLE", `no answer from ${this.endpoint} within ${this.connectTimeoutMs} ms: is node-bin running there?`, { details: { endpoint: this.endpoint }, cause: e });
     }
     this.pulledVersion = this.table.mergePull(reply, this.endpoint).version;
+    if (reply.host) this.agent = { host: reply.host, network: reply.network ?? "" };
+    this.process.container.adoptNetwork(reply.network ?? "");
+  }
+
+  /** The host and network of the process this client pulls its table from (undefined before the first pull, or from an older one). */
+  agent: { host: string; network: string } | undefined;
+
+  /** The hosts the answering agent knows, with their capacity (membership/capacity.ts; empty from a dev process). */
+  hosts(): HostSummary[] {
+    return this.table.hostSummaries();
+  }
+
+  /** The three tiers as the agent this client asks sees them: its host, its network, the remote networks its gateways reach. */
+  tiers(): Tiers | undefined {
+    if (!this.agent) return undefined;
+    return tiersOf(this.agent.host, this.agent.network, this.hosts());
   }
 
   /**

@@ -63,7 +63,11 @@ export interface ControlTarget {
 export class Container {
   readonly id: string;
   readonly host: string;
-  readonly network: string;
+  /** Its network ("" = default). A client's is the network it pulls its table from (adoptNetwork). */
+  get network(): string {
+    return this.locality.network;
+  }
+  private readonly locality: { inProcess(id: string): boolean; host: string; network: string };
   readonly direct = new DirectTransport();
   readonly stack: TransportStack;
   readonly table = new MembershipTable();
@@ -93,7 +97,7 @@ export class Container {
   constructor(options: ContainerOptions = {}) {
     this.host = options.host ?? hostname();
     this.id = options.id ?? `${this.host}-${process.pid}`;
-    this.network = options.network ?? "";
+    this.locality = { inProcess: (id) => this.direct.has(id), host: this.host, network: options.network ?? "" };
     this.endpoints = options.endpoints ?? [];
     this.makeLogger = options.logger ?? ((source) => consoleLogger(source));
     this.log = this.makeLogger(this.id);
@@ -105,13 +109,13 @@ export class Container {
     this.inbound = options.interceptors?.inbound ?? [];
     this.stack = new TransportStack([this.direct]);
     this.control = new ControlServer(this.id, (request, value, from, error) => this.reply(request, value, error, from), this.log);
-    this.router = new Router(this.table, { inProcess: (id) => this.direct.has(id), host: this.host, network: this.network }, this.clock ? { clock: this.clock } : {});
+    this.router = new Router(this.table, this.locality, this.clock ? { clock: this.clock } : {});
     this.caller = this.newCaller(`${this.id}/caller`);
     this.direct.attach(this.caller.id, (env, peer) => this.answerOnly(this.caller, env, peer));
     this.direct.attach("", (env, peer) => this.control.handle(env, peer));
     this.control.serve(PULL, ({ knownVersion }) => {
       this.refreshLoad();
-      return new EncodedReply(this.table.encodePull(knownVersion));
+      return new EncodedReply(this.table.encodePull(knownVersion, { host: this.host, network: this.network }));
     });
   }
 
@@ -124,6 +128,15 @@ export class Container {
       const entry = this.table.get(node.id);
       if (entry) entry.load.queued = node.getStats().queued;
     }
+  }
+
+  /**
+   * Takes the network of the agent whose table this process pulls (a
+   * client): its nodes are then "this network" to its router, and scope
+   * "network" means that network.
+   */
+  adoptNetwork(network: string): void {
+    this.locality.network = network;
   }
 
   /** Adds a transport below the ones already stacked (frames the others cannot route go to it). */
@@ -205,14 +218,28 @@ export class Container {
     if (this.closed) return;
     this.closed = true;
     await Promise.all([...this.nodes.keys()].map((id) => this.removeNode(id)));
-    this.caller.close();
+    for (const caller of this.callers) caller.close();
     await this.stack.close();
   }
 
-  private newCaller(id: string): RoutingCaller {
+  /**
+   * A caller of this process's own, answered at endpoint `id` (attached here
+   * now), that routes with `router` (default the process's): its calls fail
+   * with the others' when a connection drops (failCallsVia), and it closes
+   * with the process. A gateway relays through one whose router counts no
+   * endpoint of this process as a node of its own (gateway/relay.ts).
+   * Throws ALREADY_EXISTS for an id in use.
+   */
+  addCaller(id: string, router: Router = this.router): RoutingCaller {
+    const caller = this.newCaller(id, router);
+    this.direct.attach(id, (env, peer) => this.answerOnly(caller, env, peer));
+    return caller;
+  }
+
+  private newCaller(id: string, router: Router = this.router): RoutingCaller {
     const caller = new RoutingCaller({
       id,
-      router: this.router,
+      router,
       sender: this.stack,
       ...(this.defaultTimeoutMs ? { defaultTimeoutMs: this.defaultTimeoutMs } : {}),
       ...(this.settleMs ? { settleMs: this.settleMs } : {}),
@@ -220,7 +247,7 @@ export class Container {
       ...(this.clock ? { clock: this.clock } : {}),
       interceptors: this.debugLog ? [outboundLoggingInterceptor(this.makeLogger(id)), ...this.outbound] : this.outbound,
       // A call that found every node full asks the full node's process for capacity (it tells its governor).
-      requestCapacity: (node, method) => this.sendControl(REQUEST_CAPACITY, { component: node.component, method: method.fullName, fromHost: this.host, visited: [] }, { to: node.id }),
+      requestCapacity: (node, method, scope) => this.sendControl(REQUEST_CAPACITY, { component: node.component, method: method.fullName, fromHost: this.host, visited: [], scope }, { to: node.id }),
     });
     this.callers.push(caller);
     return caller;
@@ -291,12 +318,21 @@ export class Container {
     this.connectionClosed(endpoint);
   }
 
+  private readonly closedListeners = new Set<(connection: string) => void>();
+
+  /** Calls `listener` with every connection that closes (see connectionClosed): endpoints other than nodes (a gateway's relays) end what it carried. Returns the unsubscribe function. */
+  onConnectionClosed(listener: (connection: string) => void): () => void {
+    this.closedListeners.add(listener);
+    return () => this.closedListeners.delete(listener);
+  }
+
   /**
    * A connection closed (transport Peer.connection; see
    * ZmqOptions.onConnectionClosed): the streams its peer opened at this
    * process's nodes end, and their generators are returned.
    */
   connectionClosed(connection: string): void {
+    for (const listener of [...this.closedListeners]) listener(connection);
     for (const node of this.nodes.values()) node.connectionClosed(connection);
   }
 

@@ -79,7 +79,7 @@ export interface CallerConfig {
    * answered RESOURCE_EXHAUSTED to a call that may wait for room
    * (capacityWaitMs). Fire and forget: a throw is ignored.
    */
-  requestCapacity?: (node: NodeEntry, method: MethodSchema) => void;
+  requestCapacity?: (node: NodeEntry, method: MethodSchema, scope: Scope) => void;
   /** What deadlines, backoffs and settle waits are timed by (default systemClock); tests pass a ManualClock. */
   clock?: Clock;
   /**
@@ -126,6 +126,8 @@ interface OpenStream {
   /** Nodes that refused it in this round, and how many sends it had. */
   tried: Set<string>;
   attempts: number;
+  /** When it may ask for capacity again (see capacityRequestEvery). */
+  nextCapacityRequest?: number;
 }
 
 interface PendingCall {
@@ -144,6 +146,8 @@ interface PendingCall {
   /** When the call was made and its absolute deadline (epoch ms). */
   start: number;
   deadline: number;
+  /** Resolve with the answer's encoded value, unread (callEncoded). */
+  raw: boolean;
 }
 
 export class RoutingCaller implements Caller {
@@ -153,7 +157,7 @@ export class RoutingCaller implements Caller {
   private readonly defaultTimeoutMs: number;
   private readonly settleMs: number;
   private readonly onStale: (() => Promise<void>) | undefined;
-  private readonly requestCapacity: ((node: NodeEntry, method: MethodSchema) => void) | undefined;
+  private readonly requestCapacity: ((node: NodeEntry, method: MethodSchema, scope: Scope) => void) | undefined;
   private readonly clock: Clock;
   private readonly interceptors: readonly OutboundInterceptor[];
   private readonly pending = new Map<number, PendingCall>();
@@ -194,6 +198,27 @@ export class RoutingCaller implements Caller {
     return this.routed(Mode.ASYNC, method, request, options) as Promise<void>;
   }
 
+  /**
+   * A SYNC or ASYNC call whose request is encoded already (what a gateway
+   * relays): routed by method name as call() and send() are (retries,
+   * re-routing, the deadline, the capacity wait), but past the outbound
+   * interceptors (they take requests as objects), and with no settle wait.
+   * Resolves with the answer's value as it came, unread (empty for an ASYNC
+   * acceptance); rejects as call() does.
+   */
+  callEncoded(mode: Mode, method: string, value: Uint8Array, options?: CallerOptions): Promise<Uint8Array> {
+    if (this.closed) return Promise.reject(new NodeBinError("CANCELLED", `caller ${this.id} is closed`));
+    try {
+      const route = this.router.route(method);
+      const schema = route.method;
+      if (schema.mode !== mode || (mode !== Mode.SYNC && mode !== Mode.ASYNC)) throw wrongMode(schema, mode);
+      const node = this.router.pick(route, (options?.scope ?? "any") as Scope);
+      return this.invoke(schema, mode, node.id, undefined, Plane.APPLICATION, value, options, true, true) as Promise<Uint8Array>;
+    } catch (err) {
+      return Promise.reject(NodeBinError.from(err));
+    }
+  }
+
   private routed(mode: Mode, method: string, request: unknown, options: CallerOptions | undefined, settleUntil?: number): Promise<unknown> {
     if (this.closed) return Promise.reject(new NodeBinError("CANCELLED", `caller ${this.id} is closed`));
     try {
@@ -230,6 +255,19 @@ export class RoutingCaller implements Caller {
    * request to its end.
    */
   stream(method: string, request: unknown, options?: CallerOptions): ConsumerStream {
+    return this.openConsumer(method, request, undefined, options);
+  }
+
+  /**
+   * A STREAM call whose request is encoded already (what a gateway relays),
+   * as stream() is but past the outbound interceptors: its items come out
+   * as they came, unread.
+   */
+  streamEncoded(method: string, value: Uint8Array, options?: CallerOptions): ConsumerStream<Uint8Array> {
+    return this.openConsumer(method, undefined, value, options) as ConsumerStream<Uint8Array>;
+  }
+
+  private openConsumer(method: string, request: unknown, encoded: Uint8Array | undefined, options: CallerOptions | undefined): ConsumerStream {
     const window = options?.window ?? DEFAULT_WINDOW;
     let open: OpenStream | undefined;
     const stream: ConsumerStream = new ConsumerStream<unknown>(
@@ -239,7 +277,7 @@ export class RoutingCaller implements Caller {
           if (!(Number.isInteger(window) && window >= 1 && window <= MAX_STREAM_WINDOW)) {
             throw new NodeBinError("INVALID_ARGUMENT", `window must be a whole number of items from 1 to ${MAX_STREAM_WINDOW}, got ${window}`, { details: { field: "window" } });
           }
-          return this.startStream(stream, method, request, options, (o) => (open = o));
+          return this.startStream(stream, method, request, options, (o) => (open = o), encoded);
         },
         grant: (n) => {
           if (open && this.streams.get(open.id) === open) this.sendStreamControl(open, Kind.CREDIT, n);
@@ -257,13 +295,13 @@ export class RoutingCaller implements Caller {
           if (open) this.releaseStream(open);
         },
       },
-      (bytes) => decodeMessage(open!.method.responseType, bytes, `item ${stream.received} of ${open!.method.fullName}`),
+      encoded ? (bytes) => bytes : (bytes) => decodeMessage(open!.method.responseType, bytes, `item ${stream.received} of ${open!.method.fullName}`),
     );
     return stream;
   }
 
   /** Routes and sends a stream's request (its first next()); `opened` hears of its record. Rejects with why it cannot be sent. */
-  private async startStream(stream: ConsumerStream, method: string, request: unknown, options: CallerOptions | undefined, opened: (open: OpenStream) => void): Promise<void> {
+  private async startStream(stream: ConsumerStream, method: string, request: unknown, options: CallerOptions | undefined, opened: (open: OpenStream) => void, encoded?: Uint8Array): Promise<void> {
     if (this.closed) throw new NodeBinError("CANCELLED", `caller ${this.id} is closed`);
     let route;
     try {
@@ -284,8 +322,8 @@ export class RoutingCaller implements Caller {
     const node = this.router.pick(route, scope);
     const rec: OpenStream = { id: 0, stream, method: schema, to: node.id, via: undefined, link: undefined, value: new Uint8Array(0), meta: { ...options?.meta }, options, deadline, start: now, timer: undefined, ackTimer: undefined, tried: new Set(), attempts: 0 };
     opened(rec);
-    if (this.interceptors.length === 0) {
-      rec.value = encodeMessage(schema.requestType, request, `request of ${schema.fullName}`);
+    if (this.interceptors.length === 0 || encoded) {
+      rec.value = encoded ?? encodeMessage(schema.requestType, request, `request of ${schema.fullName}`);
       this.sendStream(rec);
       return;
     }
@@ -401,18 +439,24 @@ export class RoutingCaller implements Caller {
 
   /** A node for a refused stream's next try (one that has not refused it in this round), waiting a backoff when all have; undefined when the stream ended meanwhile. Throws `last` (or DEADLINE_EXCEEDED) when time is up. */
   private async nextNode(rec: OpenStream, last: NodeBinError): Promise<NodeEntry | undefined> {
-    const capacityUntil = Math.min(rec.deadline, rec.start + (rec.options?.capacityWaitMs ?? 0));
-    const until = last.code === "RESOURCE_EXHAUSTED" ? capacityUntil : rec.deadline;
-    if (last.code === "RESOURCE_EXHAUSTED") this.askCapacity(rec.to, rec.method);
+    const scope = (rec.options?.scope ?? "any") as Scope;
+    const capacityWaitMs = rec.options?.capacityWaitMs ?? 0;
+    const askFrom = rec.start + capacityWaitMs;
     let backoff = BACKOFF_FIRST_MS * 2 ** Math.min(5, Math.floor(rec.attempts / 4));
     for (;;) {
       if (rec.stream.ended) return undefined;
       if (this.closed) throw new NodeBinError("CANCELLED", `${rec.method.fullName}: caller ${this.id} closed`);
       const now = this.clock.now();
-      if (now >= until) throw this.outOfTime(rec.method, last, rec.to, until, rec.deadline);
-      const node = this.pickUntried(rec.method.fullName, (rec.options?.scope ?? "any") as Scope, rec.tried);
+      if (now >= rec.deadline) throw this.outOfTime(rec.method, last, rec.to);
+      // As for calls: no room within the capacity wait, then capacity is asked for (again every so often) and the wait goes on.
+      if (last.code === "RESOURCE_EXHAUSTED" && now >= askFrom && now >= (rec.nextCapacityRequest ?? 0)) {
+        rec.nextCapacityRequest = now + capacityRequestEvery(capacityWaitMs);
+        this.askCapacity(rec.to, rec.method, scope);
+      }
+      const until = last.code === "RESOURCE_EXHAUSTED" ? Math.min(rec.deadline, Math.max(askFrom, rec.nextCapacityRequest ?? 0)) : rec.deadline;
+      const node = this.pickUntried(rec.method.fullName, scope, rec.tried);
       if (node) return node;
-      const woken = this.waitForChange(Math.min(backoff, until - now));
+      const woken = this.waitForChange(Math.max(1, Math.min(backoff, until - now)));
       this.staleHint();
       await woken;
       backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
@@ -521,7 +565,7 @@ export class RoutingCaller implements Caller {
   }
 
   /** Sends one request; `retry`: a refusal of it (unhandled) is re-sent by reroute() instead of failing the call. */
-  private invoke(method: MethodSchema, mode: Mode, to: string, via: string | undefined, plane: Plane, value: Uint8Array, options: CallerOptions | undefined, retry: boolean): Promise<unknown> {
+  private invoke(method: MethodSchema, mode: Mode, to: string, via: string | undefined, plane: Plane, value: Uint8Array, options: CallerOptions | undefined, retry: boolean, raw = false): Promise<unknown> {
     if (this.closed) return Promise.reject(new NodeBinError("CANCELLED", `caller ${this.id} is closed`));
     const now = this.clock.now();
     const deadline = this.deadlineOf(method, options, now);
@@ -545,7 +589,7 @@ export class RoutingCaller implements Caller {
     );
     return new Promise<unknown>((resolve, reject) => {
       const timer = this.clock.after(budget, () => this.expire(id));
-      const call: PendingCall = { resolve, reject, method, mode, to, via, link: undefined, timer, value: retry ? value : undefined, options, start: now, deadline };
+      const call: PendingCall = { resolve, reject, method, mode, to, via, link: undefined, timer, value: retry ? value : undefined, options, start: now, deadline, raw };
       this.pending.set(id, call);
       this.router.started(to);
       try {
@@ -586,6 +630,8 @@ export class RoutingCaller implements Caller {
     const call = this.settle(env.id)!;
     if (env.error) {
       this.fail(call, NodeBinError.fromWire(env.error));
+    } else if (call.raw) {
+      call.resolve(env.value);
     } else if (call.mode === Mode.ASYNC) {
       call.resolve(undefined);
     } else {
@@ -628,7 +674,9 @@ export class RoutingCaller implements Caller {
     const value = first.value!;
     const scope: Scope = first.options?.scope ?? "any";
     const capacityWaitMs = first.options?.capacityWaitMs ?? 0;
-    const capacityUntil = Math.min(deadline, first.start + capacityWaitMs);
+    // The seed's "if no capacity within N ms, then request more": the call waits for room N ms,
+    // then asks for capacity (again every capacityRequestEvery) and waits on to its deadline.
+    const askFrom = first.start + capacityWaitMs;
     // Every later send carries what is left of the first deadline.
     const options: CallerOptions = { ...first.options, deadline };
     /** Nodes that refused in this round: not asked again until the next one. */
@@ -643,10 +691,10 @@ export class RoutingCaller implements Caller {
       // The refusal just received: may the call go on?
       if (last.code === "RESOURCE_EXHAUSTED") {
         const now = this.clock.now();
-        if (now >= capacityUntil) throw this.outOfTime(method, last, lastTo, capacityUntil, deadline);
-        if (now >= nextCapacityRequest) {
-          nextCapacityRequest = now + Math.max(1, capacityWaitMs / 4);
-          this.askCapacity(lastTo, method);
+        if (now >= deadline) throw this.outOfTime(method, last, lastTo);
+        if (now >= askFrom && now >= nextCapacityRequest) {
+          nextCapacityRequest = now + capacityRequestEvery(capacityWaitMs);
+          this.askCapacity(lastTo, method, scope);
         }
       } else if (++unavailable >= MAX_ATTEMPTS) {
         throw last;
@@ -656,15 +704,21 @@ export class RoutingCaller implements Caller {
       for (;;) {
         if (this.closed) throw new NodeBinError("CANCELLED", `${method.fullName}: caller ${this.id} closed`);
         const now = this.clock.now();
-        const until = last.code === "RESOURCE_EXHAUSTED" ? capacityUntil : deadline;
-        if (now >= until) throw this.outOfTime(method, last, lastTo, until, deadline);
+        if (now >= deadline) throw this.outOfTime(method, last, lastTo);
+        // Still no room once the capacity wait is over: more capacity is asked for (again every so often), and the call waits on.
+        if (last.code === "RESOURCE_EXHAUSTED" && now >= askFrom && now >= nextCapacityRequest) {
+          nextCapacityRequest = now + capacityRequestEvery(capacityWaitMs);
+          this.askCapacity(lastTo, method, scope);
+        }
+        // A wait ends at the deadline, and at the next capacity request (the end of the capacity wait, first).
+        const until = last.code === "RESOURCE_EXHAUSTED" ? Math.min(deadline, Math.max(askFrom, nextCapacityRequest)) : deadline;
         node = this.pickUntried(method.fullName, scope, tried);
         if (node) break;
         if (roundEnds === 0) {
           // Every candidate refused: a new round after a backoff, or sooner when the table changes.
           roundEnds = now + backoff;
           backoff = Math.min(backoff * 2, BACKOFF_MAX_MS);
-          const woken = this.waitForChange(Math.min(roundEnds, until) - now);
+          const woken = this.waitForChange(Math.max(1, Math.min(roundEnds, until) - now));
           this.staleHint();
           await woken;
         } else if (now >= roundEnds) {
@@ -672,12 +726,12 @@ export class RoutingCaller implements Caller {
           tried.clear();
           roundEnds = 0;
         } else {
-          await this.waitForChange(Math.min(roundEnds, until) - now);
+          await this.waitForChange(Math.max(1, Math.min(roundEnds, until) - now));
         }
       }
       tried.add(node.id);
       try {
-        return await this.invoke(method, mode, node.id, undefined, Plane.APPLICATION, value, options, false);
+        return await this.invoke(method, mode, node.id, undefined, Plane.APPLICATION, value, options, false, first.raw);
       } catch (err) {
         const e = NodeBinError.from(err);
         if (!retryable(e, options)) throw e;
@@ -698,12 +752,10 @@ export class RoutingCaller implements Caller {
   }
 
   /**
-   * The error of a call whose time ran out while nodes refused it: the last
-   * refusal when it was its capacity wait that ended (`until` before the
-   * deadline), else DEADLINE_EXCEEDED naming the last refusal.
+   * The error of a call whose deadline came while nodes refused it (full, or
+   * unavailable): DEADLINE_EXCEEDED naming the last refusal.
    */
-  private outOfTime(method: MethodSchema, last: NodeBinError, lastTo: string, until: number, deadline: number): NodeBinError {
-    if (until < deadline) return last;
+  private outOfTime(method: MethodSchema, last: NodeBinError, lastTo: string): NodeBinError {
     return new NodeBinError("DEADLINE_EXCEEDED", `${method.fullName}: no node took the call within the deadline (last refusal from ${lastTo}: ${last.code}: ${last.message})`, {
       details: { method: method.fullName, to: lastTo, refused: last.code },
     });
@@ -733,11 +785,12 @@ export class RoutingCaller implements Caller {
     }
   }
 
-  private askCapacity(nodeId: string, method: MethodSchema): void {
-    const node = this.router.table.get(nodeId);
-    if (!node || !this.requestCapacity) return;
+  private askCapacity(nodeId: string, method: MethodSchema, scope: Scope): void {
+    const refused = this.router.table.get(nodeId);
+    if (!refused || !this.requestCapacity) return;
     try {
-      this.requestCapacity(node, method);
+      const node = this.router.capacityContact(refused, this.router.table.routes().get(method.fullName)) ?? refused;
+      this.requestCapacity(node, method, scope);
     } catch {
       // fire and forget
     }
@@ -798,6 +851,11 @@ export class RoutingCaller implements Caller {
     } while (this.pending.has(this.nextId) || this.streams.has(this.nextId));
     return this.nextId;
   }
+}
+
+/** How often a call still waiting for room asks for capacity again: its capacity wait, between 250 ms and 5 s. */
+function capacityRequestEvery(capacityWaitMs: number): number {
+  return Math.min(5000, Math.max(250, capacityWaitMs));
 }
 
 /** A refusal worth sending again: unhandled, and UNAVAILABLE, or RESOURCE_EXHAUSTED when the call may wait for capacity. */

@@ -86,6 +86,26 @@ export class Router {
     });
   }
 
+  /**
+   * Where a capacity request for a refused call goes: the nearest node of
+   * this network serving the method (this process's, then this host's, then
+   * another host's; the refusing node when it is as near as any), so that
+   * this host's governor decides first, as the seed's order says: it grows
+   * its own host, else passes the request on through this network, and only
+   * then through a gateway (governor/elastic.ts). Asking the refusing node's
+   * governor, when it is on another host or a far network's proxy, would skip
+   * this host's or this network's free slots. Undefined when no node of this
+   * network serves the method (then the refusing one is the only way).
+   */
+  capacityContact(refused: NodeEntry, route: MethodRoute | undefined): NodeEntry | undefined {
+    let best = this.tierOf(refused) < 3 ? refused : undefined;
+    for (const n of route?.nodes ?? []) {
+      const tier = this.tierOf(n);
+      if (tier < 3 && (!best || tier < this.tierOf(best))) best = n;
+    }
+    return best;
+  }
+
   /** A node that let a call down without answering: avoided for `ms` while others can serve. */
   suspect(id: string, ms = SUSPECT_MS): void {
     if (id) this.suspects.set(id, this.clock.now() + ms);
@@ -131,11 +151,18 @@ export class Router {
     return this.inflight.get(id) ?? 0;
   }
 
+  /**
+   * A node's tier. Another network's node is remote whatever host advertises
+   * it: a gateway side advertises the far network's components as proxies on
+   * its own host (and in its own process), and counting them as this host's
+   * would let a relay's "network" scope pick the other side's proxy, which
+   * relays back: a loop between the two sides.
+   */
   private tierOf(node: NodeEntry): number {
+    if (node.network !== this.locality.network) return 3;
     if (this.locality.inProcess(node.id)) return 0;
     if (node.host === this.locality.host) return 1;
-    if (node.network === this.locality.network) return 2;
-    return 3;
+    return 2;
   }
 
   private leastLoaded(nodes: NodeEntry[]): NodeEntry {

@@ -265,14 +265,24 @@ t.test("retry - RESOURCE_EXHAUSTED without capacityWaitMs fails at once", async 
   t.same(zero.tos(), ["a"]);
 });
 
-t.test("retry - with capacityWaitMs a full node is asked for capacity and the call waits for room", async (t) => {
+t.test("retry - with capacityWaitMs a full node that has room within it takes the call, and no capacity is asked for", async (t) => {
   const asked: { node: NodeEntry; method: MethodSchema }[] = [];
   const { caller, tos } = setup({ a: refusesFirst(3, full) }, { requestCapacity: (node, method) => asked.push({ node, method }) });
   t.same(await caller.call("demo.Greeter/Hello", { name: "x" }, { capacityWaitMs: 2000, timeoutMs: 5000 }), { message: "hi" });
   t.same(tos(), ["a", "a", "a", "a"], "the full node itself is asked again");
-  t.equal(asked.length, 1, "once per capacityWaitMs/4");
+  t.equal(asked.length, 0, "room came within the capacity wait: nothing asked");
+});
+
+t.test("retry - no room within capacityWaitMs: capacity is asked for, with the call's scope, and the call waits on", async (t) => {
+  const asked: { node: NodeEntry; method: MethodSchema; scope: string; at: number }[] = [];
+  const began = Date.now();
+  const { caller } = setup({ a: refusesFirst(12, full) }, { requestCapacity: (node, method, scope) => asked.push({ node, method, scope, at: Date.now() - began }) });
+  t.same(await caller.call("demo.Greeter/Hello", { name: "x" }, { capacityWaitMs: 30, timeoutMs: 10_000, scope: "network" }), { message: "hi" });
+  t.ok(asked.length >= 1, `asked (${asked.length} times)`);
+  t.ok(asked[0]!.at >= 29, `not before the capacity wait ended (${asked[0]!.at} ms)`);
   t.equal(asked[0]!.node.id, "a");
   t.equal(asked[0]!.method.fullName, "demo.Greeter/Hello");
+  t.equal(asked[0]!.scope, "network");
 });
 
 t.test("retry - with capacityWaitMs another node with room is preferred", async (t) => {
@@ -293,17 +303,18 @@ t.test("retry - a throwing requestCapacity is ignored", async (t) => {
   t.same(await caller.call("demo.Greeter/Hello", { name: "x" }, { capacityWaitMs: 1000 }), { message: "hi" });
 });
 
-t.test("retry - once capacityWaitMs has passed the call fails with RESOURCE_EXHAUSTED", async (t) => {
-  let asked = 0;
-  const { caller, sent } = setup({ a: full }, { requestCapacity: () => asked++ });
+t.test("retry - past capacityWaitMs the call asks for capacity now and then and waits to its deadline", async (t) => {
+  const at: number[] = [];
   const began = Date.now();
-  const err = await rejection(caller.call("demo.Greeter/Hello", { name: "x" }, { capacityWaitMs: 200, timeoutMs: 5000 }));
+  const { caller, sent } = setup({ a: full }, { requestCapacity: () => at.push(Date.now() - began) });
+  const err = await rejection(caller.call("demo.Greeter/Hello", { name: "x" }, { capacityWaitMs: 100, timeoutMs: 700 }));
   const took = Date.now() - began;
-  t.equal(err.code, "RESOURCE_EXHAUSTED");
-  t.equal(err.details[UNHANDLED_DETAIL], "true");
-  t.ok(took >= 190 && took < 400, `after the capacity wait (${took} ms)`);
-  t.ok(asked >= 1 && asked <= 5, `capacity asked for now and then (${asked} times)`);
-  t.ok(sent.length >= 3 && sent.length < 10, `retried with a backoff (${sent.length} sends)`);
+  t.equal(err.code, "DEADLINE_EXCEEDED");
+  t.equal(err.details.refused, "RESOURCE_EXHAUSTED", "naming the last refusal");
+  t.ok(took >= 690 && took < 1500, `at the deadline (${took} ms)`);
+  t.ok(at.length >= 2 && at.length <= 4, `capacity asked for every 250 ms from the end of the wait (${at.join(", ")} ms)`);
+  t.ok(at[0]! >= 99, `first at the end of the capacity wait (${at[0]} ms)`);
+  t.ok(sent.length >= 3, `retried with a backoff (${sent.length} sends)`);
   t.equal(caller.inFlight, 0);
 });
 
@@ -319,7 +330,7 @@ t.test("retry - the deadline cuts a longer capacity wait short", async (t) => {
 t.test("retry - a node added during the capacity wait takes the call", async (t) => {
   const { caller, add, tos } = setup({ a: full }, { requestCapacity: () => setTimeout(() => add("grown", ok), 30) });
   const began = Date.now();
-  t.same(await caller.call("demo.Greeter/Hello", { name: "x" }, { capacityWaitMs: 5000 }), { message: "hi" });
+  t.same(await caller.call("demo.Greeter/Hello", { name: "x" }, { capacityWaitMs: 20 }), { message: "hi" });
   t.equal(tos().at(-1), "grown");
   t.ok(Date.now() - began < 1000);
 });

@@ -61,6 +61,32 @@ t.test("router - scope limits the tiers; nothing in scope is NOT_FOUND", async (
   t.equal(thrown(() => single.pick(single.route(HELLO), "process")).code, "NOT_FOUND", "a single node outside scope too");
 });
 
+t.test("router - another network's node is remote even when this host or process advertises it (a gateway's proxy)", async (t) => {
+  const proxyOnHost = node("proxy-1", "h1", "n9");
+  const proxyInProcess = node("local-proxy", "h1", "n9");
+  const r = router([proxyOnHost, proxyInProcess]);
+  const route = r.route(HELLO);
+  for (const scope of ["process", "host", "network"] as const) t.equal(thrown(() => r.pick(route, scope)).code, "NOT_FOUND", `out of scope "${scope}"`);
+  t.ok(["proxy-1", "local-proxy"].includes(r.pick(route, "any").id), 'in scope "any"');
+  const withNetwork = router([proxyInProcess, NETWORK]);
+  for (let i = 0; i < 10; i++) t.equal(withNetwork.pick(withNetwork.route(HELLO)).id, "net-1", "a node of this network wins over the proxy");
+});
+
+t.test("router - a capacity request goes to the nearest node of this network serving the method: this host's governor decides first", async (t) => {
+  const r = router([REMOTE, NETWORK, HOST]);
+  const route = r.route(HELLO);
+  t.equal(r.capacityContact(REMOTE, route)?.id, "host-1", "this host's node first");
+  t.equal(r.capacityContact(NETWORK, route)?.id, "host-1", "this host's node before another host's that refused");
+  t.equal(r.capacityContact(HOST, route)?.id, "host-1", "a refusing node as near as any is asked itself");
+  const otherHost = node("net-2", "h3", "n1");
+  const twoHosts = router([NETWORK, otherHost]);
+  t.equal(twoHosts.capacityContact(otherHost, twoHosts.route(HELLO))?.id, "net-2", "between hosts of this network, the refusing one");
+  const onlyNetwork = router([REMOTE, NETWORK]);
+  t.equal(onlyNetwork.capacityContact(REMOTE, onlyNetwork.route(HELLO))?.id, "net-1");
+  const onlyRemote = router([REMOTE]);
+  t.equal(onlyRemote.capacityContact(REMOTE, onlyRemote.route(HELLO)), undefined, "no node of this network: none (the caller asks the refusing one)");
+});
+
 t.test("router - an unknown scope is INVALID_ARGUMENT", async (t) => {
   const r = router([LOCAL, HOST]);
   t.equal(thrown(() => r.pick(r.route(HELLO), "galaxy" as never)).code, "INVALID_ARGUMENT");
