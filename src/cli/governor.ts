@@ -19,9 +19,11 @@ import { ensureRuntimeDir, ipcOwner } from "../transport/runtime-dir.ts";
 import { GOVERNOR_ROLL, GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { Mode, Schema } from "../wire/schema.ts";
+import type { Tiers } from "../membership/capacity.ts";
+import { formatTiers } from "./client.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
 import { METRICS_HELP, metricsFlag, metricsLine, startMetrics, type RoleMetrics } from "./metrics-options.ts";
-import { ADVERTISE_HELP, CLUSTER_KEY_HELP, INSECURE_HELP, LISTEN_HELP, LOADER_HELP, advertiseFlag, hostId, intFlag, netSecurity, parseSeeds, startPlugins } from "./net-options.ts";
+import { ADVERTISE_HELP, CLUSTER_KEY_HELP, INSECURE_HELP, LISTEN_HELP, LOADER_HELP, NETWORK_HELP, advertiseFlag, hostId, intFlag, netSecurity, networkFlag, parseSeeds, startPlugins } from "./net-options.ts";
 import { LOG_FORMAT_HELP, roleOutput } from "./log-options.ts";
 import { checkFlags, reportError, UsageError } from "./output.ts";
 import { VERSION } from "./version.ts";
@@ -41,7 +43,14 @@ const USAGE = `[options]                run this host's governor
   hung (zombie) or crashed ones, and rolls changed code with state hand-over.
   It holds the host's discovery endpoint; other hosts find it through --seed.
   Settings come from the manifest limits, then the config file (re-read when it
-  changes), then \`governor set\` (kept until a full \`governor stop\`).`;
+  changes), then \`governor set\` (kept until a full \`governor stop\`).
+
+  New hosts on demand: with --provider-command, when every host of the network
+  has been full while capacity requests went unmet for --provider-sustain-ms,
+  the governor runs the command for one more host (one launch at a time, at
+  most --provider-max-hosts, a cooldown after each), and runs
+  --provider-release-command for a launched host idle past --provider-idle-ms.
+  Of several governors with a provider, the smallest host id decides.`;
 
 export async function runGovernor(argv: string[]): Promise<number> {
   const sub = argv[0];
@@ -52,7 +61,7 @@ export async function runGovernor(argv: string[]): Promise<number> {
     .option("--components <dir>", "components directory (default: components/ beside node-bin, or ./components)")
     .option("--seed <ip[:port]>", "discovery endpoint of another host (comma-separated or repeated; default port 7400)")
     .option("--capacity <n>", "most container processes on this host (default 2 x CPU count)")
-    .option("--network <name>", "network name (default: none)")
+    .option("--network <name>", NETWORK_HELP)
     .option("--listen <ip>", LISTEN_HELP)
     .option("--advertise <ip>", ADVERTISE_HELP)
     .option("--cluster-key <file>", CLUSTER_KEY_HELP)
@@ -68,6 +77,12 @@ export async function runGovernor(argv: string[]): Promise<number> {
     .option("--queue-wait-ms <ms>", "grow when queue wait exceeds this on every node (default 200)")
     .option("--queue-length <n>", "... or the queue is longer than this on every node (default 32)")
     .option("--sustain-ms <ms>", "... for this long (default 1000)")
+    .option("--provider-command <cmd>", "new hosts on demand: a shell command that starts one (gets NODEBIN_SEEDS, NODEBIN_NETWORK, NODEBIN_REASON; may print the host's id last)")
+    .option("--provider-release-command <cmd>", "... and one that gives an idle launched host back (gets NODEBIN_HOST, NODEBIN_NETWORK, NODEBIN_REASON)")
+    .option("--provider-max-hosts <n>", "most launched hosts alive at once (default 4)")
+    .option("--provider-cooldown-ms <ms>", "no launch or release this long after one (default 60000)")
+    .option("--provider-sustain-ms <ms>", "launch after every host was full with capacity requests unmet this long (default 10000)")
+    .option("--provider-idle-ms <ms>", "release a launched host that ran no node this long (default 120000)")
     .option("--metrics <host:port>", `${METRICS_HELP}: the governor's own series and its children's`)
     .option("--log-format <format>", LOG_FORMAT_HELP)
     .option("-v, --version", "print the version")
@@ -107,6 +122,18 @@ export async function runGovernor(argv: string[]): Promise<number> {
     ms("queueWaitMs", "queueWaitMs");
     ms("queueLength", "queueLength");
     ms("sustainMs", "sustainMs");
+    ms("providerMaxHosts", "providerMaxHosts");
+    ms("providerCooldownMs", "providerCooldownMs");
+    ms("providerSustainMs", "providerSustainMs");
+    ms("providerIdleMs", "providerIdleMs");
+    const commandFlag = (flag: string, name: string) => {
+      const v = o[flag];
+      if (v === undefined) return undefined;
+      if (typeof v !== "string" || v.trim() === "") throw new UsageError(`${name} takes a shell command line, got ${JSON.stringify(v)}`);
+      return v;
+    };
+    const providerCommand = commandFlag("providerCommand", "--provider-command");
+    const providerReleaseCommand = commandFlag("providerReleaseCommand", "--provider-release-command");
     const capacity = intFlag(o.capacity, "--capacity", 1, 100_000);
     const discoveryPort = intFlag(o.discoveryPort, "--discovery-port", 1, 65535);
     const advertise = advertiseFlag(o.advertise);
@@ -126,7 +153,7 @@ export async function runGovernor(argv: string[]): Promise<number> {
     const governor = await Governor.start({
       componentsDir,
       host,
-      network: typeof o.network === "string" ? o.network : "",
+      network: networkFlag(o.network),
       bind: security.bind,
       security: { provider: security.provider, childArgs: [...security.childArgs, ...plugins.childArgs] },
       pluginHost: { host: plugins.host, context: plugins.context },
@@ -138,6 +165,7 @@ export async function runGovernor(argv: string[]): Promise<number> {
       ...(capacity ? { capacity } : {}),
       ...(discoveryPort ? { discoveryPort } : {}),
       settings,
+      ...(providerCommand || providerReleaseCommand ? { provider: { ...(providerCommand ? { command: providerCommand } : {}), ...(providerReleaseCommand ? { releaseCommand: providerReleaseCommand } : {}) } } : {}),
       ...(metrics ? { childArgs: ["--metrics-calls"] } : {}),
     });
     if (metrics) {
@@ -271,7 +299,25 @@ interface Status {
   leasesRefused?: number;
   lastLeaseRefused?: string;
   refused?: Record<string, number>;
+  tiers?: Tiers;
+  /** The gateways it runs (governor/gateways.ts GatewayStatus). */
+  gateways?: { name: string; network: string; remoteNetwork: string; discoveryPort: number; pid: number | null; state: string; restarts: number; lastError?: string }[];
   plugins?: { kind: string; name: string; source: string; services?: string[] }[];
+  /** The provider loop (governor/provider.ts ProviderStatus), when a provider runs. */
+  provider?: {
+    name: string;
+    decider: string;
+    settings: { providerMaxHosts: number };
+    hosts: { host: string; idleMs: number | null; releasing: boolean }[];
+    inFlight?: { since: number; phase: string; host?: string };
+    lastDecision?: string;
+    counters: {
+      unmet: number;
+      launches: Record<string, number>;
+      releases: Record<string, number>;
+      skipped: Record<string, Record<string, number>>;
+    };
+  };
   components: {
     name: string;
     min: number;
@@ -281,6 +327,8 @@ interface Status {
     queued: number;
     restarts: number;
     rolling: boolean;
+    /** "fetched from HOST": code fetched from another host, not in the components directory. */
+    source?: string;
     failed?: string;
     deployError?: string;
     waiting?: string;
@@ -301,10 +349,15 @@ function formatStatus(s: Status): string {
   if (s.plugins?.length) lines.push(`plugins: ${s.plugins.map((p) => `${p.kind} ${p.name} (${p.source}${p.services?.length ? `; serves ${p.services.join(", ")}` : ""})`).join(", ")}`);
   if (s.leasesRefused) lines.push(`${s.leasesRefused} lease(s) refused${s.lastLeaseRefused ? `; last: ${s.lastLeaseRefused}` : ""}`);
   if (refusals(s.refused)) lines.push(`refused or dropped by the governor: ${refusals(s.refused)}`);
+  if (s.provider) lines.push(...providerLines(s.provider));
+  for (const g of s.gateways ?? []) {
+    lines.push(`gateway ${g.name}: ${g.network || "default"} <-> ${g.remoteNetwork || "default"}, ${g.state}${g.pid ? ` (pid ${g.pid})` : ""}, discovery port ${g.discoveryPort}, ${g.restarts} restart(s)${g.lastError && g.state !== "running" ? `; last: ${g.lastError}` : ""}`);
+  }
+  if (s.tiers) lines.push("", formatTiers(s.tiers));
   if (!s.components.length) lines.push("no components");
   for (const c of s.components) {
     lines.push("");
-    lines.push(`${c.name}: ${c.running} running (min ${c.min}, max ${c.max}, want ${c.desired}), ${c.queued} queued, ${c.restarts} restarts${c.rolling ? ", rolling" : ""}`);
+    lines.push(`${c.name}${c.source ? ` (${c.source})` : ""}: ${c.running} running (min ${c.min}, max ${c.max}, want ${c.desired}), ${c.queued} queued, ${c.restarts} restarts${c.rolling ? ", rolling" : ""}`);
     if (c.failed) lines.push(`  FAILED: ${c.failed}`);
     if (c.deployError) lines.push(`  DEPLOY FAILED: ${c.deployError}`);
     if (c.waiting) lines.push(`  ${c.waiting}`);
@@ -319,6 +372,20 @@ function formatStatus(s: Status): string {
     for (const k of c.children) if (refusals(k.refused)) lines.push(`  pid ${k.pid} refused or dropped: ${refusals(k.refused)}`);
   }
   return lines.join("\n");
+}
+
+/** The provider's lines of the text status: hosts launched, counts, what the guard rails refused, the last decision. */
+function providerLines(p: NonNullable<Status["provider"]>): string[] {
+  const c = p.counters;
+  const skipped = Object.entries(c.skipped)
+    .flatMap(([action, reasons]) => Object.entries(reasons).filter(([, n]) => n > 0).map(([reason, n]) => `${action} ${reason} ${n}`))
+    .join(", ");
+  const hosts = p.hosts.map((h) => `${h.host}${h.releasing ? " (releasing)" : h.idleMs !== null ? ` (idle ${duration(h.idleMs)})` : ""}`).join(", ");
+  return [
+    `provider ${p.name}${p.decider ? ` (decides: ${p.decider})` : ""}: ${p.hosts.length}/${p.settings.providerMaxHosts} launched host(s)${hosts ? ` ${hosts}` : ""}${p.inFlight ? `, a launch in flight (${p.inFlight.phase}${p.inFlight.host ? ` ${p.inFlight.host}` : ""})` : ""}`,
+    `  launches ${c.launches.started ?? 0} started, ${c.launches.succeeded ?? 0} joined, ${c.launches.failed ?? 0} failed; releases ${c.releases.succeeded ?? 0} done, ${c.releases.failed ?? 0} failed, ${c.releases.gone ?? 0} gone; ${c.unmet} unmet request(s)${skipped ? `; skipped: ${skipped}` : ""}`,
+    ...(p.lastDecision ? [`  last: ${p.lastDecision}`] : []),
+  ];
 }
 
 function duration(ms: number): string {

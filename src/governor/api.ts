@@ -72,6 +72,12 @@ export class GovernorApi {
       refused: { ...sources.refused(), ...(this.state.leasesRefused ? { leases: this.state.leasesRefused } : {}), ...tableRefusals(sources.agent()) },
       ...(state.lastLeaseRefused ? { lastLeaseRefused: state.lastLeaseRefused } : {}),
       locked: state.locked(),
+      // Capacity per tier as this governor knows it from gossip: this host, this network, remote networks (membership/capacity.ts).
+      ...(sources.tiers ? { tiers: sources.tiers() } : {}),
+      // New hosts on demand (provider.ts): what was launched and released, and what the guard rails refused.
+      ...(sources.provider?.() ? { provider: sources.provider() } : {}),
+      // The gateways it runs as children (governor.json `gateways`).
+      ...(sources.gateways?.().length ? { gateways: sources.gateways() } : {}),
       components: [...state.components.values()]
         .filter((c) => !c.removed || state.childrenOf(c.name).length)
         .sort((a, b) => a.name.localeCompare(b.name))
@@ -88,6 +94,8 @@ export class GovernorApi {
             rolling: c.rolling,
             locked: state.locked(c.name),
             ...(c.removed ? { removed: true } : {}),
+            // Not in the components directory: code fetched from another host (code-share.ts).
+            ...(c.fetched ? { source: `fetched from ${c.fetched.from}` } : {}),
             ...(c.failed ? { failed: c.failed } : {}),
             ...(c.deployError ? { deployError: c.deployError } : {}),
             ...(c.waiting ? { waiting: c.waiting } : {}),

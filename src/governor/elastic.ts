@@ -20,7 +20,8 @@
 import type { Timer } from "../platform/clock.ts";
 import { REQUEST_CAPACITY, type CapacityRequest } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
-import type { CapacityPeers } from "./ports.ts";
+import { capacityTarget, codeSources, freeSlots, type HostCapacity } from "../membership/capacity.ts";
+import type { CapacityPeers, CodeFetch, UnmetDemand } from "./ports.ts";
 import type { RollingDeploy } from "./roll.ts";
 import type { GovernorConfig } from "./settings.ts";
 import { viewOf, type Child, type ComponentState, type GovernorState } from "./state.ts";
@@ -44,7 +45,15 @@ export class ElasticLoop {
     private readonly supervisor: Supervisor,
     private readonly deploy: RollingDeploy,
     private readonly peers: CapacityPeers,
+    private readonly code?: CodeFetch,
+    private readonly demand?: UnmetDemand,
+    private readonly random: () => number = Math.random,
   ) {}
+
+  /** Components whose code is being fetched for a capacity request (one fetch at a time each). */
+  private readonly fetching = new Set<string>();
+  /** What this host last put in its gossip record, and when (see announce). */
+  private announced: { key: string; load: string; at: number } | undefined;
 
   /** Runs a round every 250 ms from now on (the first one 250 ms from now: call tick() for one at once). */
   start(): void {
@@ -67,6 +76,7 @@ export class ElasticLoop {
       this.deploy.rollChanged();
       this.reconcile();
       this.elasticity();
+      this.announce();
     } catch (err) {
       state.log.error(`governor round failed: ${(err as Error).stack ?? err}`);
     }
@@ -160,6 +170,10 @@ export class ElasticLoop {
     for (const c of state.components.values()) {
       if (c === except || c.removed || c.failed || c.rolling || c.hash === c.badHash) continue;
       if (this.liveOf(c) > 0) continue;
+      // One that may run no node and is not wanted (a fetched component shrunk back to none) will not want a slot.
+      if (c.desired === 0 && this.config.limits(c).min === 0) continue;
+      // Min 0 and none wanted (spilled code shrunk to none): it wants no node until a capacity request asks for one.
+      if (c.desired === 0 && this.config.limits(c).min === 0) continue;
       // Its slot is counted in used() already while a node drains to make room for it.
       if ([...state.children.values()].some((x) => x.makingRoomFor?.component === c.name)) continue;
       n++;
@@ -257,36 +271,147 @@ export class ElasticLoop {
   }
 
   /**
-   * A caller found every node of a component full. Grow here when this host
-   * runs the component and has room; else pass it to a node on another host
-   * (not yet visited) so that host's governor can grow it.
+   * What this host can take, for its gossip record: its slots, those in use
+   * (children alive and slots held for components with no node), and per
+   * component its live nodes, their load, its max and its code's hash (where
+   * a host without the code fetches it). Put out at once when slots or node
+   * counts change; a change of load alone at most once a second (load moves
+   * all the time: each change is a new record version to spread).
+   */
+  capacity(): HostCapacity {
+    const { state, config } = this;
+    const components = [...state.components.values()]
+      .filter((c) => !c.removed)
+      .map((c) => {
+        const kids = state.childrenOf(c.name).filter((k) => !k.ending);
+        return {
+          name: c.name,
+          hash: c.failed || c.hash === c.badHash ? "" : c.hash,
+          nodes: kids.length,
+          queued: kids.reduce((n, k) => n + (k.stats?.queued ?? 0), 0),
+          capacity: kids.reduce((n, k) => n + (k.stats?.capacity ?? 0), 0),
+          max: config.limits(c).max,
+        };
+      })
+      .sort((a, b) => a.name.localeCompare(b.name));
+    return { slots: state.capacity, used: Math.min(state.capacity, state.used() + this.heldSlots()), components, provider: state.provider };
+  }
+
+  private announce(): void {
+    const capacity = this.capacity();
+    const now = this.state.clock.now();
+    const key = JSON.stringify([capacity.slots, capacity.used, capacity.provider, capacity.components.map((c) => [c.name, c.hash, c.nodes, c.max])]);
+    const load = JSON.stringify(capacity.components.map((c) => [c.queued, c.capacity]));
+    const last = this.announced;
+    if (last && last.key === key && (last.load === load || now - last.at < ANNOUNCE_LOAD_MS)) return;
+    this.announced = { key, load, at: now };
+    this.peers.announce(capacity);
+  }
+
+  /**
+   * A caller found every node of a component full (or a host of the network,
+   * or a gateway, passed the request on). In the seed's order of tiers:
+   * - grow here, when this host runs the component and has a free slot (and
+   *   the component is below its max);
+   * - when this host lacks the component's code but has a free slot, fetch
+   *   the code from a host of this network that has it (CodeFetch: sealed,
+   *   verified by its hash) and start a node of it;
+   * - else pass it on (capacityTarget): to the host of this network with the
+   *   most free slots, else through a gateway to a remote network, as far as
+   *   the request's scope allows;
+   * - nowhere: the demand is unmet (what the provider plugin acts on).
    */
   capacityWanted(wanted: CapacityRequest): void {
     const { state } = this;
-    const comp = state.components.get(wanted.component);
-    const room =
-      comp && !comp.failed && !comp.removed && state.used() + this.heldSlots(comp) < state.capacity && state.childrenOf(comp.name).filter((c) => !c.ending).length < this.config.limits(comp).max;
-    if (room) {
-      comp.capacityRequests++;
-      state.log.debug(`capacity wanted for ${wanted.component} (from ${wanted.fromHost || "this host"})`);
+    // What a peer can make this governor hold or send on is bounded like any input from the network.
+    if (wanted.visited.length > MAX_VISITED || (wanted.networks?.length ?? 0) > MAX_NETWORKS || !wanted.component) {
+      state.log.debug(`capacity request dropped: ${wanted.visited.length} hosts visited, ${wanted.networks?.length ?? 0} networks`);
       return;
     }
-    const visited = new Set([...wanted.visited, state.host]);
-    const entries = this.peers.entries().filter((e) => !visited.has(e.host));
-    // Prefer hosts that run the component (they have its code), then any other host.
-    const target = entries.find((e) => e.component === wanted.component) ?? entries[0];
+    const comp = state.components.get(wanted.component);
+    const hash = wanted.hash || (comp && !comp.removed ? comp.hash : "") || this.hashKnown(wanted.component);
+    const request: CapacityRequest = { ...wanted, ...(hash ? { hash } : {}) };
+    const free = state.used() + this.heldSlots(comp) < state.capacity;
+    if (comp && !comp.failed && !comp.removed) {
+      if (free && this.liveOf(comp) < this.config.limits(comp).max) {
+        comp.capacityRequests++;
+        state.log.debug(`capacity wanted for ${wanted.component} (from ${wanted.fromHost || "this host"})`);
+        return;
+      }
+    } else if (!comp && this.fetching.has(wanted.component)) {
+      return; // its code is on its way here: the node starts when it came
+    } else if (!comp && free && this.code && hash && request.scope !== "process") {
+      const sources = codeSources(wanted.component, hash, this.peers.network, this.peers.hosts(), state.host);
+      if (sources.length > 0) {
+        this.fetchAndStart(request, hash, sources);
+        return;
+      }
+    }
+    this.passOn(request);
+  }
+
+  /** The code hash of `component` some host of this network gossips (the first governor that knows it names the version wanted). */
+  private hashKnown(component: string): string {
+    for (const h of this.peers.hosts()) {
+      if (h.network !== this.peers.network) continue;
+      const load = h.capacity?.components.find((c) => c.name === component && c.hash);
+      if (load) return load.hash;
+    }
+    return "";
+  }
+
+  private fetchAndStart(request: CapacityRequest, hash: string, sources: readonly { host: string; endpoint: string }[]): void {
+    const { state } = this;
+    const name = request.component;
+    this.fetching.add(name);
+    state.log.info(`capacity wanted for ${name}, whose code this host lacks: fetching it (${hash.slice(0, 12)}) from ${sources.map((s) => s.host).join(", ")}`);
+    this.code!.fetch(name, hash, sources).then(
+      () => {
+        this.fetching.delete(name);
+        const comp = state.components.get(name);
+        if (!comp) return;
+        // A node to take the load that asked for it; more follow as requests keep coming (and shrink back when idle).
+        comp.desired = Math.max(comp.desired, 1);
+        comp.capacityRequests++;
+        state.log.info(`${name}: code fetched and verified, starting a node of it`);
+      },
+      (err: unknown) => {
+        this.fetching.delete(name);
+        const e = NodeBinError.from(err);
+        state.log.warn(`capacity wanted for ${name}: its code could not be fetched (${e.code}: ${e.message}); passing the request on`);
+        this.passOn(request);
+      },
+    );
+  }
+
+  /** Hands a request this host cannot serve to the next tier with room (capacityTarget), or records it unmet. */
+  private passOn(request: CapacityRequest): void {
+    const { state, peers } = this;
+    const target = capacityTarget(request, { host: state.host, network: peers.network }, peers.hosts(), this.random);
+    const visited = [...new Set([...request.visited, state.host])];
     if (!target) {
-      state.log.info(`capacity wanted for ${wanted.component}, but no host has room (visited ${[...visited].join(", ")})`);
+      state.log.info(`capacity wanted for ${request.component}, but no host in scope "${request.scope || "any"}" has room (visited ${visited.join(", ")})`);
+      this.demand?.unmet(request, state.clock.now());
       return;
     }
     try {
-      this.peers.send(REQUEST_CAPACITY, { ...wanted, visited: [...visited] }, target.id);
-      state.log.info(`capacity wanted for ${wanted.component}: no room here, asked host ${target.host}`);
+      peers.sendVia(REQUEST_CAPACITY, { ...request, visited }, target.host.endpoint);
+      state.log.info(
+        target.tier === "network"
+          ? `capacity wanted for ${request.component}: no room here, asked host ${target.host.host} (${freeSlots(target.host.capacity)} free slots)`
+          : `capacity wanted for ${request.component}: no room in network ${peers.network || "default"}, asked gateway ${target.host.host} for network ${target.network}`,
+      );
     } catch (err) {
-      state.log.debug(`capacity request to ${target.host} not sent: ${NodeBinError.from(err)}`);
+      state.log.debug(`capacity request to ${target.host.host} not sent: ${NodeBinError.from(err)}`);
     }
   }
 }
+
+/** Load alone moves a host's record at most this often (slots and node counts at once). */
+export const ANNOUNCE_LOAD_MS = 1000;
+/** Bounds on a capacity request's trail (hosts visited in a network, networks crossed): past them it is dropped. */
+export const MAX_VISITED = 1024;
+export const MAX_NETWORKS = 16;
 
 /** How cheap a child is to stop: a starting one serves nobody yet; then the most idle, the least queued. */
 function rank(c: Child): number {

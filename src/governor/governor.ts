@@ -42,8 +42,13 @@ import { NodeBinError } from "../wire/errors.ts";
 import { processView, type GovernorView, type ProcessView } from "../metrics/sources.ts";
 import { GovernorApi } from "./api.ts";
 import { pidAlive, spawnChild } from "./children.ts";
+import { GatewayChildren } from "./gateways.ts";
 import { ElasticLoop } from "./elastic.ts";
-import { HOST_ONLY } from "../wire/control.ts";
+import { ProviderLoop, UnmetForwarder } from "./provider.ts";
+import { REQUEST_CAPACITY, type CapacityRequest } from "../wire/control.ts";
+import { tiersOf } from "../membership/capacity.ts";
+import { FETCH_COMPONENT, HOST_ONLY } from "../wire/control.ts";
+import { CodeShare } from "./code-share.ts";
 import { Mode } from "../wire/schema.ts";
 import { PluginHost, loadPlugins, type LoadedPlugin } from "./plugins.ts";
 import type { PluginContext } from "./strategy.ts";
@@ -89,6 +94,8 @@ export interface GovernorOptions {
   clock?: Clock;
   /** More arguments for every child it starts: what its plugins need of them (the metrics plugin's `--metrics-calls`). */
   childArgs?: string[];
+  /** The built-in provider's commands from the command line (`--provider-command`, `--provider-release-command`: shell lines), over governor.json's. */
+  provider?: { command?: string; releaseCommand?: string };
 }
 
 export class Governor {
@@ -104,8 +111,15 @@ export class Governor {
   private readonly supervisor: Supervisor;
   private readonly deploy: RollingDeploy;
   private readonly elastic: ElasticLoop;
+  /** Component code shared with other hosts: served (FetchComponent) and fetched (the elastic loop's CodeFetch). */
+  private readonly code: CodeShare;
   private readonly api: GovernorApi;
+  /** New hosts on demand (provider.ts), when a provider plugin is configured; else unmet demand is handed to the network's deciding governor. */
+  private providerLoop: ProviderLoop | undefined;
+  private readonly forwarder: UnmetForwarder;
   private scanner: ComponentScanner | undefined;
+  /** The gateways governor.json names, run as children (gateways.ts). */
+  private gateways: GatewayChildren | undefined;
   private readonly startedAt: number;
   private readonly stopped: Promise<{ keepChildren: boolean }>;
   private resolveStopped!: (v: { keepChildren: boolean }) => void;
@@ -163,6 +177,7 @@ export class Governor {
         capacity: () => ({ capacity: state.capacity, used: state.used() }),
         components: () => [...state.components.values()].filter((c) => !c.removed).map((c) => ({ name: c.name, desired: c.desired, restarts: c.restarts, zombies: c.zombies ?? 0 })),
         children: () => [...state.children.values()].map((c) => ({ component: c.component, pid: c.pid, phase: c.ending ? "draining" : c.phase, ...(c.stats ? { stats: c.stats } : {}) })),
+        provider: () => this.providerLoop?.sample(),
       },
     };
   }
@@ -184,8 +199,12 @@ export class Governor {
   private async doStop(keepChildren: boolean): Promise<void> {
     this.state.keepChildren = keepChildren;
     this.elastic.stop();
+    // Its rounds end and a provider command still running is killed (by its pid).
+    const providerStopped = this.providerLoop?.stop();
     this.supervisor.stopPings();
     this.scanner?.close();
+    // A gateway holds no state: stopped either way (the next governor starts its own on the same ports).
+    await this.gateways?.stop();
     if (keepChildren) {
       this.supervisor.saveChildren();
       this.log.info(`stopping the governor only: ${this.state.children.size} child(ren) keep serving`);
@@ -194,6 +213,7 @@ export class Governor {
       await this.supervisor.stopAll();
       this.config.forgetOverrides();
     }
+    await providerStopped;
     await this.shutdownSockets();
     this.resolveStopped({ keepChildren });
   }
@@ -253,9 +273,27 @@ export class Governor {
       },
     );
     this.deploy = new RollingDeploy(this.state, this.config, this.supervisor, this.call);
+    this.code = new CodeShare({
+      dir: join(this.stateDir, "fetched"),
+      keyring: () => this.process.security.keyring,
+      call: this.call,
+      source: (name, hash) => this.componentSource(name, hash),
+      install: (name, hash, root, from) => void this.deploy.addFetchedComponent(name, hash, { from, root }),
+      inUse: (name) => new Set(this.state.childrenOf(name).map((c) => c.hash)),
+      log: this.state.logger("governor/code"),
+    });
     this.elastic = new ElasticLoop(this.state, this.config, this.supervisor, this.deploy, {
-      entries: () => this.container.table.entries(),
-      send: this.sendControl,
+      network: options.network,
+      hosts: () => this.container.table.hostSummaries(),
+      sendVia: (method, request, via) => this.container.sendControl(method, request, { via }),
+      announce: (capacity) => this.process.host?.setExtras({ capacity }),
+    }, this.code, { unmet: (request, now) => this.unmet(request, now) });
+    this.forwarder = new UnmetForwarder({
+      host: options.host,
+      network: options.network,
+      hosts: () => this.container.table.hostSummaries(),
+      forward: this.forwardCapacity,
+      log: this.state.logger("governor/provider"),
     });
     this.api = new GovernorApi(
       this.state,
@@ -267,6 +305,9 @@ export class Governor {
         discovery: () => this.process.host?.discoveryEndpoints ?? [],
         agent: () => this.process.host?.stats() ?? {},
         refused: () => this.process.refused(),
+        tiers: () => tiersOf(options.host, options.network, this.container.table.hostSummaries()),
+        provider: () => this.providerLoop?.status() as Record<string, unknown> | undefined,
+        gateways: () => this.gateways?.status() ?? [],
         plugins: () => this.plugins,
         pluginSchemas: () => this.pluginSchemas(),
       },
@@ -315,6 +356,79 @@ export class Governor {
     }
   }
 
+  /**
+   * The directory of component `name` this governor may send at `hash`
+   * (FetchComponent): its own (the components directory's), or code it
+   * fetched. Undefined when it runs no such version; UNAVAILABLE while a
+   * deploy writes it.
+   */
+  private componentSource(name: string, hash: string): string | undefined {
+    const comp = this.state.components.get(name);
+    if (!comp || comp.removed || comp.hash !== hash) return undefined;
+    if (comp.fetched) return join(comp.fetched.root, name);
+    if (this.state.locked(name)) throw new NodeBinError("UNAVAILABLE", `component ${name} is being deployed: ask again later`, { details: { component: name } });
+    return join(this.options.componentsDir, name);
+  }
+
+  /**
+   * New hosts on demand (provider.ts): started when a provider is configured
+   * (a launch command for the built-in "command", from the flags, governor.json's
+   * providerCommand or its plugin options; or a user's plugin of kind
+   * provider). This host then gossips `provider: true`, and the provider loop
+   * takes the elastic loop's unmet demand.
+   */
+  private async startProvider(host: PluginHost, context: PluginContext | undefined): Promise<void> {
+    const chosen = host.chosenFor("provider");
+    const config = this.config.plugins;
+    const own = config[chosen.name] ?? {};
+    const commands = { ...this.config.providerCommands, ...this.options.provider };
+    if (chosen.source === "built-in" && commands.command === undefined && own.command === undefined) {
+      if (commands.releaseCommand !== undefined) this.log.warn("a provider release command without a launch command: no provider runs (give --provider-command too)");
+      return;
+    }
+    const options = chosen.source === "built-in" ? { ...config, [chosen.name]: { ...own, ...commands } } : config;
+    const ctx = context ?? { role: "governor" as const, runtimeDir: this.options.runtimeDir, log: this.state.logger(`plugin/${chosen.name}`), host: this.options.host };
+    const provider = await host.start("provider", ctx, options, this.state.settings);
+    this.state.provider = true;
+    this.providerLoop = new ProviderLoop({
+      provider,
+      clock: this.clock,
+      host: this.options.host,
+      network: this.options.network,
+      hosts: () => this.container.table.hostSummaries(),
+      seeds: () => this.providerSeeds(),
+      settings: this.state.settings,
+      log: this.state.logger("governor/provider"),
+      forward: this.forwardCapacity,
+    });
+    this.providerLoop.start();
+    const s = this.state.settings;
+    this.log.info(`provider ${provider.name} (${chosen.source}): new hosts on demand, at most ${s.providerMaxHosts}, after ${s.providerSustainMs} ms of unmet demand on a full network; idle ones released after ${s.providerIdleMs} ms; cooldown ${s.providerCooldownMs} ms`);
+  }
+
+  /** A capacity request no host in reach had room for: the provider loop's, else handed to the network's deciding governor. */
+  private unmet(request: CapacityRequest, now: number): void {
+    (this.providerLoop ?? this.forwarder).unmet(request, now);
+  }
+
+  private readonly forwardCapacity = (request: CapacityRequest, endpoint: string): void => this.container.sendControl(REQUEST_CAPACITY, request, { via: endpoint });
+
+  /**
+   * NODEBIN_SEEDS for a launched host ("ip:port"): this host's advertised
+   * discovery endpoint first (its gossip record's), then the ones it bound,
+   * then its own seeds; never an unspecified address.
+   */
+  private providerSeeds(): string[] {
+    const own = this.container.table.hostSummaries().find((h) => h.host === this.options.host)?.endpoint;
+    const out: string[] = [];
+    for (const e of [own, ...(this.process.host?.discoveryEndpoints ?? []), ...this.options.seeds]) {
+      const m = e ? /^tcp:\/\/(.+:\d+)$/.exec(e) : null;
+      if (!m || /^(0\.0\.0\.0|\[::\]|\*):/.test(m[1]!) || out.includes(m[1]!)) continue;
+      out.push(m[1]!);
+    }
+    return out;
+  }
+
   /** A control call to the process at `via`, its reply in plain form. */
   private readonly call: ControlCall = (method, request, via, timeoutMs) => this.container.callControl(method, request, { via }, timeoutMs);
 
@@ -359,6 +473,7 @@ export class Governor {
     this.servePlugins(host);
 
     this.api.serve(this.serve);
+    this.serve(FETCH_COMPONENT, (request) => this.code.serve(request));
     // Adopt first (over the children's own ipc endpoints), so that the table
     // this governor serves from its first moment has their nodes in it.
     const leases = await this.supervisor.adopt();
@@ -371,17 +486,44 @@ export class Governor {
     });
     const first = this.scanner.start();
     for (const [name, hash] of first.components) this.deploy.addComponentState(name, hash);
+    // Adopted children running fetched code a previous governor had verified: known again (else nobody would shrink them).
+    for (const child of this.state.children.values()) if (!this.state.components.has(child.component)) this.code.restore(child.component, child.hash);
     this.log.info(
       `governing ${this.options.componentsDir} on ${this.options.host}: capacity ${this.state.capacity}, ${this.state.components.size} component(s)` +
         (this.state.children.size ? `, adopted ${this.state.children.size} running child(ren)` : ""),
     );
+    await this.startProvider(host, given?.context);
+    this.startGateways();
     this.elastic.start();
     this.supervisor.startPings();
     this.elastic.tick();
   }
 
+  /** Starts the gateways governor.json names: near leg this governor's network, seeded with this governor (gateways.ts). */
+  private startGateways(): void {
+    const specs = this.config.gateways;
+    if (specs.length === 0) return;
+    const o = this.options;
+    this.gateways = new GatewayChildren(specs, {
+      host: o.host,
+      network: o.network,
+      discoveryPort: this.discoveryPort,
+      bind: this.process.bind,
+      advertise: this.process.advertise,
+      seeds: o.seeds,
+      securityArgs: o.security?.childArgs ?? [],
+      runtimeDir: o.runtimeDir,
+      logDir: join(this.stateDir, "logs"),
+      log: this.state.logger("governor/gateways"),
+      ...(o.command ? { command: o.command } : {}),
+    });
+    this.gateways.start();
+  }
+
   private async shutdownSockets(): Promise<void> {
+    await this.gateways?.stop();
     this.elastic.stop();
+    await this.providerLoop?.stop();
     this.supervisor.stopPings();
     await this.process.close();
   }

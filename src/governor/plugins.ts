@@ -1,6 +1,6 @@
 /**
  * The plugin host. A control-plane plugin is a module of one kind (security,
- * loader, discovery, metrics, logging, lifecycle, zombie: strategy.ts PLUGIN_KINDS)
+ * loader, discovery, metrics, logging, lifecycle, zombie, provider: strategy.ts PLUGIN_KINDS)
  * that replaces the built-in of its kind. It is found in a plugins directory
  * either as a component-like directory (an index module whose default export,
  * or `plugin` export, is the PluginModule; optionally a `manifest` export
@@ -28,9 +28,10 @@ import defaultMetrics from "./plugins/metrics.ts";
 import defaultLogging from "./plugins/logging.ts";
 import defaultSecurity from "./plugins/security.ts";
 import defaultZombie from "./plugins/zombie.ts";
+import defaultProvider from "./plugins/provider-command.ts";
 import { PLUGIN_KINDS, STRATEGY_KINDS, type GovernorSettings, type PluginContext, type PluginKind, type PluginKinds, type PluginModule, type StrategyKinds } from "./strategy.ts";
 
-export const BUILTIN_PLUGINS: PluginModule[] = [defaultSecurity, defaultLoader, defaultDiscovery, defaultMetrics, defaultLogging, defaultLifecycle, defaultZombie];
+export const BUILTIN_PLUGINS: PluginModule[] = [defaultSecurity, defaultLoader, defaultDiscovery, defaultMetrics, defaultLogging, defaultLifecycle, defaultZombie, defaultProvider];
 
 /** The method each kind of plugin must have (how a created plugin is checked). */
 const REQUIRED_METHOD: { readonly [K in PluginKind]: keyof PluginKinds[K] & string } = {
@@ -41,6 +42,7 @@ const REQUIRED_METHOD: { readonly [K in PluginKind]: keyof PluginKinds[K] & stri
   logging: "logger",
   lifecycle: "decide",
   zombie: "onZombie",
+  provider: "launch",
 };
 
 const PLUGIN_EXTENSIONS = [".js", ".mjs", ".cjs", ".ts"];

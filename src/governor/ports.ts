@@ -6,7 +6,8 @@
  * ones from its Container, listeners and HostAgent; tests pass fakes. No
  * module holds a Container, a listener or the agent itself.
  */
-import type { ControlMethod, NodeEntry, PingReply } from "../wire/control.ts";
+import type { Tiers } from "../membership/capacity.ts";
+import type { CapacityRequest, ControlMethod, HostCapacity, HostSummary, PingReply } from "../wire/control.ts";
 import type { SpawnSpec } from "./children.ts";
 
 /**
@@ -51,11 +52,25 @@ export interface SupervisorPorts {
   evict(container: string, why: string): void;
 }
 
-/** Where capacity requests the governor cannot serve go on to. */
+/**
+ * The rest of the network as the elastic loop sees it: the hosts its table
+ * knows with their capacity (membership/capacity.ts), the way to hand a
+ * capacity request on, and this host's own record.
+ */
 export interface CapacityPeers {
-  /** The network's nodes as this process's table knows them. */
-  entries(): readonly Pick<NodeEntry, "id" | "host" | "component">[];
-  send: SendControl;
+  /** This host's network ("" = default). */
+  readonly network: string;
+  /** The hosts this process knows with what they can take, its own among them (the table's host summaries). */
+  hosts(): readonly HostSummary[];
+  /** Sends a one-way control request to the process at a network endpoint (another host's agent, a gateway). Throws when it cannot be sent. */
+  sendVia<Req>(method: ControlMethod<Req, void>, request: Req, via: string): void;
+  /** Puts what this host can take into its gossip record (and its table's host summary). */
+  announce(capacity: HostCapacity): void;
+}
+
+/** Capacity requests nowhere in reach had room for: the signal the provider plugin acts on (provider.ts). */
+export interface UnmetDemand {
+  unmet(request: CapacityRequest, now: number): void;
 }
 
 /** What only the process wiring knows, for the status report. */
@@ -72,4 +87,25 @@ export interface StatusSources {
   pluginSchemas(): { plugin: string; json: string }[];
   /** What the governor's own process dropped or refused, by reason (NodeBinProcess.refused). */
   refused(): Record<string, number>;
+  /** Capacity per tier from the host summaries its agent holds (membership/capacity.ts tiersOf). */
+  tiers?(): Tiers;
+  /** The provider loop's status (governor/provider.ts), when a provider plugin runs. */
+  provider?(): Record<string, unknown> | undefined;
+  /** The gateways it runs (governor/gateways.ts), when governor.json names any. */
+  gateways?(): readonly unknown[];
+}
+
+/** Component code this host lacks, fetched from a host that has it (src/governor/code-share.ts). */
+export interface CodeFetch {
+  /**
+   * Fetches component `name` whose content hash (scan.ts hashComponent) is `hash` from one of
+   * `sources` (hosts whose gossip says they have it: their discovery endpoints, tcp), verifies
+   * and installs it, and makes the governor know it as a component it may run (min 0).
+   * Resolves once it is in the governor's state.components; at most one fetch per name+hash in
+   * flight (a second call joins the first). Rejects with a NodeBinError: FAILED_PRECONDITION
+   * without a cluster key (code never travels unsealed), NOT_FOUND when no source has it,
+   * DATA_LOSS when what came does not hash to `hash`, UNAUTHENTICATED when it does not open,
+   * RESOURCE_EXHAUSTED past the size bounds, UNAVAILABLE / DEADLINE_EXCEEDED from the sources.
+   */
+  fetch(name: string, hash: string, sources: readonly { host: string; endpoint: string }[]): Promise<void>;
 }

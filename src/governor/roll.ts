@@ -40,7 +40,38 @@ export class RollingDeploy {
     }
     comp.hash = hash;
     comp.removed = false;
+    // The directory's own code wins over code fetched from another host: its children roll onto it.
+    comp.fetched = undefined;
     return comp;
+  }
+
+  /**
+   * A component whose code was fetched from another host (code-share.ts),
+   * in `root`: known at min 0 (the elastic loop starts what is asked for),
+   * or moved to that code if it was fetched before at another hash (its
+   * children roll onto it). A component of the directory keeps its own code:
+   * then nothing changes and false is answered.
+   */
+  addFetchedComponent(name: string, hash: string, fetched: { from: string; root: string }): boolean {
+    const { state } = this;
+    let comp = state.components.get(name);
+    if (comp && !comp.removed && !comp.fetched) return false;
+    if (!comp) {
+      comp = { name, hash, desired: 0, startFailures: 0, backoffUntil: 0, restarts: 0, capacityRequests: 0, rolling: false, removed: false };
+      state.components.set(name, comp);
+    }
+    comp.fetched = fetched;
+    if (comp.removed) comp.desired = 0;
+    if (comp.hash !== hash || comp.removed) {
+      comp.failed = undefined;
+      comp.startFailures = 0;
+      comp.backoffUntil = 0;
+      comp.deployError = undefined;
+    }
+    comp.hash = hash;
+    comp.removed = false;
+    state.log.info(`component ${name} (${hash.slice(0, 12)}) known from code fetched from ${fetched.from}: min 0`);
+    return true;
   }
 
   /** Applies the scanner's changes of the components directory. */

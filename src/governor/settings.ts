@@ -10,6 +10,7 @@ import { availableParallelism, cpus } from "node:os";
 import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { NodeBinError } from "../wire/errors.ts";
+import { parseGateways, type GatewaySpec } from "./gateways.ts";
 import type { ComponentState, GovernorState } from "./state.ts";
 import type { GovernorSettings } from "./strategy.ts";
 
@@ -30,7 +31,23 @@ export interface SupervisionSettings {
   maxLeaseNodes: number;
 }
 
-export type Settings = GovernorSettings & SupervisionSettings;
+/**
+ * The provider loop's guard rails (governor/provider.ts; used only when a
+ * provider plugin runs): flags `--provider-max-hosts` ..., governor.json keys
+ * of the same names, `governor set provider-max-hosts N` ...
+ */
+export interface ProviderSettings {
+  /** Most launched hosts alive at once (default 4). */
+  providerMaxHosts: number;
+  /** No launch or release this long after a launch or release (ms; default 60 000). */
+  providerCooldownMs: number;
+  /** Every host full and capacity requests unmet for this long before a launch (ms; default 10 000). */
+  providerSustainMs: number;
+  /** A launched host running no node this long is released (ms; default 120 000). */
+  providerIdleMs: number;
+}
+
+export type Settings = GovernorSettings & SupervisionSettings & ProviderSettings;
 
 export const DEFAULT_SETTINGS: Settings = {
   idleMs: 60_000,
@@ -41,6 +58,10 @@ export const DEFAULT_SETTINGS: Settings = {
   zombieAfterMs: 3000,
   startTimeoutMs: 30_000,
   maxLeaseNodes: 64,
+  providerMaxHosts: 4,
+  providerCooldownMs: 60_000,
+  providerSustainMs: 10_000,
+  providerIdleMs: 120_000,
 };
 
 /** `node-bin governor set KEY VALUE` keys and the setting each changes. */
@@ -53,6 +74,10 @@ export const SETTING_KEYS: Record<string, keyof Settings> = {
   "zombie-after-ms": "zombieAfterMs",
   "start-timeout-ms": "startTimeoutMs",
   "max-lease-nodes": "maxLeaseNodes",
+  "provider-max-hosts": "providerMaxHosts",
+  "provider-cooldown-ms": "providerCooldownMs",
+  "provider-sustain-ms": "providerSustainMs",
+  "provider-idle-ms": "providerIdleMs",
 };
 
 /** The governor's config file, as parseConfig checked it. */
@@ -60,6 +85,11 @@ export interface ConfigFile {
   capacity?: number;
   components?: Record<string, { min?: number; max?: number }>;
   plugins?: Record<string, Record<string, unknown>>;
+  /** The built-in provider's commands (plugins/provider-command.ts): a shell line, or a program and its arguments. Read at start. */
+  providerCommand?: string | string[];
+  providerReleaseCommand?: string | string[];
+  /** Gateways the governor runs as children (governor/gateways.ts). Read at start. */
+  gateways?: GatewaySpec[];
   [setting: string]: unknown;
 }
 
@@ -104,13 +134,26 @@ export class GovernorConfig {
     return this.config.plugins ?? {};
   }
 
-  /** Effective limits: manifest, then config file, then `governor set` (min 0 is kept at 1: see README). */
+  /** The config file's gateways (as read at start: a change needs a restart). */
+  get gateways(): GatewaySpec[] {
+    return this.config.gateways ?? [];
+  }
+
+  /** The config file's provider commands (as read at start: a change needs a restart). */
+  get providerCommands(): { command?: string | string[]; releaseCommand?: string | string[] } {
+    const { providerCommand, providerReleaseCommand } = this.config;
+    return { ...(providerCommand !== undefined ? { command: providerCommand } : {}), ...(providerReleaseCommand !== undefined ? { releaseCommand: providerReleaseCommand } : {}) };
+  }
+
+  /** Effective limits: manifest, then config file, then `governor set` (min 0 is kept at 1: see README; code fetched from another host: min 0 unless set). */
   limits(comp: ComponentState): { min: number; max: number } {
     const fromConfig = this.config.components?.[comp.name] ?? {};
     const fromSet = this.overrides.components[comp.name] ?? {};
     let min = fromSet.min ?? fromConfig.min ?? comp.manifest?.min ?? 1;
     const max = fromSet.max ?? fromConfig.max ?? comp.manifest?.max ?? 16;
-    min = Math.max(1, Math.min(min, max));
+    // Code fetched from another host is spilled capacity: none of it is kept running when idle (only `governor set` pins a min).
+    if (comp.fetched) min = fromSet.min ?? 0;
+    min = Math.max(comp.fetched ? 0 : 1, Math.min(min, max));
     return { min, max: Math.max(max, 1) };
   }
 
@@ -237,10 +280,15 @@ export function parseConfig(text: string, file: string): ConfigFile {
           wholeNumber(v, `components.${name}.${k}`, k === "max" ? 1 : 0);
         }
       }
+    } else if (key === "providerCommand" || key === "providerReleaseCommand") {
+      const line = typeof value === "string" ? value.trim() !== "" : Array.isArray(value) && value.length > 0 && value.every((v) => typeof v === "string") && value[0] !== "";
+      if (!line) throw new NodeBinError("INVALID_ARGUMENT", `${file}: ${key} must be a shell command line (a string) or a program with its arguments (an array of strings)`, { details: { file, field: key } });
     } else if (key === "plugins") {
       if (typeof value !== "object" || value === null) throw new NodeBinError("INVALID_ARGUMENT", `${file}: plugins must be an object of plugin name -> options`, { details: { file } });
+    } else if (key === "gateways") {
+      parseGateways(value, file);
     } else {
-      throw new NodeBinError("INVALID_ARGUMENT", `${file}: unknown key ${JSON.stringify(key)} (known: capacity, components, plugins, ${Object.keys(DEFAULT_SETTINGS).join(", ")})`, { details: { file } });
+      throw new NodeBinError("INVALID_ARGUMENT", `${file}: unknown key ${JSON.stringify(key)} (known: capacity, components, gateways, plugins, providerCommand, providerReleaseCommand, ${Object.keys(DEFAULT_SETTINGS).join(", ")})`, { details: { file } });
     }
   }
   return config;

@@ -82,6 +82,14 @@ export interface ComponentState {
   /** `governor roll`: children started before this (epoch ms) are replaced too, whatever code they run. */
   rollBefore?: number;
   removed: boolean;
+  /**
+   * Not in the components directory: its code was fetched from another host
+   * (code-share.ts), verified by its hash, and its children run it from
+   * `root` (a components directory of its own, holding only it). Its min is
+   * 0: spilled capacity shrinks back to no node when idle. The scanner never
+   * reports it removed; the directory gaining a component of this name wins.
+   */
+  fetched?: { from: string; root: string };
 }
 
 export interface GovernorStateOptions {
@@ -104,6 +112,8 @@ export class GovernorState {
   readonly settings: Settings = { ...DEFAULT_SETTINGS };
   /** Most container processes on this host. */
   capacity: number;
+  /** A provider plugin runs here: this governor may launch hosts (gossiped with its capacity). */
+  provider = false;
   /** Set once the plugins are loaded (before any child is started or adopted). */
   strategies!: StrategyKinds;
   /** The governor's own logger (the logging strategy's, once loaded). */

@@ -127,6 +127,30 @@ export interface DiscoveryStrategy {
 }
 
 /**
+ * A host provider (kind `provider`): how the governor gets a new host for its
+ * network when every host is full under sustained unmet demand, and gives one
+ * back when it has idled (governor/provider.ts decides when; the plugin only
+ * does it). The built-in ("command", ./plugins/provider-command.ts) runs a
+ * user's commands; a plugin may call a cloud API itself. Started only when
+ * configured (a provider command, or a user's plugin of this kind).
+ */
+export interface HostProvider {
+  readonly name: string;
+  /**
+   * Starts a host that will join `network` from `seeds` (discovery endpoints,
+   * "ip:port"). Resolves once the request is made (the host may still be
+   * booting), with the new host's id when the provider knows it (else the
+   * first new host to join the network's gossip is taken as it). Rejects
+   * (a NodeBinError, say UNAVAILABLE or DEADLINE_EXCEEDED) when it failed.
+   */
+  launch(request: { seeds: string[]; network: string; reason: string }): Promise<{ host?: string }>;
+  /** Gives host `host` back (it idled past the provider's idle time). Absent: launched hosts are never released. Rejects when it failed. */
+  release?(request: { host: string; network: string; reason: string }): Promise<void>;
+  /** Ends whatever it still runs (the governor stops): a command still running is killed by its pid. */
+  close?(): void | Promise<void>;
+}
+
+/**
  * Every kind of control-plane plugin, by what it creates. A plugin replaces
  * the built-in of its kind. Every process starts the kinds it needs in the
  * order of PLUGIN_KINDS: the security provider first (nothing binds or
@@ -138,17 +162,19 @@ export interface PluginKinds extends StrategyKinds {
   discovery: DiscoveryStrategy;
   /** Metrics (src/metrics/plugin.ts): started by a role that serves /metrics or counts calls for its governor. */
   metrics: MetricsPlugin;
+  /** A host provider (governor/provider.ts): started by a governor configured with one. */
+  provider: HostProvider;
 }
 
 export type PluginKind = keyof PluginKinds;
 /** The start-up order. */
-export const PLUGIN_KINDS: readonly PluginKind[] = ["security", "loader", "discovery", "metrics", "logging", "lifecycle", "zombie"];
+export const PLUGIN_KINDS: readonly PluginKind[] = ["security", "loader", "discovery", "metrics", "logging", "lifecycle", "zombie", "provider"];
 /** The governor's strategies: the kinds that need its settings, started once it holds its socket. */
 export const STRATEGY_KINDS: readonly (keyof StrategyKinds)[] = ["logging", "lifecycle", "zombie"];
 
 /** Which process a plugin is created in, and what it may need of it. */
 export interface PluginContext {
-  role: "governor" | "container" | "dev" | "client";
+  role: "governor" | "container" | "dev" | "client" | "gateway";
   /** The private runtime directory. */
   runtimeDir: string;
   /** The cluster key file given to the process (--cluster-key, $NODEBIN_CLUSTER_KEY_FILE, cluster.key beside node-bin). */

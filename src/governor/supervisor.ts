@@ -148,7 +148,8 @@ export class Supervisor {
       "--id",
       container,
       "--components",
-      o.componentsDir,
+      // Fetched code (code-share.ts) lives in a components directory of its own.
+      comp.fetched?.root ?? o.componentsDir,
       "--governor",
       o.socket,
       "--discovery-port",

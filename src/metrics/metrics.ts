@@ -24,6 +24,9 @@
  * - a governor: nodebin_capacity, nodebin_capacity_used, nodebin_component_desired{component},
  *   nodebin_children{component,phase}, nodebin_restarts_total{component}, nodebin_zombies_total{component},
  *   nodebin_child_resident_memory_bytes{component,pid}
+ * - a governor with a provider plugin: nodebin_provider_hosts, nodebin_provider_unmet_total,
+ *   nodebin_provider_launches_total{outcome}, nodebin_provider_releases_total{outcome},
+ *   nodebin_provider_skipped_total{action,reason}
  * - nodebin_info{role,host,version} (1)
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics, type Metric } from "prom-client";
@@ -32,7 +35,7 @@ import type { CallCount, PingReply } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import type { MetricsOptions, MetricsPlugin } from "./plugin.ts";
 import { MetricsServer, type MetricsAddress } from "./server.ts";
-import type { GovernorView, ProcessView } from "./sources.ts";
+import type { GovernorView, ProcessView, ProviderSample } from "./sources.ts";
 
 /**
  * Default upper bounds (seconds) of the call duration buckets: from 100 us
@@ -295,6 +298,25 @@ export class PrometheusMetrics implements MetricsPlugin {
     counter(r, "nodebin_zombies_total", "Children of a component found silent past zombie-after-ms since the governor started.", ["component"], () => g.components().map((c) => ({ labels: { component: c.name }, value: c.zombies })));
     gauge(r, "nodebin_child_resident_memory_bytes", "Resident memory of a child process, at its last pong.", ["component", "pid"], () =>
       g.children().flatMap((c) => (c.stats ? [{ labels: { component: c.component, pid: c.pid }, value: c.stats.rssBytes }] : [])),
+    );
+    // The provider loop's (governor/provider.ts): no samples without a provider.
+    const provider = () => g.provider?.();
+    const byOutcome = (read: (p: ProviderSample) => Record<string, number>) => () => {
+      const p = provider();
+      return p ? Object.entries(read(p)).map(([outcome, value]) => ({ labels: { outcome }, value })) : [];
+    };
+    gauge(r, "nodebin_provider_hosts", "Hosts this governor's provider launched that are alive.", [], () => {
+      const p = provider();
+      return p ? [{ labels: {}, value: p.hosts }] : [];
+    });
+    counter(r, "nodebin_provider_unmet_total", "Capacity requests that reached the provider loop with no room anywhere in reach.", [], () => {
+      const p = provider();
+      return p ? [{ labels: {}, value: p.unmet }] : [];
+    });
+    counter(r, "nodebin_provider_launches_total", "Host launches by outcome: started (the provider was asked), succeeded (the host joined), failed.", ["outcome"], byOutcome((p) => p.launches));
+    counter(r, "nodebin_provider_releases_total", "Host releases by outcome: started, succeeded, failed, gone (the host left the gossip by itself: forgotten).", ["outcome"], byOutcome((p) => p.releases));
+    counter(r, "nodebin_provider_skipped_total", "Launch or release decisions a guard rail refused, by action and reason (not-decider, in-flight, max-hosts, cooldown, backoff).", ["action", "reason"], () =>
+      (provider()?.skipped ?? []).map((s) => ({ labels: { action: s.action, reason: s.reason }, value: s.count })),
     );
   }
 }

@@ -53,12 +53,28 @@ export interface ComponentSample {
   zombies: number;
 }
 
+/** A governor's provider loop (governor/provider.ts): what it launched and released, and what its guard rails refused. */
+export interface ProviderSample {
+  /** Launched hosts alive now. */
+  hosts: number;
+  /** Capacity requests that reached it with no room anywhere in reach. */
+  unmet: number;
+  /** Launches by outcome: started, succeeded, failed. */
+  launches: Record<string, number>;
+  /** Releases by outcome: started, succeeded, failed, gone (left the gossip: forgotten). */
+  releases: Record<string, number>;
+  /** Decisions a guard rail refused, by action (launch, release) and reason (in-flight, max-hosts, cooldown, ...). */
+  skipped: { action: string; reason: string; count: number }[];
+}
+
 /** A governor as its /metrics shows it, on top of its process's view: its host. */
 export interface GovernorView {
   /** The host's process limit and the slots in use. */
   capacity(): { capacity: number; used: number };
   components(): ComponentSample[];
   children(): ChildSample[];
+  /** Its provider loop, when a provider plugin runs (else undefined or absent). */
+  provider?(): ProviderSample | undefined;
 }
 
 /** The view of one of the shared composition's processes (dev, container, governor), read live. */

@@ -1,8 +1,9 @@
 // Capacity requests: a caller whose call found every node full
-// (RESOURCE_EXHAUSTED) and that may wait (capacityWaitMs) asks the full
+// (RESOURCE_EXHAUSTED) and that may wait (capacityWaitMs: no room within it) asks the full
 // node's process for capacity; the process hands it to its governor, which
-// grows the component, or, with no free slot on its host, passes it through a
-// node of another host to that host's governor. Two governors on loopback
+// grows the component, or, with no free slot on its host, passes it to the
+// host of its network with the most free slots (known from the governors'
+// gossiped capacity, src/membership/capacity.ts). Two governors on loopback
 // stand for two hosts (their own host ids, runtime dirs and discovery ports,
 // seeded with each other).
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -36,7 +37,7 @@ async function burst(client: Client, n: number, ms: number): Promise<{ ok: numbe
   await Promise.all(
     Array.from({ length: n }, async () => {
       try {
-        const r = (await client.call("gov.Slow/Work", { ms }, { timeoutMs: 40_000, capacityWaitMs: 30_000 })) as { pid: number };
+        const r = (await client.call("gov.Slow/Work", { ms }, { timeoutMs: 40_000, capacityWaitMs: 200 })) as { pid: number };
         pids.add(r.pid);
         ok++;
       } catch (err) {

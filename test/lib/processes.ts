@@ -4,7 +4,7 @@
  * stopped at teardown; one-shot CLI runs with a bounded time.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -185,4 +185,14 @@ export function startProcess(
       reject(new Error(`${label} exited with ${code} before it was ready; stderr:\n${stderr}`));
     });
   });
+}
+
+/** Whether process `pid` runs (Linux: a zombie, which only waits for its parent to reap it, counts as gone). */
+export function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat[stat.lastIndexOf(")") + 2] !== "Z";
+  } catch {
+    return false;
+  }
 }

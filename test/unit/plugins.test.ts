@@ -40,6 +40,7 @@ t.test("plugins - the built-ins load in start-up order when there is no plugins 
       ["logging", "default-logging"],
       ["lifecycle", "default-lifecycle"],
       ["zombie", "default-zombie"],
+      ["provider", "command"],
     ],
   );
   const { strategies, loaded } = await loadPlugins({ settings: settings() });
@@ -109,7 +110,7 @@ t.test("plugins - every kind of bad plugin file is an INVALID_ARGUMENT naming th
     ["throws.mjs", `throw new Error("boom at import");`, /cannot load plugin: boom at import/],
     ["nothing.mjs", `export const other = 1;`, /exports no plugin/],
     ["number.mjs", `export default 42;`, /must be an object/],
-    ["kind.mjs", `export default { kind: "scheduler", name: "x", create() {} };`, /"kind" must be one of security, loader, discovery, metrics, logging, lifecycle, zombie, got "scheduler"/],
+    ["kind.mjs", `export default { kind: "scheduler", name: "x", create() {} };`, /"kind" must be one of security, loader, discovery, metrics, logging, lifecycle, zombie, provider, got "scheduler"/],
     ["nokind.mjs", `export default { name: "x", create() {} };`, /"kind" must be one of/],
     ["name.mjs", `export default { kind: "zombie", name: "", create() {} };`, /"name" must be a non-empty string/],
     ["noname.mjs", `export default { kind: "zombie", create() {} };`, /"name" must be a non-empty string, got nothing/],

@@ -174,7 +174,7 @@ function harness(t: Test, options: HarnessOptions = {}) {
     ports,
   );
   const deploy = new RollingDeploy(state, config, supervisor, ports.call);
-  const loop = new ElasticLoop(state, config, supervisor, deploy, { entries: () => [], send: () => {} });
+  const loop = new ElasticLoop(state, config, supervisor, deploy, { network: "", hosts: () => [], sendVia: () => {}, announce: () => {} });
   const comp: ComponentState = deploy.addComponentState("greeter", "code-1");
   t.teardown(() => {
     loop.stop();
