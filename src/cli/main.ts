@@ -7,6 +7,7 @@ import { runClient } from "./client.ts";
 import { runContainer } from "./container.ts";
 import { runDeploy } from "./deploy.ts";
 import { runDev } from "./dev.ts";
+import { runGateway } from "./gateway.ts";
 import { runGovernor } from "./governor.ts";
 import { runKeygen } from "./keygen.ts";
 import { applyLogFormat } from "./log-options.ts";
@@ -34,10 +35,13 @@ Commands:
   container --component NAME
                        run one node of a component in this process, joined to
                        the network (--seed ip[:port] of another host)
+  gateway --network A --remote-network B ...
+                       join two networks: each sees the other's components
+                       and calls them through the gateway (gossip stays apart)
   client call M [JSON] call a SYNC method, print the reply as JSON
   client send M [JSON] send to an ASYNC method
   client list          list services, methods, modes and request fields
-  client nodes         list running nodes
+  client nodes         list running nodes, then the capacity tiers
 
 Every command takes --help. Exit status: 0 on success, the gRPC number of the
 error code on failure (e.g. 5 NOT_FOUND, 3 INVALID_ARGUMENT, 4 DEADLINE_EXCEEDED),
@@ -56,7 +60,7 @@ Environment:
   NODEBIN_CACHE_DIR     where the single executable unpacks its native addon
                         (default $XDG_CACHE_HOME/node-bin or ~/.cache/node-bin)`;
 
-const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { governor: runGovernor, keygen: runKeygen, deploy: runDeploy, dev: runDev, container: runContainer, client: runClient };
+const COMMANDS: Record<string, (argv: string[]) => Promise<number>> = { governor: runGovernor, keygen: runKeygen, deploy: runDeploy, dev: runDev, container: runContainer, gateway: runGateway, client: runClient };
 
 /** Runs the command line; resolves with the exit status. Never throws. */
 export async function main(argv: string[]): Promise<number> {
