@@ -1,9 +1,9 @@
 // The multi-host harness itself: hosts as network namespaces on one bridge,
 // reachable over TCP, cut and restored, and leaving nothing behind.
 import { execFileSync, spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
 import t from "tap";
 import { createNetwork, netnsUnavailable, waitForLine, type NetnsHost } from "../lib/netns.ts";
+import { alive } from "../lib/processes.ts";
 
 const skip = (await netnsUnavailable()) ?? false;
 
@@ -44,14 +44,6 @@ function ownedNames(prefix: string): string[] {
   return [...namespaces, ...links].filter((name) => name.startsWith(prefix));
 }
 
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat[stat.lastIndexOf(")") + 2] !== "Z";
-  } catch {
-    return false;
-  }
-}
 
 t.test("netns - three hosts reach each other over TCP", { skip }, async (t) => {
   const network = await createNetwork(t, 3);
