@@ -17,6 +17,7 @@ import { readBatch, topicOf } from "../../src/transport/pubsub.ts";
 import { denoUnusable, startDeno } from "../lib/deno.ts";
 import { example, startGovernor, testHost, type GovernorProcess } from "../lib/governor.ts";
 import { EXAMPLES, clusterKeyFile, privateRuntime, runCli, startDev } from "../lib/processes.ts";
+import { sideBySide } from "../lib/side-by-side.ts";
 
 const POST = "demo.Board/Post";
 const READ = "demo.Board/Read";
@@ -92,24 +93,31 @@ t.test("broadcast - dev mode: every in-process node of the method gets each broa
   const notes = (await client.call(READ, { last: 10 })) as { notes: { text: string }[] };
   t.same(notes.notes.map((n) => n.text), ["from the cli", "json", "from the library", "from a handler"], "in the order they were sent, from one sender");
 
-  const call = await runCli(["client", "call", POST, "{}"], env);
-  t.equal(call.code, 3, "call on a BROADCAST method is INVALID_ARGUMENT");
-  t.match(call.stderr, /demo\.Board\/Post is BROADCAST, not SYNC: broadcast it \(ctx\.broadcast, client\.broadcast, `node-bin client broadcast`\)/);
-  const send = await runCli(["client", "send", POST, "{}"], env);
-  t.equal(send.code, 3, "send too");
-  const onSync = await runCli(["client", "broadcast", READ, "{}"], env);
-  t.equal(onSync.code, 3, "broadcast on a SYNC method is INVALID_ARGUMENT");
-  t.match(onSync.stderr, /demo\.Board\/Read is SYNC, not BROADCAST: call it/);
-  const onAsync = await runCli(["client", "broadcast", "demo.Greeter/Sign", '{"name":"x"}'], env);
-  t.match(onAsync.stderr, /is ASYNC, not BROADCAST: send it/);
-  const unknown = await runCli(["client", "broadcast", "demo.Board/Pots", "{}"], env);
-  t.equal(unknown.code, 5, "an unknown method is NOT_FOUND");
-  t.match(unknown.stderr, /did you mean demo\.Board\/Post/);
-  const bad = await runCli(["client", "broadcast", POST, '{"text":5}'], env);
-  t.equal(bad.code, 3, "a request that does not fit is INVALID_ARGUMENT");
-  const list = await runCli(["client", "list"], env);
-  t.match(list.stdout, /Post\s+BROADCAST demo\.Note/);
-  const listJson = JSON.parse((await runCli(["client", "list", "--json"], env)).stdout) as { name: string; methods: { name: string; mode: string }[] }[];
+  // Refused or read-only, each a client process of its own: side by side (nothing is delivered by any of them, checked below).
+  const [call, send, onSync, onAsync, unknown, bad, list, listJsonRun] = await sideBySide(
+    [
+      ["client", "call", POST, "{}"],
+      ["client", "send", POST, "{}"],
+      ["client", "broadcast", READ, "{}"],
+      ["client", "broadcast", "demo.Greeter/Sign", '{"name":"x"}'],
+      ["client", "broadcast", "demo.Board/Pots", "{}"],
+      ["client", "broadcast", POST, '{"text":5}'],
+      ["client", "list"],
+      ["client", "list", "--json"],
+    ],
+    (args) => runCli(args, env, { timeoutMs: 60_000 }),
+  );
+  t.equal(call!.code, 3, "call on a BROADCAST method is INVALID_ARGUMENT");
+  t.match(call!.stderr, /demo\.Board\/Post is BROADCAST, not SYNC: broadcast it \(ctx\.broadcast, client\.broadcast, `node-bin client broadcast`\)/);
+  t.equal(send!.code, 3, "send too");
+  t.equal(onSync!.code, 3, "broadcast on a SYNC method is INVALID_ARGUMENT");
+  t.match(onSync!.stderr, /demo\.Board\/Read is SYNC, not BROADCAST: call it/);
+  t.match(onAsync!.stderr, /is ASYNC, not BROADCAST: send it/);
+  t.equal(unknown!.code, 5, "an unknown method is NOT_FOUND");
+  t.match(unknown!.stderr, /did you mean demo\.Board\/Post/);
+  t.equal(bad!.code, 3, "a request that does not fit is INVALID_ARGUMENT");
+  t.match(list!.stdout, /Post\s+BROADCAST demo\.Note/);
+  const listJson = JSON.parse(listJsonRun!.stdout) as { name: string; methods: { name: string; mode: string }[] }[];
   t.same(listJson.find((s) => s.name === "demo.Board")!.methods.map((m) => [m.name, m.mode]), [["Announce", "SYNC"], ["Post", "BROADCAST"], ["Read", "SYNC"]]);
   t.same((await readBoards(client, 3, () => true, 5000, "read")).size, 3);
   t.same([...(await readBoards(client, 3, (r) => r.every((n) => n === 4), 5000, "nothing more arrived")).values()], [4, 4, 4], "the refused ones reached nobody");

@@ -3,7 +3,8 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import t from "tap";
-import { EXAMPLES, privateRuntime, runCli, startDev } from "../lib/processes.ts";
+import { EXAMPLES, privateRuntime, runCli, startDev, type DevProcess } from "../lib/processes.ts";
+import { sideBySide } from "../lib/side-by-side.ts";
 
 /** Writes a components directory of the given files ({"shout/shout.proto": "..."}), removed at teardown. */
 function componentsDir(tt: { teardown(fn: () => unknown): void }, files: Record<string, string>): string {
@@ -38,11 +39,22 @@ export async function Slow(request: { ms: number }, ctx: { log: { warn(m: string
 `,
 };
 
+/**
+ * One `node-bin dev` of the examples shared by the tests that only read from it (no state they
+ * check is written by another of them, none stops it): started by the first that asks, stopped
+ * at the file's end.
+ */
+let examples: Promise<{ dev: DevProcess; env: Record<string, string> }> | undefined;
+const examplesDev = () =>
+  (examples ??= (async () => {
+    const env = privateRuntime(t);
+    return { dev: await startDev(t, ["--components", EXAMPLES], env), env };
+  })());
+
 const errorOf = (stderr: string) => (JSON.parse(stderr.trim().split("\n").pop()!) as { error: { code: string; details: Record<string, string> } }).error;
 
 t.test("dev - serves the examples; client call prints the reply as JSON", async (t) => {
-  const env = privateRuntime(t);
-  await startDev(t, ["--components", EXAMPLES], env);
+  const { env } = await examplesDev();
   const hello = await runCli(["client", "call", "demo.Greeter/Hello", '{"name":"Ada"}'], env);
   t.equal(hello.code, 0, hello.stderr);
   t.same(JSON.parse(hello.stdout), { message: "Hello, Ada!" });
@@ -72,8 +84,7 @@ t.test("dev - nested calls carry metadata; ASYNC send is accepted and then handl
 });
 
 t.test("dev - every bad input gets a coded error and a matching exit status; dev keeps serving", async (t) => {
-  const env = privateRuntime(t);
-  const dev = await startDev(t, ["--components", EXAMPLES], env);
+  const { dev, env } = await examplesDev();
   const cases: { name: string; args: string[]; code: string; exit: number; field?: string; input?: string }[] = [
     { name: "unknown method", args: ["call", "demo.Greeter/Helo", "{}"], code: "NOT_FOUND", exit: 5 },
     { name: "unknown service", args: ["call", "demo.Nope/Hello", "{}"], code: "NOT_FOUND", exit: 5 },
@@ -87,17 +98,17 @@ t.test("dev - every bad input gets a coded error and a matching exit status; dev
     { name: "handler that throws", args: ["call", "demo.Greeter/Hello", "{}"], code: "INTERNAL", exit: 13 },
     { name: "request from stdin", args: ["call", "demo.Greeter/Hello", "-"], code: "INVALID_ARGUMENT", exit: 3, input: '{"name": true}', field: "name" },
   ];
-  for (const c of cases) {
-    const r = await runCli(["client", ...c.args, "--json"], env, c.input === undefined ? {} : { input: c.input });
+  const runs = await sideBySide(cases, (c) => runCli(["client", ...c.args, "--json"], env, c.input === undefined ? { timeoutMs: 60_000 } : { input: c.input, timeoutMs: 60_000 }));
+  for (const [i, c] of cases.entries()) {
+    const r = runs[i]!;
     t.equal(r.code, c.exit, `${c.name}: exit status`);
     const error = errorOf(r.stderr);
     t.equal(error.code, c.code, `${c.name}: code`);
     if (c.field) t.equal(error.details.field, c.field, `${c.name}: names the field`);
   }
-  const unknown = await runCli(["client", "call", "demo.Greeter/Helo", "{}", "--json"], env);
+  const [unknown, usage] = await Promise.all([runCli(["client", "call", "demo.Greeter/Helo", "{}", "--json"], env, { timeoutMs: 60_000 }), runCli(["client", "call", "demo.Greeter/Hello", "--timeout", "soon"], env, { timeoutMs: 60_000 })]);
   t.match(errorOf(unknown.stderr).details.suggestions, /demo\.Greeter\/Hello/, "NOT_FOUND lists close matches");
 
-  const usage = await runCli(["client", "call", "demo.Greeter/Hello", "--timeout", "soon"], env);
   t.equal(usage.code, 64, "a usage error exits 64");
 
   const still = await runCli(["client", "call", "demo.Greeter/Hello", '{"name":"Eve"}', "--json"], env);
@@ -107,9 +118,8 @@ t.test("dev - every bad input gets a coded error and a matching exit status; dev
 });
 
 t.test("client - list shows services, methods, modes and request fields; nodes shows every node", async (t) => {
-  const env = privateRuntime(t);
-  const dev = await startDev(t, ["--components", EXAMPLES], env);
-  const list = await runCli(["client", "list", "--json"], env);
+  const { dev, env } = await examplesDev();
+  const [list, human, nodes] = await Promise.all([runCli(["client", "list", "--json"], env, { timeoutMs: 60_000 }), runCli(["client", "list"], env, { timeoutMs: 60_000 }), runCli(["client", "nodes", "--json"], env, { timeoutMs: 60_000 })]);
   t.equal(list.code, 0, list.stderr);
   const services = JSON.parse(list.stdout) as { name: string; nodes: number; methods: { name: string; mode: string; requestFields: { name: string; type: string }[] }[] }[];
   t.same(services.map((s) => s.name), ["demo.Board", "demo.Counter", "demo.Greeter", "demo.Ticker", "demo.Welcome"]);
@@ -120,12 +130,10 @@ t.test("client - list shows services, methods, modes and request fields; nodes s
   const ticker = services.find((s) => s.name === "demo.Ticker")!;
   t.same(ticker.methods.map((m) => [m.name, m.mode]), [["Count", "STREAM"], ["Stats", "SYNC"]]);
 
-  const human = await runCli(["client", "list"], env);
   t.match(human.stdout, /Sign\s+ASYNC/);
   t.match(human.stdout, /Count\s+STREAM/);
   t.match(human.stdout, /Post\s+BROADCAST/);
 
-  const nodes = await runCli(["client", "nodes", "--json"], env);
   const entries = JSON.parse(nodes.stdout) as { component: string; endpoints: string[] }[];
   t.same(entries.map((n) => n.component).sort(), ["board", "counter", "greeter", "ticker", "welcome"]);
   t.ok(entries.every((n) => n.endpoints[0] === dev.endpoint), "every node is reached at dev's endpoint");
@@ -134,17 +142,26 @@ t.test("client - list shows services, methods, modes and request fields; nodes s
 t.test("dev - a component a new user writes is picked up without touching the runtime", async (t) => {
   const env = privateRuntime(t);
   const dir = componentsDir(t, SHOUT);
-  await startDev(t, ["--components", dir], env);
+  const dev = await startDev(t, ["--components", dir], env);
   const r = await runCli(["client", "call", "acme.Shouter/Shout", '{"text":"hey","tags":["a"]}', "--json"], env);
   t.equal(r.code, 0, r.stderr);
   t.same(JSON.parse(r.stdout), { text: "HEY!", tags: ["a", "shouted"] });
 
   // A deadline shorter than the handler: DEADLINE_EXCEEDED, well before the handler is done.
-  const started = Date.now();
-  const slow = await runCli(["client", "call", "acme.Shouter/Slow", '{"ms":3000}', "--timeout", "300", "--json"], env);
+  // Timed from the handler's start (its log line) where dev printed it before the caller ended: the
+  // client's own start-up (seconds on a loaded machine) is not what is measured; else from the spawn.
+  let from = Date.now();
+  const running = runCli(["client", "call", "acme.Shouter/Slow", '{"ms":3000}', "--timeout", "300", "--json"], env);
+  let ended = false;
+  void dev.waitForStderr(/slow: waiting 3000 ms/, 10_000).then(
+    () => void (ended || (from = Date.now())),
+    () => {},
+  );
+  const slow = await running;
+  ended = true;
   t.equal(slow.code, 4, slow.stderr);
   t.equal(errorOf(slow.stderr).code, "DEADLINE_EXCEEDED");
-  t.ok(Date.now() - started < 2900, "the caller did not wait for the slow handler");
+  t.ok(Date.now() - from < 2900, `the caller did not wait for the slow handler (${Date.now() - from} ms after it started)`);
 });
 
 t.test("dev - a broken component is reported by file and problem; the others serve", async (t) => {

@@ -26,28 +26,33 @@ t.test("governor - serves the examples, status and set through the CLI, bad sett
   t.equal(visit.code, 0, visit.stderr);
   t.match(JSON.parse(visit.stdout), { greeting: "Hello, Ada!", visitor: "1" }, "a nested call across three governed processes");
 
-  const pretty = await runCli(["governor", "status", "--discovery-port", String(host.port)], host.env);
+  // Read-only, and refused, commands side by side (each a process of its own; a longer bound before one is
+  // killed, as side by side each takes longer on a loaded machine); the one set that changes something alone.
+  const [pretty, json] = await Promise.all([
+    runCli(["governor", "status", "--discovery-port", String(host.port)], host.env, { timeoutMs: 60_000 }),
+    runCli(["governor", "status", "--json", "--discovery-port", String(host.port)], host.env, { timeoutMs: 60_000 }),
+  ]);
   t.equal(pretty.code, 0, pretty.stderr);
   t.match(pretty.stdout, /greeter: 1 running \(min 1, max 16, want 1\)/);
   t.match(pretty.stdout, /PID\s+NODE\s+PHASE\s+UPTIME\s+HANDLED/);
-  const json = await runCli(["governor", "status", "--json", "--discovery-port", String(host.port)], host.env);
   t.equal(json.code, 0);
   t.equal(JSON.parse(json.stdout).components.length, 3);
 
   const setOk = await runCli(["governor", "set", "component", "greeter", "max", "3", "--discovery-port", String(host.port), "--json"], host.env);
   t.equal(setOk.code, 0, setOk.stderr);
   t.equal(JSON.parse(setOk.stdout).components.find((c: { name: string }) => c.name === "greeter").max, 3, "max changed live");
-  const unknownKey = await runCli(["governor", "set", "speed", "3", "--discovery-port", String(host.port)], host.env);
+  const [unknownKey, unknownComponent, notANumber, zero, second] = await Promise.all([
+    runCli(["governor", "set", "speed", "3", "--discovery-port", String(host.port)], host.env, { timeoutMs: 60_000 }),
+    runCli(["governor", "set", "component", "gretter", "max", "3", "--discovery-port", String(host.port)], host.env, { timeoutMs: 60_000 }),
+    runCli(["governor", "set", "capacity", "lots", "--discovery-port", String(host.port)], host.env, { timeoutMs: 60_000 }),
+    runCli(["governor", "set", "capacity", "0", "--discovery-port", String(host.port)], host.env, { timeoutMs: 60_000 }),
+    runCli(["governor", "--components", host.components, "--listen", "127.0.0.1", "--discovery-port", String(host.port)], host.env, { timeoutMs: 60_000 }),
+  ]);
   t.equal(unknownKey.code, 64, "an unknown setting is a usage error");
-  const unknownComponent = await runCli(["governor", "set", "component", "gretter", "max", "3", "--discovery-port", String(host.port)], host.env);
   t.equal(unknownComponent.code, 5, "an unknown component is NOT_FOUND");
   t.match(unknownComponent.stderr, /no component "gretter"/);
-  const notANumber = await runCli(["governor", "set", "capacity", "lots", "--discovery-port", String(host.port)], host.env);
   t.equal(notANumber.code, 64);
-  const zero = await runCli(["governor", "set", "capacity", "0", "--discovery-port", String(host.port)], host.env);
   t.equal(zero.code, 3, "capacity 0 is INVALID_ARGUMENT");
-
-  const second = await runCli(["governor", "--components", host.components, "--listen", "127.0.0.1", "--discovery-port", String(host.port)], host.env);
   t.equal(second.code, 6, "a second governor for the same port is ALREADY_EXISTS");
 
   const stop = await runCli(["governor", "stop", "--discovery-port", String(host.port)], host.env);

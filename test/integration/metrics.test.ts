@@ -50,14 +50,15 @@ t.test("metrics - a governor's /metrics counts its children's calls by method an
   const s = await gov.until((s) => s.components.length === 3 && s.components.every((c) => c.children[0]?.phase === "ready") && s, 30_000, "three components serving");
   const pidOf = (name: string) => String(s.components.find((c) => c.name === name)!.children[0]!.pid);
 
-  const call = (method: string, json: string) => runCli(["client", "call", method, json, "--seed", host.seed, "--json"], host.env);
-  for (let i = 0; i < 3; i++) {
-    const r = await call("demo.Greeter/Hello", '{"name":"Ada"}');
-    t.equal(r.code, 0, r.stderr);
-  }
-  const failed = await call("demo.Greeter/Hello", '{"name":""}');
+  const call = (method: string, json: string) => runCli(["client", "call", method, json, "--seed", host.seed, "--json"], host.env, { timeoutMs: 60_000 });
+  // Five clients at once: the counts, not the order, are checked.
+  const [hellos, failed, visit] = await Promise.all([
+    Promise.all(Array.from({ length: 3 }, () => call("demo.Greeter/Hello", '{"name":"Ada"}'))),
+    call("demo.Greeter/Hello", '{"name":""}'),
+    call("demo.Welcome/Visit", '{"name":"Bo"}'),
+  ]);
+  for (const r of hellos) t.equal(r.code, 0, r.stderr);
   t.equal(failed.code, 13, "the greeter refuses an empty name: INTERNAL");
-  const visit = await call("demo.Welcome/Visit", '{"name":"Bo"}');
   t.equal(visit.code, 0, visit.stderr);
 
   const greeter = { component: "greeter", pid: pidOf("greeter") };
@@ -161,14 +162,16 @@ t.test("metrics - a bad --metrics is a usage error (64), a port in use UNAVAILAB
     ["container", ["container", "--component", "greeter", "--components", EXAMPLES, "--listen", "127.0.0.1", "--discovery-port", port]],
     ["dev", ["dev", "--components", EXAMPLES]],
   ];
-  for (const [role, args] of roles) {
-    const usage = await runCli([...args, "--metrics", "9464"], env, { timeoutMs: 20_000 });
+  // The usage errors are found before anything is bound: those runs go side by side. The runs
+  // that get as far as binding share the discovery port, so they go one at a time.
+  const [help, ...usages] = await Promise.all([runCli(["governor", "--help"], env, { timeoutMs: 60_000 }), ...roles.map(([, args]) => runCli([...args, "--metrics", "9464"], env, { timeoutMs: 60_000 }))]);
+  for (const [i, [role, args]] of roles.entries()) {
+    const usage = usages[i]!;
     t.equal(usage.code, 64, `${role} --metrics 9464: usage error`);
     t.match(usage.stderr, /--metrics takes HOST:PORT/);
     const inUse = await runCli([...args, "--metrics", taken], env, { timeoutMs: 20_000 });
     t.equal(inUse.code, 14, `${role} --metrics ${taken}: UNAVAILABLE`);
     t.match(inUse.stderr, /error: UNAVAILABLE: cannot serve metrics at 127\.0\.0\.1:\d+: the port is in use/);
   }
-  const help = await runCli(["governor", "--help"], env);
   t.match(help.stdout, /--metrics <host:port>/, "governor --help shows the flag");
 });

@@ -39,7 +39,9 @@ async function until(env: Record<string, string>, ok: (rows: NodeRow[]) => boole
 t.test("network - containers in separate processes find each other through the host agent; a client calls through one seed", async (t) => {
   const env = { ...privateRuntime(t), NODEBIN_HOST: "loopback-host" };
   const started: DevProcess[] = [];
-  for (const c of ["greeter", "counter", "welcome"]) started.push(await startContainer(t, nodeArgs(c), env));
+  // The first becomes the host agent; the other two, members, start side by side once it is ready.
+  started.push(await startContainer(t, nodeArgs("greeter"), env));
+  started.push(...(await Promise.all(["counter", "welcome"].map((c) => startContainer(t, nodeArgs(c), env)))));
   t.match(started[0]!.readyLine, /\(agent at tcp:\/\/127\.0\.0\.1:\d+ ipc:/, "the first container became the host agent");
   t.match(started[1]!.readyLine, /\(member\)/, "the others registered with it");
 
@@ -60,9 +62,11 @@ t.test("network - containers in separate processes find each other through the h
   t.equal(await started[1]!.stop(), 0, "counter exits 0 on SIGTERM");
   const gone = await until(env, (r) => !r.some((n) => n.component === "counter"), 5_000);
   t.ok(gone < 5_000, `counter left the table (${gone} ms)`);
-  const missing = await runCli(["client", "call", "demo.Counter/Get", '{"key":"x"}', "--seed", SEED, "--json"], env);
+  const [missing, nested] = await Promise.all([
+    runCli(["client", "call", "demo.Counter/Get", '{"key":"x"}', "--seed", SEED, "--json"], env, { timeoutMs: 60_000 }),
+    runCli(["client", "call", "demo.Welcome/Visit", '{"name":"Bo"}', "--seed", SEED, "--json", "--timeout", "10000"], env, { timeoutMs: 60_000 }),
+  ]);
   t.equal(errorOf(missing.stderr).code, "NOT_FOUND");
-  const nested = await runCli(["client", "call", "demo.Welcome/Visit", '{"name":"Bo"}', "--seed", SEED, "--json", "--timeout", "10000"], env);
   t.equal(errorOf(nested.stderr).code, "NOT_FOUND", "welcome's nested call finds no counter (after its settle wait)");
 
   // The agent dies without a word: another container takes the port over; the dead node leaves the table.
@@ -72,8 +76,7 @@ t.test("network - containers in separate processes find each other through the h
   t.match(started[2]!.stderr(), /host agent for loopback-host/, "welcome says it is the agent now");
 
   // New containers join the new agent.
-  await startContainer(t, nodeArgs("counter"), env);
-  await startContainer(t, nodeArgs("greeter"), env);
+  await Promise.all(["counter", "greeter"].map((c) => startContainer(t, nodeArgs(c), env)));
   await until(env, (r) => r.length === 3, 10_000);
   const again = await runCli(["client", "call", "demo.Welcome/Visit", '{"name":"Cy"}', "--seed", SEED, "--json"], env);
   t.equal(again.code, 0, again.stderr);

@@ -89,10 +89,10 @@ t.test("dev - without --seed and with no agent on the host it is a closed world;
   const deposit = await runCli(["client", "call", "bank.Teller/Deposit", '{"account":"bo","cents":7}'], host.env);
   t.equal(deposit.code, 0, deposit.stderr);
   t.equal((JSON.parse(deposit.stdout) as { balanceCents: string }).balanceCents, "7", "both components in the one process");
-  const seeded = await runCli(["client", "--seed", host.seed, "nodes"], host.env, { timeoutMs: 20_000 });
+  // Two processes of their own, neither touching the other: side by side.
+  const [seeded, wrong] = await Promise.all([runCli(["client", "--seed", host.seed, "nodes"], host.env, { timeoutMs: 20_000 }), runCli(["dev", "--components", BANK, "--only", "tellr"], host.env, { timeoutMs: 60_000 })]);
   t.not(seeded.code, 0, "nothing holds the host's discovery port");
 
-  const wrong = await runCli(["dev", "--components", BANK, "--only", "tellr"], host.env);
   t.not(wrong.code, 0);
   t.match(wrong.stderr, /NOT_FOUND: --only tellr: no such component .*did you mean teller/);
 });

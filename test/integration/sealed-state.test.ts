@@ -45,7 +45,7 @@ function dealer(t: { teardown(fn: () => unknown): void }, endpoint: string): zmq
 
 
 const call = async (host: TestHost, method: string, request: unknown): Promise<{ key: string; count: number }> => {
-  const r = await runCli(["client", "call", method, JSON.stringify(request), "--seed", host.seed, "--json", "--timeout", "15000"], host.env);
+  const r = await runCli(["client", "call", method, JSON.stringify(request), "--seed", host.seed, "--json", "--timeout", "15000"], host.env, { timeoutMs: 60_000 });
   if (r.code !== 0) throw new Error(`${method}: exit ${r.code}: ${r.stderr}`);
   const reply = JSON.parse(r.stdout) as { key: string; count: string | number };
   return { key: reply.key, count: Number(reply.count) };
@@ -115,7 +115,7 @@ t.test("sealed state - ImportState from a raw socket: a flipped byte, a foreign 
   const host: TestHost = { env, port, seed: `127.0.0.1:${port}`, components: EXAMPLES, root: "", pids: new Set() };
   const flags = ["--component", "counter", "--components", EXAMPLES, "--listen", "127.0.0.1", "--discovery-port", String(port)];
   const first = await startContainer(t, flags, env);
-  for (let i = 0; i < 4; i++) await call(host, "demo.Counter/Add", { key: MARKER, by: 10 });
+  await Promise.all(Array.from({ length: 4 }, () => call(host, "demo.Counter/Add", { key: MARKER, by: 10 }))); // four clients at once: the sum is what counts
   const held = await startContainer(t, [...flags, "--hold"], env);
   const ipc = (line: string) => /ipc:\/\/\S+/.exec(line)?.[0] ?? "";
   const from = dealer(t, ipc(first.readyLine));
@@ -163,7 +163,7 @@ t.test("sealed state - a roll whose import fails leaves the old node serving wit
   const gov = await startGovernor(t, host);
   const before = await onlyChild(gov, "counter serving", () => true);
   const old = before.children[0]!;
-  for (let i = 0; i < 3; i++) await call(host, "demo.Counter/Add", { key: "kept", by: 4 });
+  await Promise.all(Array.from({ length: 3 }, () => call(host, "demo.Counter/Add", { key: "kept", by: 4 }))); // three clients at once: the sum is what counts
 
   const refusing = counterSource(t, (code) =>
     code.replace('version: "1.0.0"', 'version: "2.0.0"').replace("export function importState(snapshot, ctx) {", 'export function importState(snapshot, ctx) {\n  throw new Error("schema v2 cannot read v1 counts");'),

@@ -53,9 +53,22 @@ function withBytes(bytes: Uint8Array, marker: string, replacement: number[]): Bu
   return out;
 }
 
+/**
+ * The greeter container the two UTF-8 cases share (each on a connection of its own; neither
+ * writes what the other reads: only the first signs the guest book): started by the first that
+ * asks, stopped at the file's end.
+ */
+let shared: ReturnType<typeof startContainer> | undefined;
+const sharedGreeter = () => {
+  if (!shared) {
+    const h = host(t);
+    shared = startContainer(t, containerArgs(h.port), h.env);
+  }
+  return shared;
+};
+
 t.test("edges - a request whose body holds a string that is not UTF-8 is answered INVALID_ARGUMENT naming the field, and never run", async (t) => {
-  const h = host(t);
-  const greeter = await startContainer(t, containerArgs(h.port), h.env);
+  const greeter = await sharedGreeter();
   const to = nodeOf(greeter.readyLine);
   const d = raw(t, tcpOf(greeter.readyLine));
   const request = (id: number, method: string, mode: Mode, value: Uint8Array) =>
@@ -86,8 +99,7 @@ t.test("edges - a request whose body holds a string that is not UTF-8 is answere
 });
 
 t.test("edges - an envelope whose `from` is not UTF-8 is refused with INVALID_ARGUMENT naming the field; the listener keeps serving", async (t) => {
-  const h = host(t);
-  const greeter = await startContainer(t, containerArgs(h.port), h.env);
+  const greeter = await sharedGreeter();
   const to = nodeOf(greeter.readyLine);
   const d = raw(t, tcpOf(greeter.readyLine));
   const hello = (id: number, from: string) =>

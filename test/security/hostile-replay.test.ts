@@ -1,5 +1,6 @@
-// The security review's sequence replayed by a hostile peer against a live governor for 60 s
-// (NODEBIN_RELIABILITY_SECONDS to change it), from plain ZeroMQ sockets on loopback, while
+// The security review's sequence replayed by a hostile peer against a live governor for 20 s in
+// CI (NODEBIN_SOAK=1: 10 minutes; NODEBIN_RELIABILITY_SECONDS=N: N seconds, 60 was the CI length
+// before), from plain ZeroMQ sockets on loopback, while
 // legitimate callers keep calling through the network: every call must succeed, no child may
 // be killed or replaced, the governor's and the children's memory must stay flat, and every
 // attack must have been refused or dropped (issue 11, "Done when").
@@ -27,7 +28,7 @@ import { example, hostClient, startGovernor, testHost, type GovernorStatus } fro
 import { MiB, rssOf, runLoad, soakSeconds } from "../lib/load.ts";
 import { runCli } from "../lib/processes.ts";
 
-const SECONDS = soakSeconds(60, 600);
+const SECONDS = soakSeconds(20, 600);
 const PERMISSION_DENIED = 7;
 const utf8 = new TextEncoder();
 
@@ -229,7 +230,8 @@ t.test(`hostile replay - the review's attacks for ${SECONDS} s against a live go
   // within 96 MiB of the lowest of the first third (alone, floors move 2-10 MiB; with the whole
   // suite running beside it on 2 cores, V8 collects late and grows its heap: up to +53 MiB was
   // seen), and no sample more than 192 MiB over the start (V8's margin, two such messages, heap
-  // growth under load). A leak of 2 MiB/s would still fail it within the 60 s. The governor, not sent large
+  // growth under load). A leak of 2 MiB/s would fail it within 60 s (NODEBIN_RELIABILITY_SECONDS=60), one of
+  // about 7 MiB/s within CI's 20 s; NODEBIN_SOAK=1 finds slower ones. The governor, not sent large
   // messages, must be back within 48 MiB once the attack stops.
   const mb = (n: number) => Math.round(n / MiB);
   const third = (SECONDS * 1000) / 3;
