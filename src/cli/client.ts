@@ -13,6 +13,7 @@ import { VERSION } from "./version.ts";
 import { parseSeeds, startPlugins } from "./net-options.ts";
 import { consoleLogger } from "../container/log.ts";
 import { runtimeDirPath } from "../transport/runtime-dir.ts";
+import { networkLabel } from "../membership/network-name.ts";
 import { LOG_FORMAT_HELP, roleOutput } from "./log-options.ts";
 import { checkFlags, reportError, parseMs, UsageError, type Output } from "./output.ts";
 
@@ -232,7 +233,7 @@ function formatServices(services: ServiceInfo[]): string {
 
 function formatNodes(nodes: NodeEntry[]): string {
   if (nodes.length === 0) return "no nodes";
-  return table([["NODE", "COMPONENT", "VERSION", "HOST", "NETWORK", "QUEUE", "ENDPOINT"], ...nodes.map((n) => [n.id, n.component, n.version, n.host, n.network || "default", `${n.load.queued}/${n.load.capacity}`, n.endpoints.join(" ")])]);
+  return table([["NODE", "COMPONENT", "VERSION", "HOST", "NETWORK", "QUEUE", "ENDPOINT"], ...nodes.map((n) => [n.id, n.component, n.version, n.host, networkLabel(n.network), `${n.load.queued}/${n.load.capacity}`, n.endpoints.join(" ")])]);
 }
 
 function table(rows: string[][]): string {
@@ -250,8 +251,8 @@ export function formatTiers(tiers: Tiers | undefined): string {
   const rows = [
     ["TIER", "HOSTS", "SLOTS", "FREE", "COMPONENTS"],
     [`this host ${tiers.host.id}`, String(tiers.host.hosts), String(tiers.host.slots), String(tiers.host.free), load(tiers.host.components)],
-    [`this network ${tiers.network.name || "default"}`, String(tiers.network.hosts), String(tiers.network.slots), String(tiers.network.free), load(tiers.network.components)],
-    ...tiers.remotes.map((r) => [`remote ${r.network} via ${r.gateways.join(", ")}`, String(r.hosts), String(r.slots), String(r.free), r.components.join(", ") || "-"]),
+    [`this network ${networkLabel(tiers.network.name)}`, String(tiers.network.hosts), String(tiers.network.slots), String(tiers.network.free), load(tiers.network.components)],
+    ...tiers.remotes.map((r) => [`remote ${networkLabel(r.network)} via ${r.gateways.join(", ")}`, String(r.hosts), String(r.slots), String(r.free), r.components.join(", ") || "-"]),
   ];
   return table(rows) + (tiers.remotes.length === 0 ? "\nremote networks: none (no gateway in this network)" : "");
 }

@@ -20,6 +20,7 @@ import { GOVERNOR_ROLL, GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP } from "../
 import { NodeBinError } from "../wire/errors.ts";
 import { Mode, Schema } from "../wire/schema.ts";
 import type { Tiers } from "../membership/capacity.ts";
+import { networkLabel } from "../membership/network-name.ts";
 import { formatTiers } from "./client.ts";
 import { resolveComponentsDir } from "./components-dir.ts";
 import { METRICS_HELP, metricsFlag, metricsLine, startMetrics, type RoleMetrics } from "./metrics-options.ts";
@@ -351,7 +352,7 @@ function formatStatus(s: Status): string {
   if (refusals(s.refused)) lines.push(`refused or dropped by the governor: ${refusals(s.refused)}`);
   if (s.provider) lines.push(...providerLines(s.provider));
   for (const g of s.gateways ?? []) {
-    lines.push(`gateway ${g.name}: ${g.network || "default"} <-> ${g.remoteNetwork || "default"}, ${g.state}${g.pid ? ` (pid ${g.pid})` : ""}, discovery port ${g.discoveryPort}, ${g.restarts} restart(s)${g.lastError && g.state !== "running" ? `; last: ${g.lastError}` : ""}`);
+    lines.push(`gateway ${g.name}: ${networkLabel(g.network)} <-> ${networkLabel(g.remoteNetwork)}, ${g.state}${g.pid ? ` (pid ${g.pid})` : ""}, discovery port ${g.discoveryPort}, ${g.restarts} restart(s)${g.lastError && g.state !== "running" ? `; last: ${g.lastError}` : ""}`);
   }
   if (s.tiers) lines.push("", formatTiers(s.tiers));
   if (!s.components.length) lines.push("no components");

@@ -23,6 +23,7 @@
  */
 import type { Logger } from "../component/context.ts";
 import { MAX_WINDOW } from "../component/node.ts";
+import { networkLabel } from "../membership/network-name.ts";
 import { systemClock, type Clock, type Timer } from "../platform/clock.ts";
 import type { RoutingCaller } from "../routing/caller.ts";
 import type { ConsumerStream } from "../routing/stream.ts";
@@ -177,7 +178,7 @@ export class Relay {
   private relayError(err: unknown, method: string): NodeBinError {
     const e = NodeBinError.from(err);
     if (e.origin) return e;
-    if (e.code === "NOT_FOUND") return this.refusal("UNAVAILABLE", `network ${this.options.farNetwork || "default"} has no node serving ${method} now`, { method });
+    if (e.code === "NOT_FOUND") return this.refusal("UNAVAILABLE", `network ${networkLabel(this.options.farNetwork)} has no node serving ${method} now`, { method });
     return new NodeBinError(e.code, e.message, { details: e.details, origin: this.options.id });
   }
 

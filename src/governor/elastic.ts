@@ -21,6 +21,7 @@ import type { Timer } from "../platform/clock.ts";
 import { REQUEST_CAPACITY, type CapacityRequest } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import { capacityTarget, codeSources, freeSlots, type HostCapacity } from "../membership/capacity.ts";
+import { networkLabel } from "../membership/network-name.ts";
 import type { CapacityPeers, CodeFetch, UnmetDemand } from "./ports.ts";
 import type { RollingDeploy } from "./roll.ts";
 import type { GovernorConfig } from "./settings.ts";
@@ -399,7 +400,7 @@ export class ElasticLoop {
       state.log.info(
         target.tier === "network"
           ? `capacity wanted for ${request.component}: no room here, asked host ${target.host.host} (${freeSlots(target.host.capacity)} free slots)`
-          : `capacity wanted for ${request.component}: no room in network ${peers.network || "default"}, asked gateway ${target.host.host} for network ${target.network}`,
+          : `capacity wanted for ${request.component}: no room in network ${networkLabel(peers.network)}, asked gateway ${target.host.host} for network ${networkLabel(target.network)}`,
       );
     } catch (err) {
       state.log.debug(`capacity request to ${target.host.host} not sent: ${NodeBinError.from(err)}`);

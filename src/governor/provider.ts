@@ -46,6 +46,7 @@
 import type { Logger } from "../component/context.ts";
 import type { ProviderSample } from "../metrics/sources.ts";
 import { freeSlots } from "../membership/capacity.ts";
+import { networkLabel } from "../membership/network-name.ts";
 import type { Clock, Timer } from "../platform/clock.ts";
 import type { CapacityRequest, HostSummary } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
@@ -447,7 +448,7 @@ export class ProviderLoop implements UnmetDemand {
   }
 
   private get label(): string {
-    return this.options.network || "default";
+    return networkLabel(this.options.network);
   }
 
   /** A decision: logged at info and kept for the status. */
