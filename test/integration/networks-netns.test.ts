@@ -42,6 +42,20 @@ t.test("networks netns - h1 calls a service that runs only on h4 through the gat
   const proxy = await until(async () => (seen = await nodes(h1, f(h1))).find((n) => n.component === "where" && n.network === "b"), 60_000, "h1 sees where@b", () => seen);
   t.pass(`h1's table lists the service of h4 as a node of network b (${proxy.id} on ${proxy.host}), ${Date.now() - started} ms after the gateway started`);
 
+  // The three tiers, as `client nodes` and `governor status` print them on h1: this host, network a (h1, h2), network b (h3, h4) via the gateway.
+  const tierRows = (text: string) => text.split("\n").filter((l) => /^(TIER|this host|this network|remote) /.test(l));
+  const shown = await until(async () => {
+    const r = await cli(h1, f(h1), ["nodes", "--timeout", "3000"], 20_000);
+    return r.code === 0 && /^this network default\s+2\s+\d+\s+\d+/m.test(r.stdout) && /^remote b via \S+\s+2\s+\d+\s+\d+\s+where$/m.test(r.stdout) ? r.stdout : undefined;
+  }, 60_000, "client nodes on h1 shows network a's two hosts and network b's two behind the gateway");
+  t.match(shown, /^TIER\s+HOSTS\s+SLOTS\s+FREE\s+COMPONENTS$/m, "client nodes prints the tiers table");
+  t.match(shown, /^this host \S+\s+1\s+\d+\s+\d+/m, "this host: one host");
+  t.comment(`client nodes on h1:\n${tierRows(shown).join("\n")}`);
+  const status = await h1.exec(process.execPath, [BIN, "governor", "status"], { env: f(h1).env, timeoutMs: 20_000 });
+  t.equal(status.code, 0, `governor status on h1 exits 0 ${status.stderr}`);
+  t.match(status.stdout, /^remote b via \S+\s+2\s+/m, "governor status on h1 shows network b as a remote tier");
+  t.match(status.stdout, /^this network default\s+2\s+/m, "and this network's two hosts");
+
   const call = (from: TopologyHost, timeoutMs = CALL_TIMEOUT_MS) => cli(from, f(from), ["call", WORK, '{"ms":0,"text":"hi"}', "--json", "--timeout", String(timeoutMs)], timeoutMs + PROCESS_MS + 5000);
   const first = await until(async () => {
     const r = await call(h1);
