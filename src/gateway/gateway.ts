@@ -37,7 +37,7 @@ import { DEFAULT_DISCOVERY_PORT, ensureRuntimeDir } from "../transport/runtime-d
 import { REQUEST_CAPACITY, type CapacityRequest } from "../wire/control.ts";
 import { Kind, Plane, type Envelope } from "../wire/envelope.ts";
 import { NodeBinError } from "../wire/errors.ts";
-import { crossRequest, legHosts, proxyEntries, remoteSummary, sameProxy } from "./proxies.ts";
+import { crossRequest, legHosts, proxyEntries, remoteSummary, sameLoad, sameProxy } from "./proxies.ts";
 import { Relay, type RelayLimits, type RelayStats } from "./relay.ts";
 
 /** One network a gateway joins. */
@@ -247,16 +247,16 @@ export class Gateway {
 
   /**
    * Brings side `near`'s proxies and remote tier up to date with the far
-   * side's table. `load`: the proxies' load too (in place: it is no change
-   * of the table, as a node's queue length is none).
+   * side's table. `load`: the proxies' load too (a change of the table, which
+   * the leg's agent gossips at most once a second, as any host's nodes' load).
    */
   private refresh(near: Side, load: boolean): void {
     if (this.closed) return;
     const far = this.other(near);
     const entries = proxyEntries(far.table.entries(), far.network, { host: near.host, endpoints: near.proc.endpoints });
     const changed = entries.length !== near.proxies.size || entries.some((e) => !near.proxies.has(e.id) || !sameProxy(near.proxies.get(e.id)!.entry, e));
-    if (changed) this.setProxies(near, far, entries);
-    else if (load) for (const e of entries) near.proxies.get(e.id)!.entry.load = e.load;
+    if (changed) this.setProxies(near, far, entries, true);
+    else if (load && entries.some((e) => !sameLoad(near.proxies.get(e.id)!.entry, e))) this.setProxies(near, far, entries, false);
     const remote = remoteSummary(far.host, far.network, far.table.hostSummaries(), far.table.entries());
     const key = JSON.stringify(remote);
     if (key !== near.remotesKey) {
@@ -265,7 +265,8 @@ export class Gateway {
     }
   }
 
-  private setProxies(near: Side, far: Side, entries: NodeEntry[]): void {
+  /** Advertises `entries` as side `near`'s proxies (one change of its table); `told`: logged (a change of what it relays, not of load alone). */
+  private setProxies(near: Side, far: Side, entries: NodeEntry[], told: boolean): void {
     const c = near.proc.container;
     const schemas = new Map<string, string>();
     const kept: NodeEntry[] = [];
@@ -288,6 +289,7 @@ export class Gateway {
     }
     // One change of the table for the whole set: the agent gossips it once.
     c.table.setSource(LOCAL, kept, [...schemas].map(([id, json]) => ({ id, json })));
+    if (!told) return;
     const names = [...new Set(kept.map((e) => e.component))].sort();
     this.log.info(`network ${networkLabel(near.network)} sees ${kept.length} component(s) of network ${networkLabel(far.network)} through this gateway${names.length ? `: ${names.join(", ")}` : ""}`);
   }

@@ -72,7 +72,12 @@ export function proxyEntries(far: readonly NodeEntry[], farNetwork: string, near
   return out.slice(0, MAX_PROXIES);
 }
 
-/** Whether two proxy entries differ in anything but their load (what makes the table change). */
+/** Whether two proxy entries advertise the same load. */
+export function sameLoad(a: NodeEntry, b: NodeEntry): boolean {
+  return a.load.queued === b.load.queued && a.load.capacity === b.load.capacity;
+}
+
+/** Whether two proxy entries differ in anything but their load (what changes what the gateway relays). */
 export function sameProxy(a: NodeEntry, b: NodeEntry): boolean {
   return a.schema === b.schema && a.version === b.version && a.endpoints.join(" ") === b.endpoints.join(" ") && a.methods.map((m) => `${m.name}:${m.mode}`).join(",") === b.methods.map((m) => `${m.name}:${m.mode}`).join(",");
 }

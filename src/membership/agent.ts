@@ -92,6 +92,9 @@ interface Lease {
 export const MAX_NODES_PER_LEASE = 256;
 export const MAX_LEASES = 4096;
 
+/** How often at most a change of its nodes' load alone moves a host's gossip record (as the governor's capacity: elastic.ts ANNOUNCE_LOAD_MS). */
+export const LOAD_GOSSIP_MS = 1000;
+
 const LEASE = "lease:";
 const REMOTE = "host:";
 
@@ -101,6 +104,7 @@ export class HostAgent {
   private sweepTimer: ReturnType<typeof setInterval> | undefined;
   private gossipTimer: ReturnType<typeof setTimeout> | undefined;
   private offTable: (() => void) | undefined;
+  private loadTimer: ReturnType<typeof setTimeout> | undefined;
   private offGossip: (() => void) | undefined;
   private closed = false;
   /** Seeds learnt from the containers that registered (a taking-over agent needs them). */
@@ -133,13 +137,34 @@ export class HostAgent {
         table.setHost(host.host, type === "removed" ? undefined : { host: host.host, network: host.network ?? "", endpoint: host.endpoint ?? "", ...(host.capacity ? { capacity: host.capacity } : {}), remotes, role: roleOf({ capacity: host.capacity, remotes }) });
         if (type === "removed") this.options.log.warn(`host ${host.host} is gone: its nodes left the table`);
       });
-      // Our own nodes change when a lease or the hosting process's nodes do.
-      let last = "";
+      // Our own nodes change when a lease or the hosting process's nodes do: gossiped at once. Their
+      // load (queue, limit) changes with every lease renewal of a busy node: gossiped at most once a
+      // LOAD_GOSSIP_MS. Without that, other hosts kept the load a node had when it joined, and power
+      // of two choices between two hosts' nodes (or two gateways' proxies) kept losing to whichever
+      // had joined while busy.
+      let lastShape = "";
+      let lastLoad = "";
+      let loadAt = 0;
       const publish = () => {
+        if (this.closed) return;
         const nodes = this.hostNodes();
-        const key = nodes.map((n) => `${n.id}:${n.schema}`).sort().join(",");
-        if (key === last) return;
-        last = key;
+        const shape = nodes.map((n) => `${n.id}:${n.schema}`).sort().join(",");
+        const load = nodes.map((n) => `${n.id}:${n.load.queued}/${n.load.capacity}`).sort().join(",");
+        if (shape === lastShape) {
+          if (load === lastLoad) return;
+          const wait = loadAt + LOAD_GOSSIP_MS - Date.now();
+          if (wait > 0) {
+            this.loadTimer ??= setTimeout(() => {
+              this.loadTimer = undefined;
+              publish();
+            }, wait);
+            this.loadTimer.unref?.();
+            return;
+          }
+        }
+        lastShape = shape;
+        lastLoad = load;
+        loadAt = Date.now();
         const schemas = [...new Set(nodes.map((n) => n.schema))].map((id) => ({ id, json: table.schema(id)!.json }));
         this.gossip!.setLocalNodes(nodes, schemas);
       };
@@ -192,6 +217,7 @@ export class HostAgent {
     this.closed = true;
     clearInterval(this.sweepTimer);
     clearTimeout(this.gossipTimer);
+    clearTimeout(this.loadTimer);
     this.offTable?.();
     this.offGossip?.();
     // The host summaries were this agent's view: a member learns them from its agent's pulls.

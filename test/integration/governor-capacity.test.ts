@@ -101,6 +101,39 @@ t.test("capacity - a host at its process limit passes the request to another hos
   t.match(govA.stderr(), /capacity wanted for slow: no room here, asked host host-b/, "A passed the request to B");
 });
 
+t.test("capacity - a busy node's queue reaches another host's table through gossip, and so does its end", async (t) => {
+  // What callers on other hosts weigh their choice by (power of two choices on the advertised queue):
+  // gossiped at most once a second, never frozen at what it was when the node joined.
+  const slow = smallQueueSlow(t);
+  const a: TestHost = testHost(t, [{ from: slow }]);
+  const b: TestHost = testHost(t, [example("greeter")]);
+  a.env.NODEBIN_HOST = "host-a";
+  b.env.NODEBIN_HOST = "host-b";
+  const govA = await startGovernor(t, a, [...noQueueGrowth, "--seed", b.seed]);
+  await startGovernor(t, b, [...noQueueGrowth, "--seed", a.seed]);
+  await govA.until((s) => s.components[0]?.children[0]?.phase === "ready", 20_000, "slow serving on A");
+  const onA = await Client.connect({ endpoint: `tcp://${a.seed}`, host: "host-a" });
+  const onB = await Client.connect({ endpoint: `tcp://${b.seed}`, host: "host-b" });
+  t.teardown(() => Promise.all([onA.close(), onB.close()]));
+  const queuedSeenOnB = async (ok: (q: number) => boolean, what: string) => {
+    const end = Date.now() + 20_000;
+    for (;;) {
+      await onB.refresh();
+      const n = onB.nodes().find((n) => n.component === "slow" && n.host === "host-a");
+      if (n && ok(n.load.queued)) return n.load.queued;
+      if (Date.now() > end) throw new Error(`host B's table: ${what} not within 20 s (last: ${JSON.stringify(n?.load)})`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  };
+  t.equal(await queuedSeenOnB((q) => q === 0, "the idle node"), 0, "host B sees A's node idle");
+  // Three calls of 6 s on a node that runs one at a time: two wait in its queue.
+  const held = Array.from({ length: 3 }, () => onA.call("gov.Slow/Work", { ms: 6000 }, { timeoutMs: 30_000, scope: "host" }));
+  const busy = await queuedSeenOnB((q) => q >= 1, "a queue");
+  t.ok(busy >= 1, `host B sees A's node with ${busy} queued`);
+  await Promise.all(held);
+  t.equal(await queuedSeenOnB((q) => q === 0, "the queue drained"), 0, "and idle again once the calls ended");
+});
+
 t.test("capacity - on a full host a new component is started: the most idle extra node drains to make room, and status says why it waits", async (t) => {
   const host = testHost(t, [example("greeter"), example("welcome")]);
   // No idle shrink and no load growth during the test: only what the test sets moves the counts.
