@@ -112,6 +112,18 @@ t.test("networks spill netns - one load step on h1 spills to h2, then through th
   const onH2 = await until(async () => firstOn((o) => o.host === g2.id), 90_000, "a call served on h2", describe);
   const inB = await until(async () => firstOn((o) => o.host === g3.id || o.host === g4.id), 90_000, "a call served in network b", describe);
   const onH4 = await until(async () => firstOn((o) => o.host === g4.id), 90_000, "a call served on h4 (a node started in network b for this load)", describe);
+  // The order of the spill: network b is asked for capacity only once network a is full, so h2's node
+  // was started before h4's (start times from each governor's status: now minus the child's uptime).
+  const startedAt = async (h: TopologyHost) => {
+    const r = await h.exec(process.execPath, [BIN, "governor", "status", "--json"], { env: f(h).env, timeoutMs: 20_000 });
+    const s = JSON.parse(r.stdout) as { components: { name: string; source?: string; children: { uptimeMs: number }[] }[] };
+    const c = s.components.find((c) => c.name === "where");
+    return { at: Date.now() - Math.max(...(c?.children ?? []).map((k) => k.uptimeMs)), source: c?.source };
+  };
+  const [s2, s4] = [await startedAt(h2), await startedAt(h4)];
+  t.match(s2.source, /^fetched from /, `h2 runs where ${s2.source}`);
+  t.match(s4.source, /^fetched from /, `h4 runs where ${s4.source}`);
+  t.ok(s2.at < s4.at, `h2's node started before h4's (${s4.at - s2.at} ms before): network a first, then network b`);
   t.pass(`served on h2 (pid ${onH2.pid}): the code was fetched there`);
   t.pass(`served in network b on ${names.get(inB.host!)} (pid ${inB.pid}), and on h4 (pid ${onH4.pid}), which fetched the code from h3`);
 
