@@ -7,6 +7,7 @@
  * messages to them. A governor can run it as a child (governor.json
  * `gateways`).
  */
+import { resolve } from "node:path";
 import { cac } from "cac";
 import { consoleLogger } from "../container/log.ts";
 import { Gateway, type GatewayLeg } from "../gateway/gateway.ts";
@@ -36,7 +37,8 @@ export async function runGateway(argv: string[]): Promise<number> {
     .option("--remote-advertise <ip>", "the second leg: address hosts of the second network reach it at")
     .option("--remote-discovery-port <port>", "the second leg's discovery port (default 7400)")
     .option("--host <name>", "this gateway's name: its legs are hosts <name>~<network> (default: $NODEBIN_HOST, else this host's id)")
-    .option("--cluster-key <file>", "cluster key file, one key for both legs: CurveZMQ on every tcp socket (default: $NODEBIN_CLUSTER_KEY_FILE, else cluster.key beside node-bin)")
+    .option("--cluster-key <file>", "cluster key file: CurveZMQ on every tcp socket, both legs unless --remote-cluster-key (default: $NODEBIN_CLUSTER_KEY_FILE, else cluster.key beside node-bin)")
+    .option("--remote-cluster-key <file>", "the second network's own cluster key, when the two networks are under different keys (needs --cluster-key: the gateway then bridges the two, and a member of either may call the other's components through it)")
     .option("--insecure", INSECURE_HELP)
     .option("--plugins <dir>", PLUGINS_HELP)
     .option("--runtime-dir <dir>", "private runtime directory; each leg takes a subdirectory of it (default: $NODEBIN_RUNTIME_DIR, else $XDG_RUNTIME_DIR/node-bin)")
@@ -78,13 +80,21 @@ export async function runGateway(argv: string[]): Promise<number> {
     const plugins = await startPlugins(o, { role: "gateway", runtimeDir, log });
     const security = plugins.provider;
     const keyed = security.wire !== undefined;
+    if (o.remoteClusterKey !== undefined && (typeof o.remoteClusterKey !== "string" || !o.remoteClusterKey)) throw new UsageError("--remote-cluster-key takes the file of the second network's cluster key");
+    if (o.remoteClusterKey !== undefined && !keyed) {
+      throw new UsageError("--remote-cluster-key needs a cluster key for the first leg too (--cluster-key): a leg without one would open the second network's components to anyone who reaches the first leg");
+    }
+    // Networks under different keys: the second leg's own provider (the same security plugin, another key file).
+    const remoteSecurity = typeof o.remoteClusterKey === "string" ? await plugins.host.another("security", { ...plugins.context, clusterKeyFile: resolve(o.remoteClusterKey) }) : undefined;
     const insecure = o.insecure === true;
     const bind = bindAddress(o.listen, keyed, insecure);
     const remoteBind = flagAs("--remote-listen", () => bindAddress(o.remoteListen, keyed, insecure));
-    log.info(keyed ? `tcp secured with ${security.describe()} (both legs)` : `no cluster key: plain tcp on ${bind} and ${remoteBind}`);
+    if (!keyed) log.info(`no cluster key: plain tcp on ${bind} and ${remoteBind}`);
+    else if (remoteSecurity) log.info(`tcp secured with ${security.describe()} on ${networkLabel(network)}'s leg and ${remoteSecurity.describe()} on ${networkLabel(remoteNetwork)}'s: the gateway bridges the two keys`);
+    else log.info(`tcp secured with ${security.describe()} (both legs)`);
     const legs: [GatewayLeg, GatewayLeg] = [
       { network, seeds, bind, ...(advertise ? { advertise } : {}), ...(discoveryPort ? { discoveryPort } : {}) },
-      { network: remoteNetwork, seeds: remoteSeeds, bind: remoteBind, ...(remoteAdvertise ? { advertise: remoteAdvertise } : {}), ...(remoteDiscoveryPort ? { discoveryPort: remoteDiscoveryPort } : {}) },
+      { network: remoteNetwork, seeds: remoteSeeds, bind: remoteBind, ...(remoteAdvertise ? { advertise: remoteAdvertise } : {}), ...(remoteDiscoveryPort ? { discoveryPort: remoteDiscoveryPort } : {}), ...(remoteSecurity ? { security: remoteSecurity } : {}) },
     ];
     const gateway = await Gateway.start({
       name,

@@ -2,8 +2,11 @@
  * A gateway: joins two networks. It is two NodeBinProcess sides in one OS
  * process, one per network, each its own host in its network's gossip
  * (host id `<name>~<network>`, a discovery port of its own on its leg's
- * listen address, a runtime subdirectory of its own for ipc), with the same
- * security provider (one cluster key for both legs). Gossip never crosses:
+ * listen address, a runtime subdirectory of its own for ipc), with one
+ * security provider, or one per leg when the two networks are under
+ * different cluster keys (the gateway then bridges two trust domains: a
+ * member of either may call the other's components through it, and only
+ * through its proxies). Gossip never crosses:
  * each side gossips only in its own network. What crosses is what each side
  * advertises of the other:
  * - one proxy entry per component of the far network (gateway/proxies.ts),
@@ -52,6 +55,12 @@ export interface GatewayLeg {
   advertise?: string;
   /** This leg's discovery port (default 7400; another when it shares its address with a governor). */
   discoveryPort?: number;
+  /**
+   * This leg's own security provider (its network's cluster key), when the
+   * two networks are under different keys; default GatewayOptions.security.
+   * The gateway closes it.
+   */
+  security?: SecurityProvider;
 }
 
 export interface GatewayOptions {
@@ -60,7 +69,7 @@ export interface GatewayOptions {
   legs: readonly [GatewayLeg, GatewayLeg];
   /** The private runtime directory: each side takes a subdirectory of it. */
   runtimeDir: string;
-  /** One provider for both legs (the gateway closes it). */
+  /** The legs' provider, unless a leg has its own (the gateway closes it). */
   security: SecurityProvider;
   logger: (source: string) => Logger;
   /** Bounds on what each side relays at once. */
@@ -132,6 +141,11 @@ function borrowed(p: SecurityProvider): SecurityProvider {
   };
 }
 
+/** The gateway's providers, each once. */
+function closeProviders(options: GatewayOptions): void {
+  for (const p of new Set([options.security, ...options.legs.map((l) => l.security ?? options.security)])) p.close();
+}
+
 export class Gateway {
   private readonly sides: [Side, Side];
   private readonly log: Logger;
@@ -171,7 +185,7 @@ export class Gateway {
       return gateway;
     } catch (err) {
       for (const side of made) await side.proc.close();
-      options.security.close();
+      closeProviders(options);
       throw err;
     }
   }
@@ -191,7 +205,7 @@ export class Gateway {
       logger: options.logger,
       bind: leg.bind,
       ...(leg.advertise ? { advertise: leg.advertise } : {}),
-      security: borrowed(options.security),
+      security: borrowed(leg.security ?? options.security),
       nodeEndpoints: true,
       pruneConnections: true,
       hostRole: { seeds: leg.seeds, discoveryPort: port },
@@ -363,6 +377,6 @@ export class Gateway {
     for (const off of this.offs.splice(0)) off();
     for (const side of this.sides) side.relay.close();
     await Promise.all(this.sides.map((s) => s.proc.close()));
-    this.options.security.close();
+    closeProviders(this.options);
   }
 }

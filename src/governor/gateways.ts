@@ -13,7 +13,7 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, openSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, isAbsolute, join, resolve } from "node:path";
 import type { Logger } from "../component/context.ts";
 import { networkLabel, parseNetworkName } from "../membership/network-name.ts";
 import { NodeBinError } from "../wire/errors.ts";
@@ -34,9 +34,11 @@ export interface GatewaySpec {
   remoteListen?: string;
   remoteAdvertise?: string;
   remoteDiscoveryPort?: number;
+  /** The remote network's own cluster key file, when it is under another key than the governor's (resolved against the config file's directory). */
+  remoteClusterKey?: string;
 }
 
-const KEYS = new Set(["name", "network", "discoveryPort", "remoteNetwork", "remoteSeeds", "remoteListen", "remoteAdvertise", "remoteDiscoveryPort"]);
+const KEYS = new Set(["name", "network", "discoveryPort", "remoteNetwork", "remoteSeeds", "remoteListen", "remoteAdvertise", "remoteDiscoveryPort", "remoteClusterKey"]);
 export const MAX_GATEWAYS = 16;
 
 /** Checks governor.json's `gateways`. Throws INVALID_ARGUMENT naming the file and field. */
@@ -81,6 +83,10 @@ export function parseGateways(value: unknown, file: string): GatewaySpec[] {
     for (const k of ["discoveryPort", "remoteDiscoveryPort"] as const) {
       const v = port(k);
       if (v !== undefined) spec[k] = v;
+    }
+    if (g.remoteClusterKey !== undefined) {
+      if (typeof g.remoteClusterKey !== "string" || g.remoteClusterKey.length === 0 || g.remoteClusterKey.length > 4096 || /\p{Cc}/u.test(g.remoteClusterKey)) throw bad(`${at}.remoteClusterKey`, "must be the path of a cluster key file");
+      spec.remoteClusterKey = isAbsolute(g.remoteClusterKey) ? g.remoteClusterKey : join(dirname(resolve(file)), g.remoteClusterKey);
     }
     return spec;
   });
@@ -168,6 +174,7 @@ export class GatewayChildren {
       ...(s.remoteListen ? ["--remote-listen", s.remoteListen] : []),
       ...(s.remoteAdvertise ? ["--remote-advertise", s.remoteAdvertise] : []),
       ...(s.remoteDiscoveryPort ? ["--remote-discovery-port", String(s.remoteDiscoveryPort)] : []),
+      ...(s.remoteClusterKey ? ["--remote-cluster-key", s.remoteClusterKey] : []),
       ...o.securityArgs,
     ];
   }

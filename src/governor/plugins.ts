@@ -151,6 +151,20 @@ export class PluginHost {
    */
   async start<K extends PluginKind>(kind: K, context: PluginContext, config: Record<string, unknown> = {}, settings: GovernorSettings = DEFAULT_SETTINGS): Promise<PluginKinds[K]> {
     if (this.started.has(kind)) return this.started.get(kind) as PluginKinds[K];
+    return this.create(kind, context, config, settings, true);
+  }
+
+  /**
+   * One more instance of the plugin of `kind`, for another context (a
+   * gateway's second leg under a cluster key of its own): not kept, not
+   * listed, its control-plane service not served; the caller closes it.
+   * Throws as start().
+   */
+  another<K extends PluginKind>(kind: K, context: PluginContext, config: Record<string, unknown> = {}, settings: GovernorSettings = DEFAULT_SETTINGS): Promise<PluginKinds[K]> {
+    return this.create(kind, context, config, settings, false);
+  }
+
+  private async create<K extends PluginKind>(kind: K, context: PluginContext, config: Record<string, unknown>, settings: GovernorSettings, keep: boolean): Promise<PluginKinds[K]> {
     const candidate = this.chosen.get(kind)!;
     const { module, source } = candidate;
     const step = `start-up step ${PLUGIN_KINDS.indexOf(kind) + 1} of ${PLUGIN_KINDS.length} (${kind})`;
@@ -170,6 +184,7 @@ export class PluginHost {
     if (typeof instance !== "object" || instance === null || typeof (instance as Record<string, unknown>)[method] !== "function") {
       throw fail(source, `${label}: create() must return a ${kind} plugin with a ${method}() method, got ${describe(instance)}`);
     }
+    if (!keep) return instance as PluginKinds[K];
     const loaded: LoadedPlugin = { kind, name: module.name, source };
     if (candidate.serviceDir) {
       let component: Component;

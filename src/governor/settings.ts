@@ -286,7 +286,8 @@ export function parseConfig(text: string, file: string): ConfigFile {
     } else if (key === "plugins") {
       if (typeof value !== "object" || value === null) throw new NodeBinError("INVALID_ARGUMENT", `${file}: plugins must be an object of plugin name -> options`, { details: { file } });
     } else if (key === "gateways") {
-      parseGateways(value, file);
+      // Kept as parsed: names normalised ("default" is ""), key paths resolved against the file's directory.
+      config.gateways = parseGateways(value, file);
     } else {
       throw new NodeBinError("INVALID_ARGUMENT", `${file}: unknown key ${JSON.stringify(key)} (known: capacity, components, gateways, plugins, providerCommand, providerReleaseCommand, ${Object.keys(DEFAULT_SETTINGS).join(", ")})`, { details: { file } });
     }

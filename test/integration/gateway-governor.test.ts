@@ -2,7 +2,7 @@
 // `node-bin gateway` as a supervised child (near leg: its own network, seeded with itself, a
 // discovery port of its own), lists it in its status, starts it again when it dies, and stops
 // it on a full stop; through it a client of network a calls network b's component.
-import { writeFileSync } from "node:fs";
+import { copyFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
 import { Client } from "../../src/client/client.ts";
@@ -32,14 +32,18 @@ async function until<T>(ok: () => Promise<T | undefined | false> | T | undefined
 
 
 t.test("gateway by governor - started as a child, listed, restarted when it dies, stopped with the governor; calls cross it", { timeout: 180_000 }, async (t) => {
+  // The two networks are under different cluster keys: network b's sits beside governor.json (a relative path there).
   const key = clusterKeyFile(t);
+  const keyB = clusterKeyFile(t);
   const hostA = testHost(t, [{ from: fixturePath("components-gateway/near") }]);
   const hostB = testHost(t, [{ from: fixturePath("components-gateway/far") }]);
   hostA.env.NODEBIN_HOST = "host-a";
   hostB.env.NODEBIN_HOST = "host-b";
-  for (const h of [hostA, hostB]) h.env.NODEBIN_CLUSTER_KEY_FILE = key;
+  hostA.env.NODEBIN_CLUSTER_KEY_FILE = key;
+  hostB.env.NODEBIN_CLUSTER_KEY_FILE = keyB;
+  copyFileSync(keyB, join(hostA.root, "b.key"));
   const remotePort = 20000 + Math.floor(Math.random() * 20000);
-  writeFileSync(join(hostA.root, "governor.json"), JSON.stringify({ gateways: [{ name: "gw-ab", remoteNetwork: "b", remoteSeeds: [hostB.seed], remoteListen: "127.0.0.1", remoteDiscoveryPort: remotePort }] }));
+  writeFileSync(join(hostA.root, "governor.json"), JSON.stringify({ gateways: [{ name: "gw-ab", remoteNetwork: "b", remoteSeeds: [hostB.seed], remoteListen: "127.0.0.1", remoteDiscoveryPort: remotePort, remoteClusterKey: "b.key" }] }));
   await startGovernor(t, hostB, ["--network", "b"]);
   const govA = await startGovernor(t, hostA, ["--network", "a"]);
   const rows = async () => ((await govA.status()) as unknown as { gateways?: GatewayRow[] }).gateways ?? [];
@@ -55,7 +59,7 @@ t.test("gateway by governor - started as a child, listed, restarted when it dies
   t.teardown(() => client.close());
   await until(() => client.nodes().some((n) => n.component === "far" && n.network === "b" && n.host === "gw-ab~a"), 60_000, "far visible through the governor's gateway");
   const r = (await client.call("far.Far/Where", { text: "via governor" }, { timeoutMs: 10_000 })) as { host: string; from: string };
-  t.same([r.host, r.from], ["host-b", "gateway@gw-ab~b/relay"], "served in network b through it");
+  t.same([r.host, r.from], ["host-b", "gateway@gw-ab~b/relay"], "served in network b, under its own key, through it");
 
   process.kill(first.pid!, "SIGKILL");
   const again = await until(async () => (await rows()).find((g) => g.state === "running" && g.pid && g.pid !== first.pid && g.restarts === 1), 20_000, "the gateway started again");

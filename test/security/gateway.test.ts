@@ -14,7 +14,7 @@ import { encodeMessage } from "../../src/wire/message.ts";
 import { Mode } from "../../src/wire/schema.ts";
 import { fixturePath } from "../lib/fixture-components.ts";
 import { startGovernor, testHost } from "../lib/governor.ts";
-import { clusterKeyFile, privateRuntime, startNodeBin } from "../lib/processes.ts";
+import { clusterKeyFile, privateRuntime, runCli, startNodeBin } from "../lib/processes.ts";
 
 let nextId = 1;
 
@@ -113,4 +113,50 @@ t.test("gateway security - keyless raw peers get nothing; keyed ones asking host
   );
   const r = (await client.call("far.Far/Where", { text: "still" }, { timeoutMs: 10_000 })) as { text: string; host: string };
   t.same([r.text, r.host], ["still", "host-b"], "and it relays on");
+});
+
+t.test("gateway security - two networks under different cluster keys: each leg admits its own network's key only, and calls cross", { timeout: 150_000 }, async (t) => {
+  const keyA = clusterKeyFile(t);
+  const keyB = clusterKeyFile(t);
+  const hostB = testHost(t, [{ from: fixturePath("components-gateway/far") }]);
+  hostB.env.NODEBIN_HOST = "host-b";
+  hostB.env.NODEBIN_CLUSTER_KEY_FILE = keyB;
+  await startGovernor(t, hostB, ["--network", "b"]);
+  const portA = 20000 + Math.floor(Math.random() * 20000);
+  const portB = portA === 39999 ? 20000 : portA + 1;
+  const args = ["gateway", "--host", "gw", "--network", "a", "--listen", "127.0.0.1", "--discovery-port", String(portA), "--remote-network", "b", "--remote-seed", hostB.seed, "--remote-listen", "127.0.0.1", "--remote-discovery-port", String(portB)];
+
+  // A key on the second leg only would open network b to anyone who reaches the first: refused.
+  const keyless = await runCli([...args, "--remote-cluster-key", keyB], { ...privateRuntime(t), NODEBIN_CLUSTER_KEY_FILE: "" }, { timeoutMs: 30_000 });
+  t.equal(keyless.code, 64, "--remote-cluster-key without a first key: usage error");
+  t.match(keyless.stderr, /--remote-cluster-key needs a cluster key for the first leg too/, "and says why");
+
+  const gw = await startNodeBin(t, [...args, "--cluster-key", keyA, "--remote-cluster-key", keyB], { ...privateRuntime(t), NODEBIN_LOG: "info" }, /gateway ready: (\S+)/);
+  t.match(gw.stderr(), /the gateway bridges the two keys/, "it says it bridges two keys");
+  const legA = `tcp://127.0.0.1:${portA}`;
+  const legB = `tcp://127.0.0.1:${portB}`;
+  const client = await Client.connect({ endpoint: legA, host: "elsewhere", clusterKeyFile: keyA });
+  t.teardown(() => client.close());
+  const end = Date.now() + 60_000;
+  while (!client.nodes().some((n) => n.component === "far") && Date.now() < end) await client.refresh().then(() => new Promise((r) => setTimeout(r, 200)));
+  const r = (await client.call("far.Far/Where", { text: "across" }, { timeoutMs: 10_000 })) as { text: string; host: string };
+  t.same([r.text, r.host], ["across", "host-b"], "a member of network a (key A) calls network b's node (key B) through the gateway");
+
+  const member = (file: string) => {
+    const ring = parseKeyring(readFileSync(file, "utf8"), file);
+    return { curveServerKey: ring.current.server.publicKey, curvePublicKey: ring.current.client.publicKey, curveSecretKey: ring.current.client.secretKey };
+  };
+  for (const [endpoint, key, admitted] of [
+    [legA, keyA, true],
+    [legA, keyB, false],
+    [legB, keyB, true],
+    [legB, keyA, false],
+  ] as const) {
+    const pull = request(PULL, { knownVersion: 0 });
+    const got = await raw(t, endpoint, member(key), [pull.frame], 1, 2000);
+    const leg = endpoint === legA ? "a" : "b";
+    const which = key === keyA ? "A" : "B";
+    if (admitted) t.equal(got.get(pull.id), "ok", `leg ${leg} answers a member under key ${which}`);
+    else t.equal(got.size, 0, `leg ${leg} admits no peer under key ${which}: nothing comes back`);
+  }
 });

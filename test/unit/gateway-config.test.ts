@@ -33,9 +33,14 @@ t.test("gateway config - a bad entry is INVALID_ARGUMENT naming the file and fie
     [[{ remoteNetwork: "b", remoteSeeds: ["x"], listen: "0.0.0.0" }], "gateways[0].listen"],
     [[{ remoteNetwork: "has space", remoteSeeds: ["x"] }], "gateways[0].remoteNetwork"],
     [[{ remoteNetwork: "b/c", remoteSeeds: ["x"] }], "gateways[0].remoteNetwork"],
+    [[{ remoteNetwork: "b", remoteSeeds: ["x"], remoteClusterKey: "" }], "gateways[0].remoteClusterKey"],
+    [[{ remoteNetwork: "b", remoteSeeds: ["x"], remoteClusterKey: 7 }], "gateways[0].remoteClusterKey"],
     [[{ remoteNetwork: "b", network: "a:1", remoteSeeds: ["x"] }], "gateways[0].network"],
     [Array.from({ length: 17 }, () => ({ remoteNetwork: "b", remoteSeeds: ["x"] })), "gateways"],
   ];
+  // The remote network's own key: a path relative to the config file's directory, passed on to the gateway.
+  t.same(parseGateways([{ remoteNetwork: "b", remoteSeeds: ["x"], remoteClusterKey: "keys/b.key" }], "/etc/node-bin/governor.json")[0]!.remoteClusterKey, "/etc/node-bin/keys/b.key", "remoteClusterKey is resolved against the config file's directory");
+  t.same(parseGateways([{ remoteNetwork: "b", remoteSeeds: ["x"], remoteClusterKey: "/k/b.key" }], "governor.json")[0]!.remoteClusterKey, "/k/b.key", "an absolute one is kept");
   // "default" is the default network's name as people write it: the empty name, as --network takes it.
   t.same(parseGateways([{ network: "b", remoteNetwork: "default", remoteSeeds: ["x"] }], "governor.json"), [{ network: "b", remoteNetwork: "", remoteSeeds: ["x"] }], "remoteNetwork default is the default network");
   for (const [value, field] of cases) {
