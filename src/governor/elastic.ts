@@ -171,8 +171,6 @@ export class ElasticLoop {
     for (const c of state.components.values()) {
       if (c === except || c.removed || c.failed || c.rolling || c.hash === c.badHash) continue;
       if (this.liveOf(c) > 0) continue;
-      // One that may run no node and is not wanted (a fetched component shrunk back to none) will not want a slot.
-      if (c.desired === 0 && this.config.limits(c).min === 0) continue;
       // Min 0 and none wanted (spilled code shrunk to none): it wants no node until a capacity request asks for one.
       if (c.desired === 0 && this.config.limits(c).min === 0) continue;
       // Its slot is counted in used() already while a node drains to make room for it.

@@ -65,6 +65,7 @@ t.test("governor - serves the examples, status and set through the CLI, bad sett
 
 t.test("governor - load grows a component to its max, a raised max lets it grow further, idle nodes shrink back to min", async (t) => {
   const host = testHost(t, [slow]);
+  host.env.NODEBIN_LOG = "debug"; // why it grows or does not (in the failure message, should it not)
   const gov = await startGovernor(t, host, ["--queue-wait-ms", "100", "--sustain-ms", "500", "--idle-ms", "1500"]);
   await gov.until((s) => s.components[0]?.children[0]?.phase === "ready", 20_000, "slow serving");
   const client = await hostClient(t, host);
