@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import t from "tap";
-import { ROOT, privateRuntime, runCli } from "../lib/processes.ts";
+import { privateRuntime, ROOT, runCli, testPort } from "../lib/processes.ts";
 import { sideBySide } from "../lib/side-by-side.ts";
 
 t.test("cli - --help and --version on every subcommand; unknown commands are usage errors", async (t) => {
@@ -29,7 +29,7 @@ t.test("cli - --help and --version on every subcommand; unknown commands are usa
 t.test("cli - an unknown flag is a usage error on every subcommand, named as typed, with the closest known flag for a likely typo", async (t) => {
   const env = privateRuntime(t);
   // A port of its own: a command that ignored the flag would start serving, and must not take 7400.
-  const port = String(20000 + Math.floor(Math.random() * 20000));
+  const port = String(testPort());
   const subcommands = [
     ["dev", "--discovery-port", port],
     ["container", "--component", "greeter", "--discovery-port", port],

@@ -12,12 +12,12 @@ import { Client } from "../../src/client/client.ts";
 import { GOVERNOR_STATUS } from "../../src/wire/control.ts";
 import { DENO, denoEnv, denoUnusable, runDenoCli, startDeno } from "../lib/deno.ts";
 import { example, testHost, type GovernorStatus } from "../lib/governor.ts";
-import { EXAMPLES, ROOT, privateRuntime, runCli, startContainer } from "../lib/processes.ts";
+import { EXAMPLES, privateRuntime, ROOT, runCli, startContainer, testPort } from "../lib/processes.ts";
 
 const skip = denoUnusable();
 const containerArgs = (component: string, port: number) => ["container", "--component", component, "--components", EXAMPLES, "--listen", "127.0.0.1", "--discovery-port", String(port)];
 const CONTAINER_READY = /container ready: \S+ at (\S+)/;
-const randomPort = () => 20000 + Math.floor(Math.random() * 20000);
+const randomPort = () => testPort();
 
 t.test("deno - the in-process path runs under Deno unchanged", { skip }, async (t) => {
   const run = spawnSync(DENO, ["run", "--allow-read", "--allow-env", "--allow-sys", join(ROOT, "test", "lib", "deno-smoke.ts")], {

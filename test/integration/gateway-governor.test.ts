@@ -8,7 +8,7 @@ import t from "tap";
 import { Client } from "../../src/client/client.ts";
 import { fixturePath } from "../lib/fixture-components.ts";
 import { startGovernor, testHost } from "../lib/governor.ts";
-import { alive, clusterKeyFile, runCli } from "../lib/processes.ts";
+import { alive, clusterKeyFile, runCli, testPort } from "../lib/processes.ts";
 
 interface GatewayRow {
   name: string;
@@ -42,7 +42,7 @@ t.test("gateway by governor - started as a child, listed, restarted when it dies
   hostA.env.NODEBIN_CLUSTER_KEY_FILE = key;
   hostB.env.NODEBIN_CLUSTER_KEY_FILE = keyB;
   copyFileSync(keyB, join(hostA.root, "b.key"));
-  const remotePort = 20000 + Math.floor(Math.random() * 20000);
+  const remotePort = testPort();
   writeFileSync(join(hostA.root, "governor.json"), JSON.stringify({ gateways: [{ name: "gw-ab", remoteNetwork: "b", remoteSeeds: [hostB.seed], remoteListen: "127.0.0.1", remoteDiscoveryPort: remotePort, remoteClusterKey: "b.key" }] }));
   await startGovernor(t, hostB, ["--network", "b"]);
   const govA = await startGovernor(t, hostA, ["--network", "a"]);

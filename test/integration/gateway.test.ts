@@ -10,7 +10,7 @@ import { Client } from "../../src/client/client.ts";
 import { NodeBinError } from "../../src/wire/errors.ts";
 import { fixturePath } from "../lib/fixture-components.ts";
 import { startGovernor, testHost, type GovernorProcess, type TestHost } from "../lib/governor.ts";
-import { clusterKeyFile, privateRuntime, startNodeBin, type DevProcess } from "../lib/processes.ts";
+import { clusterKeyFile, privateRuntime, startNodeBin, testPort, type DevProcess } from "../lib/processes.ts";
 
 interface Where {
   text: string;
@@ -39,7 +39,7 @@ async function until<T>(ok: () => Promise<T | undefined | false> | T | undefined
   throw new Error(`not ${what} within ${ms} ms${last ? `; last error: ${String(last)}` : ""}`);
 }
 
-const freePort = () => 20000 + Math.floor(Math.random() * 20000);
+const freePort = () => testPort();
 
 let key: string;
 let hostA: TestHost;

@@ -11,7 +11,7 @@ import * as zmq from "zeromq";
 import { Kind, Plane, decodeEnvelope, encodeEnvelope, envelope, type Envelope } from "../../src/wire/envelope.ts";
 import { Mode } from "../../src/wire/schema.ts";
 import { example, startGovernor, testHost } from "../lib/governor.ts";
-import { EXAMPLES, privateRuntime, runCli, startContainer, startDev, type CliResult, type DevProcess } from "../lib/processes.ts";
+import { EXAMPLES, privateRuntime, runCli, startContainer, startDev, testPort, type CliResult, type DevProcess } from "../lib/processes.ts";
 
 t.setTimeout(180_000);
 
@@ -177,7 +177,7 @@ t.test("log-format - dev with --log-format json: every stderr line is JSON; star
 });
 
 t.test("log-format - container with --log-format json: callers over tcp are network peers, over ipc host peers; a forged id stays in its string", async (t) => {
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = testPort();
   const seed = `127.0.0.1:${port}`;
   const env = { ...privateRuntime(t), NODEBIN_LOG: "debug", NODEBIN_HOST: "log-host" };
   const container = await startContainer(t, ["--component", "greeter", "--components", EXAMPLES, "--listen", "127.0.0.1", "--discovery-port", String(port), "--log-format", "json"], env);

@@ -8,7 +8,7 @@ import { readdirSync } from "node:fs";
 import { createServer } from "node:http";
 import t, { type Test } from "tap";
 import { example, startGovernor, testHost } from "../lib/governor.ts";
-import { EXAMPLES, privateRuntime, runCli, startContainer, startDev, type DevProcess } from "../lib/processes.ts";
+import { EXAMPLES, privateRuntime, runCli, startContainer, startDev, testPort, type DevProcess } from "../lib/processes.ts";
 import { parseMetrics, promtoolCheck, promtoolMissing, samplesOf, scrape, valueOf, type PromSample } from "../lib/prometheus.ts";
 
 const noPromtool = promtoolMissing();
@@ -109,7 +109,7 @@ t.test("metrics - a governor's /metrics counts its children's calls by method an
 
 t.test("metrics - a container serves its own /metrics: its node's calls, queue and role", async (t) => {
   const env = { ...privateRuntime(t), NODEBIN_HOST: "metrics-host" };
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = testPort();
   const c = await startContainer(t, ["--component", "greeter", "--components", EXAMPLES, "--listen", "127.0.0.1", "--discovery-port", String(port), "--metrics", "127.0.0.1:0"], env);
   const url = metricsUrl(c);
   const seed = `127.0.0.1:${port}`;
@@ -156,7 +156,7 @@ t.test("metrics - a bad --metrics is a usage error (64), a port in use UNAVAILAB
   await new Promise<void>((resolve) => busy.listen(0, "127.0.0.1", resolve));
   t.teardown(() => new Promise<void>((resolve) => busy.close(() => resolve())));
   const taken = `127.0.0.1:${(busy.address() as { port: number }).port}`;
-  const port = String(20000 + Math.floor(Math.random() * 20000));
+  const port = String(testPort());
   const roles: [string, string[]][] = [
     ["governor", ["governor", "--components", EXAMPLES, "--listen", "127.0.0.1", "--discovery-port", port]],
     ["container", ["container", "--component", "greeter", "--components", EXAMPLES, "--listen", "127.0.0.1", "--discovery-port", port]],

@@ -5,10 +5,10 @@ import * as zmq from "zeromq";
 import { Kind, Plane, decodeEnvelope, encodeEnvelope, envelope, type Envelope } from "../../src/wire/envelope.ts";
 import { NodeBinError } from "../../src/wire/errors.ts";
 import { Mode } from "../../src/wire/schema.ts";
-import { EXAMPLES, privateRuntime, runCli, startContainer, type DevProcess } from "../lib/processes.ts";
+import { EXAMPLES, privateRuntime, runCli, startContainer, testPort, type DevProcess } from "../lib/processes.ts";
 
 // A discovery port of our own (not 7400), so that tests never meet a real agent or each other.
-const PORT = 20000 + Math.floor(Math.random() * 20000);
+const PORT = testPort();
 const SEED = `127.0.0.1:${PORT}`;
 const nodeArgs = (component: string) => ["--component", component, "--components", EXAMPLES, "--listen", "127.0.0.1", "--discovery-port", String(PORT)];
 const errorOf = (stderr: string) => (JSON.parse(stderr.trim().split("\n").pop()!) as { error: { code: string } }).error;

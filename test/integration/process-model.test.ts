@@ -10,7 +10,7 @@ import { encodeMessage } from "../../src/wire/message.ts";
 import { DEREGISTER, DRAIN, GOVERNOR_SET, GOVERNOR_STATUS, GOVERNOR_STOP, PING, REGISTER, YIELD_AGENT } from "../../src/wire/control.ts";
 import { Mode } from "../../src/wire/schema.ts";
 import { example, startGovernor, testHost } from "../lib/governor.ts";
-import { ROOT, privateRuntime, runCli, startContainer, startDev } from "../lib/processes.ts";
+import { privateRuntime, ROOT, runCli, startContainer, startDev, testPort } from "../lib/processes.ts";
 
 const BANK = join(ROOT, "examples", "bank");
 const PERMISSION_DENIED = 7;
@@ -37,7 +37,7 @@ const errorOf = (stderr: string) => (JSON.parse(stderr.trim().split("\n").pop()!
 
 /** A test's own host: private runtime dir, host id, and a discovery port of its own (never 7400). */
 function oneHost(tt: Parameters<typeof privateRuntime>[0]) {
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = testPort();
   return { env: { ...privateRuntime(tt), NODEBIN_HOST: "bank-host" }, port, seed: `127.0.0.1:${port}` };
 }
 

@@ -17,7 +17,7 @@ import { DRAIN, IMPORT_STATE, PING, PULL, RELEASE, RESUME, type ControlMethod } 
 import { NodeBinError } from "../../src/wire/errors.ts";
 import { counterSource, example, startGovernor, testHost, type GovernorProcess, type TestHost } from "../lib/governor.ts";
 import { askRaw } from "../lib/raw-control.ts";
-import { EXAMPLES, privateRuntime, runCli, startContainer } from "../lib/processes.ts";
+import { EXAMPLES, privateRuntime, runCli, startContainer, testPort } from "../lib/processes.ts";
 
 /** A key no one would guess, counted with: its bytes inside the v8-serialized state are what is searched for on the wire. */
 const MARKER = `sealed-marker-${process.pid}-${Date.now()}`;
@@ -111,7 +111,7 @@ t.test("sealed state - a hot deploy hands the counter's state over; what a child
 
 t.test("sealed state - ImportState from a raw socket: a flipped byte, a foreign key or the plaintext is UNAUTHENTICATED and imports nothing", async (t) => {
   const env: Record<string, string> = { ...privateRuntime(t), NODEBIN_HOST: "sealed-test" };
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = testPort();
   const host: TestHost = { env, port, seed: `127.0.0.1:${port}`, components: EXAMPLES, root: "", pids: new Set() };
   const flags = ["--component", "counter", "--components", EXAMPLES, "--listen", "127.0.0.1", "--discovery-port", String(port)];
   const first = await startContainer(t, flags, env);

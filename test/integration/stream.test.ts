@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { ChildProcess } from "node:child_process";
 import t, { type Test } from "tap";
 import { DENO, denoArgs, denoEnv, denoUnusable, startDeno } from "../lib/deno.ts";
-import { BIN, ROOT, clusterKeyFile, privateRuntime, runCli, runCommand, startContainer, startDev, startProcess, type DevProcess } from "../lib/processes.ts";
+import { BIN, clusterKeyFile, privateRuntime, ROOT, runCli, runCommand, startContainer, startDev, startProcess, testPort, type DevProcess } from "../lib/processes.ts";
 
 const COMPONENTS = join(ROOT, "test", "fixtures", "components-stream");
 const COUNT = "streamer.Streamer/Count";
@@ -48,13 +48,13 @@ function shellEnv(env: Record<string, string>): NodeJS.ProcessEnv {
 
 const setups: Record<string, (t: Test) => Promise<Setup>> = {
   "container over ipc": async (t) => {
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = testPort();
     const env = { ...privateRuntime(t), NODEBIN_HOST: "stream-host" };
     const producer = await startContainer(t, ["--component", "streamer", "--components", COMPONENTS, "--listen", "127.0.0.1", "--discovery-port", String(port)], env);
     return { name: "container over ipc", producer, env, reach: ["--seed", `127.0.0.1:${port}`], runtime: node };
   },
   "container over tcp with a cluster key": async (t) => {
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = testPort();
     const key = clusterKeyFile(t);
     const producer = await startContainer(t, ["--component", "streamer", "--components", COMPONENTS, "--listen", "127.0.0.1", "--discovery-port", String(port)], { ...privateRuntime(t), NODEBIN_HOST: "stream-host", NODEBIN_CLUSTER_KEY_FILE: key });
     // Another runtime directory and host id: the consumer reaches the node over tcp, CurveZMQ.
@@ -66,13 +66,13 @@ const setups: Record<string, (t: Test) => Promise<Setup>> = {
     return { name: "dev", producer, env, reach: [], runtime: node };
   },
   "a Deno container, Node consumers": async (t) => {
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = testPort();
     const env = { ...privateRuntime(t), NODEBIN_HOST: "stream-host" };
     const producer = await startDeno(t, ["container", "--component", "streamer", "--components", COMPONENTS, "--listen", "127.0.0.1", "--discovery-port", String(port)], env, /container ready: \S+ at (\S+)/);
     return { name: "deno producer", producer, env, reach: ["--seed", `127.0.0.1:${port}`], runtime: node };
   },
   "a Node container, Deno consumers": async (t) => {
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    const port = testPort();
     const env = { ...privateRuntime(t), NODEBIN_HOST: "stream-host" };
     const producer = await startContainer(t, ["--component", "streamer", "--components", COMPONENTS, "--listen", "127.0.0.1", "--discovery-port", String(port)], env);
     return { name: "deno consumers", producer, env, reach: ["--seed", `127.0.0.1:${port}`], runtime: deno };

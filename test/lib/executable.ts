@@ -8,7 +8,7 @@
 import { copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, dirname, join } from "node:path";
-import { ROOT, runCommand, startProcess, type CliResult, type DevProcess } from "./processes.ts";
+import { ROOT, runCommand, startProcess, testPort, type CliResult, type DevProcess } from "./processes.ts";
 
 interface Teardown {
   teardown(fn: () => unknown): void;
@@ -68,7 +68,7 @@ export function exeHost(t: Teardown, components: { from: string; name?: string }
     NODEBIN_LOG: "info",
     NODEBIN_HOST: "exe-test",
   };
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = testPort();
   return { root, exe, components: compDir, linkDir: dirs.link, cwd: dirs.cwd, env, port };
 }
 

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "../../src/client/client.ts";
 import { GOVERNOR_STATUS } from "../../src/wire/control.ts";
-import { EXAMPLES, privateRuntime, startNodeBin, type DevProcess } from "./processes.ts";
+import { EXAMPLES, privateRuntime, startNodeBin, testPort, type DevProcess } from "./processes.ts";
 
 interface Teardown {
   teardown(fn: () => unknown): void;
@@ -79,7 +79,7 @@ export function testHost(t: Teardown, components: { from: string; name?: string 
   const root = mkdtempSync(join(tmpdir(), "nodebin-gov-"));
   const dir = join(root, "components");
   for (const c of components) cpSync(c.from, join(dir, c.name ?? c.from.split("/").pop()!), { recursive: true });
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = testPort();
   const host: TestHost = { env: { ...privateRuntime(t), NODEBIN_HOST: "gov-test" }, port, seed: `127.0.0.1:${port}`, components: dir, root, pids: new Set() };
   t.teardown(() => {
     for (const pid of host.pids) {

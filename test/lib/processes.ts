@@ -196,3 +196,14 @@ export function alive(pid: number): boolean {
     return false;
   }
 }
+
+/**
+ * A port for a test's listener (a discovery port, say), drawn from 20000-32767:
+ * below Linux's ephemeral range (32768-60999), where the OS picks the ports of
+ * every socket bound to port 0 and of outgoing connections, so two test files
+ * run side by side (tap's jobs) never see theirs taken by such a socket.
+ * Two draws can still meet, at about one in 12 767 (and one more above it is still below the range).
+ */
+export function testPort(): number {
+  return 20000 + Math.floor(Math.random() * 12767);
+}

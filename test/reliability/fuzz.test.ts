@@ -19,11 +19,11 @@ import { decodeMessage, encodeMessage } from "../../src/wire/message.ts";
 import { PING, readReply } from "../../src/wire/control.ts";
 import { Mode } from "../../src/wire/schema.ts";
 import { join } from "node:path";
-import { privateRuntime, ROOT, startContainer } from "../lib/processes.ts";
+import { privateRuntime, ROOT, startContainer, testPort } from "../lib/processes.ts";
 import { MiB, rssOf } from "../lib/load.ts";
 
 const FRAMES = 100_000;
-const PORT = 20000 + Math.floor(Math.random() * 20000);
+const PORT = testPort();
 const EnvelopeType = nodebinRoot.lookupType("nodebin.Envelope");
 const KNOWN_CODES = new Set(Array.from({ length: 17 }, (_, i) => i));
 

@@ -9,7 +9,7 @@ import { NodeBinError } from "../../src/wire/errors.ts";
 import { decodeMessage, encodeMessage } from "../../src/wire/message.ts";
 import { Mode } from "../../src/wire/schema.ts";
 import { MiB, rssOf } from "../lib/load.ts";
-import { EXAMPLES, privateRuntime, runCli, startContainer } from "../lib/processes.ts";
+import { EXAMPLES, privateRuntime, runCli, startContainer, testPort } from "../lib/processes.ts";
 
 type Teardown = { teardown(fn: () => unknown): void };
 
@@ -18,7 +18,7 @@ type Teardown = { teardown(fn: () => unknown): void };
 const CASE = { timeout: 120_000 };
 
 function host(tt: Parameters<typeof privateRuntime>[0], extra: Record<string, string> = {}) {
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = testPort();
   return { env: { ...privateRuntime(tt), NODEBIN_HOST: "bounds-host", ...extra }, port, seed: `127.0.0.1:${port}` };
 }
 

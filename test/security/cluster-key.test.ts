@@ -11,7 +11,7 @@ import { Kind, Plane, encodeEnvelope, envelope } from "../../src/wire/envelope.t
 import { encodeMessage } from "../../src/wire/message.ts";
 import { Mode } from "../../src/wire/schema.ts";
 import { example, startGovernor, testHost } from "../lib/governor.ts";
-import { EXAMPLES, clusterKeyFile, privateRuntime, runCli, startContainer } from "../lib/processes.ts";
+import { clusterKeyFile, EXAMPLES, privateRuntime, runCli, startContainer, testPort } from "../lib/processes.ts";
 
 const CASE = { timeout: 120_000 };
 let nextId = 1;
@@ -99,7 +99,7 @@ t.test("keyed - members call; a plain or wrongly keyed raw peer gets nothing and
 
 t.test("no key - tcp binds loopback only and the process says so; another address needs --insecure", CASE, async (t) => {
   const env = { ...privateRuntime(t), NODEBIN_HOST: "nokey", NODEBIN_LOG: "info" };
-  const port = String(20000 + Math.floor(Math.random() * 20000));
+  const port = String(testPort());
   const c = await startContainer(t, ["--component", "greeter", "--components", EXAMPLES, "--discovery-port", port], env);
   t.match(c.readyLine, /tcp:\/\/127\.0\.0\.1:\d+/, "its node listens on loopback");
   t.match(c.stderr(), /no cluster key: tcp listens on 127\.0\.0\.1 only/, "and it says so");
@@ -114,7 +114,7 @@ t.test("rotation - a client with the new key first reaches a node still serving 
   const [k1, k2] = [newKeyLine(), newKeyLine()];
   const env = { ...privateRuntime(t), NODEBIN_HOST: "rot", NODEBIN_LOG: "warn" };
   const serverKey = clusterKeyFile(t, [k1]);
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = testPort();
   const start = (p: number) => startContainer(t, ["--component", "greeter", "--components", EXAMPLES, "--discovery-port", String(p), "--listen", "127.0.0.1", "--cluster-key", serverKey], env);
   const first = await start(port);
   const ask = (p: number, keys: string[]) =>

@@ -5,10 +5,10 @@ import * as zmq from "zeromq";
 import { Kind, Plane, decodeEnvelope, encodeEnvelope, envelope, type Envelope } from "../../src/wire/envelope.ts";
 import { NodeBinError } from "../../src/wire/errors.ts";
 import { Mode } from "../../src/wire/schema.ts";
-import { EXAMPLES, privateRuntime, runCli, startContainer } from "../lib/processes.ts";
+import { EXAMPLES, privateRuntime, runCli, startContainer, testPort } from "../lib/processes.ts";
 
 function host(tt: Parameters<typeof privateRuntime>[0]) {
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = testPort();
   return { env: { ...privateRuntime(tt), NODEBIN_HOST: "conn-host" }, port, seed: `127.0.0.1:${port}` };
 }
 

@@ -11,7 +11,7 @@ import { NodeBinError } from "../../src/wire/errors.ts";
 import { decodeMessage, encodeMessage, messageToJSON } from "../../src/wire/message.ts";
 import { loadProtoFiles } from "../../src/wire/proto.ts";
 import { Mode } from "../../src/wire/schema.ts";
-import { EXAMPLES, privateRuntime, startContainer } from "../lib/processes.ts";
+import { EXAMPLES, privateRuntime, startContainer, testPort } from "../lib/processes.ts";
 
 const greeterProto = loadProtoFiles([join(EXAMPLES, "greeter", "greeter.proto")]);
 const HelloRequest = greeterProto.lookupType("demo.HelloRequest");
@@ -20,7 +20,7 @@ const Signature = greeterProto.lookupType("demo.Signature");
 const GuestList = greeterProto.lookupType("demo.GuestList");
 
 function host(tt: Parameters<typeof privateRuntime>[0], log = "warn") {
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = testPort();
   const env: Record<string, string> = { ...privateRuntime(tt), NODEBIN_HOST: "edges-host", NODEBIN_LOG: log };
   return { env, port };
 }

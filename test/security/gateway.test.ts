@@ -14,7 +14,7 @@ import { encodeMessage } from "../../src/wire/message.ts";
 import { Mode } from "../../src/wire/schema.ts";
 import { fixturePath } from "../lib/fixture-components.ts";
 import { startGovernor, testHost } from "../lib/governor.ts";
-import { clusterKeyFile, privateRuntime, runCli, startNodeBin } from "../lib/processes.ts";
+import { clusterKeyFile, privateRuntime, runCli, startNodeBin, testPort } from "../lib/processes.ts";
 
 let nextId = 1;
 
@@ -51,8 +51,8 @@ t.test("gateway security - keyless raw peers get nothing; keyed ones asking host
   hostB.env.NODEBIN_HOST = "host-b";
   hostB.env.NODEBIN_CLUSTER_KEY_FILE = key;
   await startGovernor(t, hostB, ["--network", "b"]);
-  const portA = 20000 + Math.floor(Math.random() * 20000);
-  const portB = portA === 39999 ? 20000 : portA + 1;
+  const portA = testPort();
+  const portB = portA + 1;
   await startNodeBin(
     t,
     ["gateway", "--host", "gw", "--network", "a", "--listen", "127.0.0.1", "--discovery-port", String(portA), "--remote-network", "b", "--remote-seed", hostB.seed, "--remote-listen", "127.0.0.1", "--remote-discovery-port", String(portB)],
@@ -122,8 +122,8 @@ t.test("gateway security - two networks under different cluster keys: each leg a
   hostB.env.NODEBIN_HOST = "host-b";
   hostB.env.NODEBIN_CLUSTER_KEY_FILE = keyB;
   await startGovernor(t, hostB, ["--network", "b"]);
-  const portA = 20000 + Math.floor(Math.random() * 20000);
-  const portB = portA === 39999 ? 20000 : portA + 1;
+  const portA = testPort();
+  const portB = portA + 1;
   const args = ["gateway", "--host", "gw", "--network", "a", "--listen", "127.0.0.1", "--discovery-port", String(portA), "--remote-network", "b", "--remote-seed", hostB.seed, "--remote-listen", "127.0.0.1", "--remote-discovery-port", String(portB)];
 
   // A key on the second leg only would open network b to anyone who reaches the first: refused.

@@ -8,13 +8,13 @@ import { Client } from "../../src/client/client.ts";
 import { columns, encode, encodeNodes, type Digest } from "../../src/membership/gossip-codec.ts";
 import type { NodeEntry } from "../../src/membership/table.ts";
 import { GOSSIP, oneWayControlFrame } from "../../src/wire/control.ts";
-import { EXAMPLES, privateRuntime, startContainer, type DevProcess } from "../lib/processes.ts";
+import { EXAMPLES, privateRuntime, startContainer, testPort, type DevProcess } from "../lib/processes.ts";
 
 type Teardown = Parameters<typeof privateRuntime>[0];
 
 /** A host of its own on loopback: a private runtime directory, a host id, a discovery port. */
 function host(tt: Teardown, name: string) {
-  const port = 20000 + Math.floor(Math.random() * 20000);
+  const port = testPort();
   return { env: { ...privateRuntime(tt), NODEBIN_HOST: name }, name, port, discovery: `tcp://127.0.0.1:${port}` };
 }
 type Host = ReturnType<typeof host>;

@@ -18,6 +18,7 @@ import { DRAIN, IMPORT_STATE, PING, RELEASE, RESUME, type ControlMethod } from "
 import { NodeBinError } from "../../src/wire/errors.ts";
 import { examplePath, withHandlers } from "../lib/fixture-components.ts";
 import { silentLogger } from "../lib/recording-logger.ts";
+import { testPort } from "../lib/processes.ts";
 
 const counter = await loadComponent(examplePath("counter"));
 const MARKER = "hand-over-marker-5c1f";
@@ -36,7 +37,7 @@ async function pair(t: Test, more: Partial<ContainerProcessOptions> = {}) {
     advertise: "127.0.0.1",
     seeds: [],
     runtimeDir,
-    discoveryPort: 20000 + Math.floor(Math.random() * 20000),
+    discoveryPort: testPort(),
     logger: () => silentLogger,
     ...more,
   };
