@@ -44,7 +44,6 @@ const freePort = () => testPort();
 let key: string;
 let hostA: TestHost;
 let hostB: TestHost;
-let govA: GovernorProcess;
 let govB: GovernorProcess;
 let client: Client;
 
@@ -69,7 +68,7 @@ t.before(async () => {
   hostA.env.NODEBIN_HOST = "host-a";
   hostB.env.NODEBIN_HOST = "host-b";
   for (const h of [hostA, hostB]) h.env.NODEBIN_CLUSTER_KEY_FILE = key;
-  [govA, govB] = await Promise.all([startGovernor(t, hostA, ["--network", "a"]), startGovernor(t, hostB, ["--network", "b"])]);
+  [, govB] = await Promise.all([startGovernor(t, hostA, ["--network", "a"]), startGovernor(t, hostB, ["--network", "b"])]);
   gw1 = await startGateway("gw1");
   t.match(gw1.readyLine, /gateway ready: a <-> b \(a: gw1~a at tcp:\/\/127\.0\.0\.1:\d+; b: gw1~b at tcp:\/\/127\.0\.0\.1:\d+\)/);
   client = await Client.connect({ endpoint: `tcp://${hostA.seed}`, host: "host-a", clusterKeyFile: key });
@@ -197,7 +196,7 @@ t.test("gateway - the gateway's host record carries the remote tier, and a pull 
 });
 
 t.test("gateway - two gateways share the load; killing one fails its calls in flight with a code within their deadlines, and the other serves on", CASE, async (t) => {
-  const gw2 = await startGateway("gw2");
+  await startGateway("gw2");
   await until(() => proxies().size === 2 && proxies(), 60_000, "far visible through both gateways");
   // Callers choose between the two by load: the queue each proxy advertises (far's, gossiped at most
   // once a second on each hop) and their own calls in flight. One at a time, the calls split only once
@@ -239,6 +238,4 @@ t.test("gateway - two gateways share the load; killing one fails its calls in fl
   }, 30_000, "5 calls in a row served through gw2");
   await until(() => !proxies().has("gw1~a"), 30_000, "gw1's proxy gone from network a's table");
   t.ok(proxies().has("gw2~a"), "gw2's proxy stays");
-  void gw2;
-  void govA;
 });
