@@ -11,6 +11,7 @@ import { NodeBinError } from "../../src/wire/errors.ts";
 import { fixturePath } from "../lib/fixture-components.ts";
 import { startGovernor, testHost, type GovernorProcess, type TestHost } from "../lib/governor.ts";
 import { clusterKeyFile, privateRuntime, startNodeBin, testPort, type DevProcess } from "../lib/processes.ts";
+import { until } from "../lib/until.ts";
 
 interface Where {
   text: string;
@@ -22,22 +23,6 @@ interface Where {
 }
 
 const CASE = { timeout: 120_000 };
-
-/** Polls `ok` (every 100 ms) until it returns a value; fails after `ms`, naming `what`. */
-async function until<T>(ok: () => Promise<T | undefined | false> | T | undefined | false, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const v = await ok();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`not ${what} within ${ms} ms${last ? `; last error: ${String(last)}` : ""}`);
-}
 
 const freePort = () => testPort();
 
@@ -207,22 +192,26 @@ t.test("gateway - two gateways share the load; killing one fails its calls in fl
   for (let i = 0; i < 40 && froms.size < 2; i++) froms.add(((await client.call("far.Far/Where", { text: `${i}` }, { timeoutMs: 10_000 })) as Where).from);
   t.same([...froms].sort(), ["gateway@gw1~b/relay", "gateway@gw2~b/relay"], "both gateways relayed calls");
 
-  // Calls in flight through both (far handles one at a time: they wait in its queue), then gw1 dies.
-  const timeoutMs = 8000;
-  const inFlight = Array.from({ length: 8 }, (_, i) => {
-    const started = Date.now();
-    return client.call("far.Far/Where", { text: `flight-${i}`, sleepMs: 400 }, { timeoutMs }).then(
+  // Calls in flight through both, then gw1 dies. far handles one call at a time per node, so the calls
+  // wait in its queue; those gw1 relays take 2 s each (gw2's 100 ms), far longer than it takes to see
+  // them queued and kill gw1, so gw1 dies with its calls unanswered whatever order they reached far in.
+  const timeoutMs = 12_000;
+  const started = Date.now();
+  const inFlight = Array.from({ length: 8 }, (_, i) =>
+    client.call("far.Far/Where", { text: `flight-${i}`, sleepMs: 100, slowFrom: "gateway@gw1~b/relay", slowMs: 2000 }, { timeoutMs }).then(
       (r) => ({ ok: (r as Where).from, took: Date.now() - started }),
       (e: unknown) => ({ error: NodeBinError.from(e), took: Date.now() - started }),
-    );
-  });
+    ),
+  );
   // (Earlier cases may have grown far to more than one node: what counts is what waits on all of them.)
   await govB.until((s) => (s.components.find((c) => c.name === "far")?.children ?? []).reduce((n, k) => n + k.queued, 0) >= 2, 10_000, "calls queued at far");
-  t.equal(await gw1.stop("SIGKILL"), null, "gw1 killed");
+  const killedAt = Date.now() - started;
+  t.equal(await gw1.stop("SIGKILL"), null, `gw1 killed ${killedAt} ms after the calls were made`);
   const outcomes = await Promise.all(inFlight);
   for (const o of outcomes) t.ok(o.took <= timeoutMs + 500, `settled in ${o.took} ms, within the deadline: ${"ok" in o ? `served via ${o.ok}` : String(o.error)}`);
+  const viaGw1 = outcomes.filter((o) => "ok" in o && o.ok === "gateway@gw1~b/relay");
   const failed = outcomes.filter((o) => "error" in o) as { error: NodeBinError }[];
-  t.ok(failed.length > 0, `the calls through gw1 failed (${failed.length})`);
+  t.ok(failed.length > 0, `the calls through gw1 failed (${failed.length}; ${viaGw1.length} answered through gw1 before the kill)`);
   for (const f of failed) t.ok(["UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED"].includes(f.error.code), `with a code: ${f.error.code}`);
 
   // gw2 serves on: calls succeed again through it, and gw1's proxy leaves network a's view.
