@@ -9,6 +9,7 @@ import { Client } from "../../src/client/client.ts";
 import { fixturePath } from "../lib/fixture-components.ts";
 import { startGovernor, testHost } from "../lib/governor.ts";
 import { alive, clusterKeyFile, runCli, testPort } from "../lib/processes.ts";
+import { until } from "../lib/until.ts";
 
 interface GatewayRow {
   name: string;
@@ -19,17 +20,6 @@ interface GatewayRow {
   state: string;
   restarts: number;
 }
-
-async function until<T>(ok: () => Promise<T | undefined | false> | T | undefined | false, ms: number, what: string): Promise<T> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    const v = await ok();
-    if (v !== undefined && v !== false) return v;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`not ${what} within ${ms} ms`);
-}
-
 
 t.test("gateway by governor - started as a child, listed, restarted when it dies, stopped with the governor; calls cross it", { timeout: 180_000 }, async (t) => {
   // The two networks are under different cluster keys: network b's sits beside governor.json (a relative path there).

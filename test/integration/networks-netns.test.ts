@@ -10,7 +10,8 @@ import { join } from "node:path";
 import t from "tap";
 import { netnsUnavailable, waitForLine } from "../lib/netns.ts";
 import { createTopology, type TopologyHost } from "../lib/netns-topology.ts";
-import { WHERE, WORK, cli, governor, hostFiles, nodes, until, type HostFiles, type NodeRow } from "../lib/networks.ts";
+import { WHERE, WORK, cli, governor, hostFiles, nodes, type HostFiles, type NodeRow } from "../lib/networks.ts";
+import { until } from "../lib/until.ts";
 import { BIN, ROOT, clusterKeyFile } from "../lib/processes.ts";
 
 const skip = (await netnsUnavailable()) ?? false;
@@ -39,7 +40,7 @@ t.test("networks netns - h1 calls a service that runs only on h4 through the gat
 
   // h1's table shows the far service as a proxy of network b.
   let seen: NodeRow[] = [];
-  const proxy = await until(async () => (seen = await nodes(h1, f(h1))).find((n) => n.component === "where" && n.network === "b"), 60_000, "h1 sees where@b", () => seen);
+  const proxy = await until(async () => (seen = await nodes(h1, f(h1))).find((n) => n.component === "where" && n.network === "b"), 60_000, "h1 sees where@b", { everyMs: 200, last: () => seen });
   t.pass(`h1's table lists the service of h4 as a node of network b (${proxy.id} on ${proxy.host}), ${Date.now() - started} ms after the gateway started`);
 
   // The three tiers, as `client nodes` and `governor status` print them on h1: this host, network a (h1, h2), network b (h3, h4) via the gateway.
@@ -47,7 +48,7 @@ t.test("networks netns - h1 calls a service that runs only on h4 through the gat
   const shown = await until(async () => {
     const r = await cli(h1, f(h1), ["nodes", "--timeout", "3000"], 20_000);
     return r.code === 0 && /^this network default\s+2\s+\d+\s+\d+/m.test(r.stdout) && /^remote b via \S+\s+2\s+\d+\s+\d+\s+where$/m.test(r.stdout) ? r.stdout : undefined;
-  }, 60_000, "client nodes on h1 shows network a's two hosts and network b's two behind the gateway");
+  }, 60_000, "client nodes on h1 shows network a's two hosts and network b's two behind the gateway", { everyMs: 200 });
   t.match(shown, /^TIER\s+HOSTS\s+SLOTS\s+FREE\s+COMPONENTS$/m, "client nodes prints the tiers table");
   t.match(shown, /^this host \S+\s+1\s+\d+\s+\d+/m, "this host: one host");
   t.comment(`client nodes on h1:\n${tierRows(shown).join("\n")}`);
@@ -60,7 +61,7 @@ t.test("networks netns - h1 calls a service that runs only on h4 through the gat
   const first = await until(async () => {
     const r = await call(h1);
     return r.code === 0 ? r : undefined;
-  }, 30_000, "a call from h1 served");
+  }, 30_000, "a call from h1 served", { everyMs: 200 });
   const reply = JSON.parse(first.stdout) as { host: string; pid: number; nodeId: string };
   t.equal(reply.host, h4id, `served on h4 (${reply.host}, pid ${reply.pid}, node ${reply.nodeId})`);
   const fromH2 = await call(h2);
@@ -97,7 +98,7 @@ t.test("networks netns - h1 calls a service that runs only on h4 through the gat
     const r = await call(h1);
     last = r.stderr.trim();
     return r.code === 0 ? (JSON.parse(r.stdout) as { host: string }) : undefined;
-  }, 90_000, "a call served again after the restore", () => last);
+  }, 90_000, "a call served again after the restore", { everyMs: 200, last: () => last });
   const routeBackMs = Date.now() - restoredAt;
   t.equal(back.host, h4id, "served on h4 again");
   t.comment(`route back: ${routeBackMs} ms from the restore of the gateway's remote leg to the first call served on h4 again (one-shot clients, each ~1 s of start-up)`);

@@ -17,7 +17,8 @@ import t from "tap";
 import { netnsUnavailable, waitForLine } from "../lib/netns.ts";
 import { serveHostRequests } from "../lib/netns-host-requests.ts";
 import { createTopology, type TopologyHost } from "../lib/netns-topology.ts";
-import { WHERE, governor, hostFiles, nodes, privateDir, until, whereLoad, type HostFiles, type NodeRow } from "../lib/networks.ts";
+import { WHERE, governor, hostFiles, nodes, privateDir, whereLoad, type HostFiles, type NodeRow } from "../lib/networks.ts";
+import { until } from "../lib/until.ts";
 import { BIN, clusterKeyFile } from "../lib/processes.ts";
 
 const skip = (await netnsUnavailable()) ?? false;
@@ -93,7 +94,7 @@ t.test("networks spill netns - one load step on h1 spills to h2, then through th
   await until(async () => {
     seen = await nodes(h1, f(h1));
     return seen.some((n) => n.component === "where" && n.host === g1.id) && seen.some((n) => n.component === "where" && n.network === "b");
-  }, 60_000, "h1 sees its own where node and network b's", () => seen.map((n) => `${n.component}@${n.host}/${n.network ?? ""}`));
+  }, 60_000, "h1 sees its own where node and network b's", { everyMs: 200, last: () => seen.map((n) => `${n.component}@${n.host}/${n.network ?? ""}`) });
   t.pass("h1's table has where on h1 and where in network b (through the gateway)");
 
   // The load step.
@@ -109,9 +110,9 @@ t.test("networks spill netns - one load step on h1 spills to h2, then through th
   };
   const since = (o: Outcome) => o.at - step;
 
-  const onH2 = await until(async () => firstOn((o) => o.host === g2.id), 90_000, "a call served on h2", describe);
-  const inB = await until(async () => firstOn((o) => o.host === g3.id || o.host === g4.id), 90_000, "a call served in network b", describe);
-  const onH4 = await until(async () => firstOn((o) => o.host === g4.id), 90_000, "a call served on h4 (a node started in network b for this load)", describe);
+  const onH2 = await until(async () => firstOn((o) => o.host === g2.id), 90_000, "a call served on h2", { everyMs: 200, last: describe });
+  const inB = await until(async () => firstOn((o) => o.host === g3.id || o.host === g4.id), 90_000, "a call served in network b", { everyMs: 200, last: describe });
+  const onH4 = await until(async () => firstOn((o) => o.host === g4.id), 90_000, "a call served on h4 (a node started in network b for this load)", { everyMs: 200, last: describe });
   // The order of the spill: network b is asked for capacity only once network a is full, so h2's node
   // was started before h4's (start times from each governor's status: now minus the child's uptime).
   const startedAt = async (h: TopologyHost) => {
@@ -127,7 +128,7 @@ t.test("networks spill netns - one load step on h1 spills to h2, then through th
   t.pass(`served on h2 (pid ${onH2.pid}): the code was fetched there`);
   t.pass(`served in network b on ${names.get(inB.host!)} (pid ${inB.pid}), and on h4 (pid ${onH4.pid}), which fetched the code from h3`);
 
-  const atProvided = await until(async () => firstOn((o) => provided.has(o.host!)), 120_000, "a call served on the provider-launched host", () => ({ served: describe(), requests: requests.requests }));
+  const atProvided = await until(async () => firstOn((o) => provided.has(o.host!)), 120_000, "a call served on the provider-launched host", { everyMs: 200, last: () => ({ served: describe(), requests: requests.requests }) });
   const launch = requests.requests.find((r) => r.kind === "provide");
   t.ok(launch?.env.NODEBIN_SEEDS, `the provider command got NODEBIN_SEEDS=${launch?.env.NODEBIN_SEEDS} (network "${launch?.env.NODEBIN_NETWORK ?? ""}", reason: ${launch?.env.NODEBIN_REASON})`);
   const p = provided.get(atProvided.host!)!;
@@ -151,7 +152,7 @@ t.test("networks spill netns - one load step on h1 spills to h2, then through th
   const crashed = failed.filter((o) => /Maximum call stack|is not a function|Cannot read prop/.test(o.message ?? ""));
   t.same(crashed.map((o) => `${o.code} from ${o.origin ?? "the caller"}: ${o.message}`).slice(0, 3), [], `no call ends with an error of the runtime's own (${crashed.length} did)`);
   for (const code of new Set(failed.map((o) => o.code))) t.comment(`  ${code}: ${[...new Set(failed.filter((o) => o.code === code).map((o) => o.message))].slice(0, 3).join(" | ")}`);
-  const release = await until(async () => requests.requests.find((r) => r.kind === "release" && r.id === atProvided.host && r.answeredAt !== undefined), 90_000, "the release command for the launched host that took load", () => requests.requests);
+  const release = await until(async () => requests.requests.find((r) => r.kind === "release" && r.id === atProvided.host && r.answeredAt !== undefined), 90_000, "the release command for the launched host that took load", { everyMs: 200, last: () => requests.requests });
   t.notOk(release.error, `the release command named the launched host that took load (${release.id}), and it was removed: ${release.error ?? "ok"}`);
   t.throws(() => topo.host(p.host.name), /no host/, `${p.host.name} is gone from the topology`);
   t.same(topo.hosts.map((h) => h.name).sort(), ["gw", "h1", "h2", "h3", "h4"], "no launched host is left");

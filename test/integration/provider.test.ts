@@ -20,6 +20,7 @@ import { fixturePath } from "../lib/fixture-components.ts";
 import { startGovernor, testHost } from "../lib/governor.ts";
 import { parseMetrics, promtoolCheck, promtoolMissing, scrape, valueOf } from "../lib/prometheus.ts";
 import { alive, BIN, clusterKeyFile, runCli } from "../lib/processes.ts";
+import { until } from "../lib/until.ts";
 
 const CASE = { timeout: 240_000 };
 // Growth only on capacity requests (never on queue wait), on both hosts.
@@ -41,16 +42,6 @@ interface ProviderStatus {
 }
 interface BStatus {
   components: { name: string; running: number; source?: string; children: { pid: number; phase: string }[] }[];
-}
-
-
-async function untilTrue(ok: () => boolean | Promise<boolean>, ms: number, what: string): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await ok()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`not within ${ms} ms: ${what}`);
 }
 
 t.test("provider - a full network launches a host through the command provider, the load spills to it, and it is released when idle", CASE, async (t) => {
@@ -187,7 +178,7 @@ t.test("provider - a full network launches a host through the command provider, 
   // A launches host-b; B joins, fetches the code and serves.
   let launchSeen = 0;
   let joinSeen = 0;
-  await untilTrue(async () => {
+  await until(async () => {
     const c = (await provider()).counters;
     if (c.launches.started > 0 && !launchSeen) launchSeen = Date.now();
     if (c.launches.succeeded === 1) joinSeen = Date.now();
@@ -201,7 +192,7 @@ t.test("provider - a full network launches a host through the command provider, 
   t.ok(alive(bPid), `host-b's governor runs (pid ${bPid})`);
 
   const onB = () => served.find((s) => bPids.has(s.pid) && !aPids.has(s.pid));
-  await untilTrue(async () => {
+  await until(async () => {
     await bStatus();
     return onB() !== undefined;
   }, 90_000, "a call served by a node on host-b");
@@ -215,7 +206,7 @@ t.test("provider - a full network launches a host through the command provider, 
   t.equal(b?.components.find((c) => c.name === "slow")?.source, "fetched from host-a", "B runs the code it fetched from A");
 
   // The load goes on, the network is full again: the guard rails hold (max-hosts 1).
-  await untilTrue(async () => {
+  await until(async () => {
     await bStatus();
     return (await provider()).counters.skipped.launch["max-hosts"]! > 0;
   }, 60_000, "a launch refused by max-hosts while the load continues");
@@ -229,15 +220,15 @@ t.test("provider - a full network launches a host through the command provider, 
 
   // Idle: B's node shrinks away, then A releases B with the release script.
   const loadStopped = Date.now();
-  await untilTrue(async () => {
+  await until(async () => {
     const s = await bStatus();
     return s === undefined || s.components.every((c) => c.running === 0);
   }, 60_000, "B's node shrunk away");
-  await untilTrue(async () => (await provider()).counters.releases.succeeded === 1, 60_000, "host-b released");
+  await until(async () => (await provider()).counters.releases.succeeded === 1, 60_000, "host-b released");
   t.comment(`load stopped -> host-b released: ${Date.now() - loadStopped} ms`);
   t.equal(readFileSync(join(dir, "released-host"), "utf8"), "host-b", "the release script got NODEBIN_HOST");
   t.match(readFileSync(join(dir, "release-reason"), "utf8"), /^host host-b has run no node for \d+ ms \(idle time 3000 ms\)$/, "and why");
-  await untilTrue(() => !alive(bPid), 15_000, "host-b's governor gone");
+  await until(() => !alive(bPid), 15_000, "host-b's governor gone");
   t.ok([...bPids].every((pid) => !alive(pid)), "and its children");
   const after = await provider();
   t.same(after.hosts, [], "no launched host left");

@@ -7,6 +7,7 @@
 import { execFile, spawn as spawnProcess, type ChildProcess } from "node:child_process";
 import { accessSync, constants, writeFileSync } from "node:fs";
 import { alive } from "./processes.ts";
+import { until } from "./until.ts";
 import { join } from "node:path";
 
 export interface NetnsHost {
@@ -165,17 +166,6 @@ export async function disableIpv6In(ns: string): Promise<void> {
 }
 
 export { alive };
-
-/** Polls `check` until true; rejects after `timeoutMs` with `what` (kernel link state has no event we can await). */
-export async function until(check: () => Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const error = new Error(`${what} not reached within ${timeoutMs} ms`);
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return;
-    if (Date.now() > deadline) throw error;
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
-}
 
 // ---------------------------------------------------------------------------
 // availability
@@ -508,7 +498,7 @@ export async function killLeftoversIn(ns: string, boundMs: number): Promise<void
       // already gone
     }
   }
-  if (leftover.length > 0) await until(async () => (await pidsIn(ns)).length === 0, boundMs, `processes in ${ns} gone`);
+  if (leftover.length > 0) await until(async () => (await pidsIn(ns)).length === 0, boundMs, `processes in ${ns} gone`, { everyMs: 10 });
 }
 
 /**
@@ -517,8 +507,9 @@ export async function killLeftoversIn(ns: string, boundMs: number): Promise<void
  * (carrier changes reach the bridge through the kernel's deferred link-watch,
  * up to a second late); down means the bridge port is disabled.
  */
-export function settled(leg: { ns: string; link: string; ifname: string }, up: boolean): Promise<void> {
-  return until(
+export async function settled(leg: { ns: string; link: string; ifname: string }, up: boolean): Promise<void> {
+  // Kernel link state has no event we can await.
+  await until(
     async () => {
       const [port] = await ipJson<LinkInfo>(["-d", "link", "show", "dev", leg.link]);
       const state = port?.linkinfo?.info_slave_data?.state;
@@ -529,5 +520,6 @@ export function settled(leg: { ns: string; link: string; ifname: string }, up: b
     },
     LINK_SETTLE_MS,
     `${leg.link} ${up ? "forwarding" : "disabled"}`,
+    { everyMs: 10 },
   );
 }

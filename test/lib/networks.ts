@@ -68,17 +68,6 @@ export async function nodes(host: TopologyHost, files: HostFiles): Promise<NodeR
   return Array.isArray(parsed) ? parsed : (parsed.nodes ?? []);
 }
 
-/** Polls `check` (a promise-returning probe) until it returns a value; throws after `ms` naming `what` and the last value seen. */
-export async function until<T>(check: () => Promise<T | undefined | false>, ms: number, what: string, last: () => unknown = () => undefined): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await check();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`${what}: not within ${ms} ms; last: ${JSON.stringify(last())}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 /** The load script (test/lib/where-load.ts) started in `host`. */
 export function whereLoad(host: TopologyHost, files: HostFiles, callers: number, workMs: number, capacityWaitMs: number, timeoutMs: number): ChildProcess {
   return host.spawn(process.execPath, ["--import", join(ROOT, "bin", "register.mjs"), join(ROOT, "test", "lib", "where-load.ts"), `tcp://${host.address}:7400`, String(callers), String(workMs), String(capacityWaitMs), String(timeoutMs)], { env: files.env });
