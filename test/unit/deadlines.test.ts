@@ -4,6 +4,7 @@ import { RoutingCaller } from "../../src/routing/caller.ts";
 import { rejection } from "../lib/expect-error.ts";
 import { gatedHandler } from "../lib/gated-handler.ts";
 import { fixturePath, loadFixture, startContainer, withHandlers } from "../lib/fixture-components.ts";
+import { until } from "../lib/until.ts";
 
 const probe = await loadFixture("components-probe/probe");
 const mirror = await loadFixture("components-probe/mirror");
@@ -32,10 +33,21 @@ t.test("deadlines - a message that waits in the queue past its deadline is never
   const gated = gatedHandler();
   const c = await startContainer([withHandlers(probe, { "probe.Probe/Echo": gated.handler })]);
   t.teardown(() => c.close());
+  const node = c.localNodes()[0]!;
   const first = c.caller.call("probe.Probe/Echo", { text: "first" });
   await gated.entered("first");
-  const late = await rejection(c.caller.call("probe.Probe/Echo", { text: "late" }, { timeoutMs: 30 }));
+  const lateCall = rejection(c.caller.call("probe.Probe/Echo", { text: "late" }, { timeoutMs: 30 }));
+  // The envelope carries the time left, not an instant, so the node times the 30 ms from when the
+  // message reached it, on its own clock; and the caller's timer may fire a little before 30 ms of
+  // Date.now() have passed (Node arms timers from the event loop's cached time, stale on a loaded
+  // machine). So "first" is let go only once the node's deadline has surely passed as well.
+  await until(() => node.getStats().queued === 1, 5000, "the late message queued behind the first", { everyMs: 1 });
+  const queuedBy = Date.now();
+  const late = await lateCall;
   t.equal(late.code, "DEADLINE_EXCEEDED", "the caller gave up");
+  await until(() => Date.now() > queuedBy + 30, 1000, "the late message's deadline passed at the node", { everyMs: 1 });
+  // Should the late message be handled after all, it must not hold the node: the events below say so.
+  gated.release("late");
   gated.release("first");
   gated.release("after");
   await first;
