@@ -51,7 +51,9 @@ const USAGE = `[options]                run this host's governor
   the governor runs the command for one more host (one launch at a time, at
   most --provider-max-hosts, a cooldown after each), and runs
   --provider-release-command for a launched host idle past --provider-idle-ms.
-  Of several governors with a provider, the smallest host id decides.`;
+  Of several governors with a provider, the smallest host id decides. The
+  launched hosts are kept in the state directory, so a restarted governor
+  still releases them.`;
 
 export async function runGovernor(argv: string[]): Promise<number> {
   const sub = argv[0];
@@ -309,7 +311,7 @@ interface Status {
     name: string;
     decider: string;
     settings: { providerMaxHosts: number };
-    hosts: { host: string; idleMs: number | null; releasing: boolean }[];
+    hosts: { host: string; idleMs: number | null; releasing: boolean; restored?: boolean }[];
     inFlight?: { since: number; phase: string; host?: string };
     lastDecision?: string;
     counters: {
@@ -381,7 +383,7 @@ function providerLines(p: NonNullable<Status["provider"]>): string[] {
   const skipped = Object.entries(c.skipped)
     .flatMap(([action, reasons]) => Object.entries(reasons).filter(([, n]) => n > 0).map(([reason, n]) => `${action} ${reason} ${n}`))
     .join(", ");
-  const hosts = p.hosts.map((h) => `${h.host}${h.releasing ? " (releasing)" : h.idleMs !== null ? ` (idle ${duration(h.idleMs)})` : ""}`).join(", ");
+  const hosts = p.hosts.map((h) => `${h.host}${h.releasing ? " (releasing)" : h.restored ? " (remembered from before a restart, not seen yet)" : h.idleMs !== null ? ` (idle ${duration(h.idleMs)})` : ""}`).join(", ");
   return [
     `provider ${p.name}${p.decider ? ` (decides: ${p.decider})` : ""}: ${p.hosts.length}/${p.settings.providerMaxHosts} launched host(s)${hosts ? ` ${hosts}` : ""}${p.inFlight ? `, a launch in flight (${p.inFlight.phase}${p.inFlight.host ? ` ${p.inFlight.host}` : ""})` : ""}`,
     `  launches ${c.launches.started ?? 0} started, ${c.launches.succeeded ?? 0} joined, ${c.launches.failed ?? 0} failed; releases ${c.releases.succeeded ?? 0} done, ${c.releases.failed ?? 0} failed, ${c.releases.gone ?? 0} gone; ${c.unmet} unmet request(s)${skipped ? `; skipped: ${skipped}` : ""}`,

@@ -6,10 +6,11 @@
  * last error a crashed child wrote.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, renameSync, fstatSync, statSync, writeFileSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readSync, fstatSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { isDeno } from "../platform/platform.ts";
 import { isSea } from "../runtime/executable.ts";
+import { readStateFile, writeStateFile } from "./state-file.ts";
 
 /** How to start this very program again: `node bin/node-bin` from source, the executable itself when packaged. */
 export function selfCommand(argv: readonly string[] = process.argv, execPath = process.execPath, sea = isSea(), deno = isDeno): { command: string; args: string[] } {
@@ -105,25 +106,19 @@ export function lastError(logFile: string, maxBytes = 8192): string | undefined 
   return pick?.slice(0, 2000);
 }
 
-/** The governor's children file: written atomically (temp file, then rename). */
+/** The governor's children file (state-file.ts: written atomically). */
 export class ChildrenFile {
   constructor(readonly path: string) {
     mkdirSync(join(path, ".."), { recursive: true, mode: 0o700 });
   }
 
   read(): ChildRecord[] {
-    try {
-      const parsed = JSON.parse(readFileSync(this.path, "utf8")) as { children?: unknown };
-      return Array.isArray(parsed.children) ? parsed.children.filter(isRecord) : [];
-    } catch {
-      return [];
-    }
+    const parsed = readStateFile(this.path) as { children?: unknown } | undefined;
+    return Array.isArray(parsed?.children) ? parsed.children.filter(isRecord) : [];
   }
 
   write(children: ChildRecord[]): void {
-    const tmp = `${this.path}.${process.pid}.tmp`;
-    writeFileSync(tmp, `${JSON.stringify({ governor: process.pid, written: new Date().toISOString(), children }, null, 2)}\n`, { mode: 0o600 });
-    renameSync(tmp, this.path);
+    writeStateFile(this.path, { children });
   }
 }
 

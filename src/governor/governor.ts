@@ -44,7 +44,7 @@ import { GovernorApi } from "./api.ts";
 import { pidAlive, spawnChild } from "./children.ts";
 import { GatewayChildren } from "./gateways.ts";
 import { ElasticLoop } from "./elastic.ts";
-import { ProviderLoop, UnmetForwarder } from "./provider.ts";
+import { LaunchedHostsFile, ProviderLoop, UnmetForwarder } from "./provider.ts";
 import { REQUEST_CAPACITY, type CapacityRequest } from "../wire/control.ts";
 import { tiersOf } from "../membership/capacity.ts";
 import { FETCH_COMPONENT, HOST_ONLY } from "../wire/control.ts";
@@ -400,6 +400,7 @@ export class Governor {
       settings: this.state.settings,
       log: this.state.logger("governor/provider"),
       forward: this.forwardCapacity,
+      store: new LaunchedHostsFile(join(this.stateDir, "provider-hosts.json")),
     });
     this.providerLoop.start();
     const s = this.state.settings;

@@ -40,14 +40,21 @@
  * `providerIdleMs`, one release at a time, within the cooldown; one that
  * left the gossip is forgotten (nothing run: it is gone already).
  *
- * What this loop knows lives in memory: a restarted governor forgets the
- * hosts it launched (they are then never released by it).
+ * The hosts it launched are kept in the governor's state directory
+ * (LaunchedHostsFile), so that a restarted or upgraded governor still counts
+ * them against `max-hosts` and releases them when idle: a cloud machine
+ * nobody remembers is paid for until someone notices. After a restart a
+ * remembered host gets RESTORE_GRACE_MS to show up in the new table (gossip
+ * converges in seconds) before it is taken as gone. What stays in memory: a
+ * launch in flight (its command is ended with the governor; a host it made
+ * after all is not this loop's), the cooldown and the counters.
  */
 import type { Logger } from "../component/context.ts";
 import type { ProviderSample } from "../metrics/sources.ts";
 import { freeSlots } from "../membership/capacity.ts";
 import { networkLabel } from "../membership/network-name.ts";
 import type { Clock, Timer } from "../platform/clock.ts";
+import { readStateFile, writeStateFile } from "./state-file.ts";
 import type { CapacityRequest, HostSummary } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import type { UnmetDemand } from "./ports.ts";
@@ -65,6 +72,10 @@ const SKIP_LOG_MS = 30_000;
 /** New hosts remembered while a launch is in flight (what is read of the gossip is bounded). */
 const MAX_SEEN = 64;
 const HOST_ID_MAX = 256;
+/** A host remembered from before a restart is taken as gone if it is not in the table this long after. */
+export const RESTORE_GRACE_MS = 60_000;
+/** Remembered hosts read back at most (the file is ours, but it is read as input). */
+const MAX_REMEMBERED = 1024;
 
 export type LaunchSkip = "not-decider" | "in-flight" | "max-hosts" | "cooldown" | "backoff";
 export type ReleaseSkip = "in-flight" | "cooldown" | "backoff";
@@ -87,7 +98,7 @@ export interface ProviderStatus {
   decider: string;
   settings: ProviderSettings;
   /** The hosts this loop launched that are alive, with how long each has run no node. */
-  hosts: { host: string; launchedAt: number; idleMs: number | null; releasing: boolean }[];
+  hosts: { host: string; launchedAt: number; idleMs: number | null; releasing: boolean; restored?: true }[];
   /** The launch in flight: its command running, or its host awaited in gossip. */
   inFlight?: { since: number; phase: "command" | "joining"; host?: string };
   /** Since when every host of the network is full (absent: one has room). */
@@ -116,6 +127,45 @@ export interface ProviderLoopOptions {
   /** Sends an unmet request on to the deciding governor's discovery endpoint (a capacity request). Throws when it cannot be sent. */
   forward?(request: CapacityRequest, endpoint: string): void;
   launchTimeoutMs?: number;
+  /** Where the launched hosts are kept across restarts (absent: in memory only). */
+  store?: LaunchedStore;
+}
+
+/** A launched host as kept across restarts. */
+export interface RememberedHost {
+  host: string;
+  network: string;
+  /** When it joined (the clock's ms: epoch ms on the system clock). */
+  launchedAt: number;
+}
+
+export interface LaunchedStore {
+  read(): RememberedHost[];
+  /** May throw (a full disk): the loop logs it and goes on. */
+  write(hosts: RememberedHost[]): void;
+}
+
+/** The launched hosts in a JSON file of the governor's state directory (state-file.ts). */
+export class LaunchedHostsFile implements LaunchedStore {
+  constructor(readonly path: string) {}
+
+  read(): RememberedHost[] {
+    const parsed = readStateFile(this.path) as { hosts?: unknown } | undefined;
+    return Array.isArray(parsed?.hosts) ? parsed.hosts.filter(isRemembered).slice(0, MAX_REMEMBERED) : [];
+  }
+
+  write(hosts: RememberedHost[]): void {
+    writeStateFile(this.path, { hosts });
+  }
+}
+
+function isRemembered(r: unknown): r is RememberedHost {
+  const x = r as RememberedHost;
+  return typeof x === "object" && x !== null && isHostId(x.host) && typeof x.network === "string" && Number.isFinite(x.launchedAt);
+}
+
+function isHostId(h: unknown): h is string {
+  return typeof h === "string" && h.length > 0 && h.length <= HOST_ID_MAX && h.trim() === h;
 }
 
 interface Launch {
@@ -136,6 +186,8 @@ interface Launched {
   releasing: boolean;
   backoffUntil: number;
   releaseFailures: number;
+  /** Read back from the store after a restart, and not yet seen in this governor's table since. */
+  restoredAt?: number;
 }
 
 /** The network's deciding governor: of `self` and the hosts of `network` whose capacity says provider, the smallest id. */
@@ -207,8 +259,9 @@ export class ProviderLoop implements UnmetDemand {
     return this.options.settings;
   }
 
-  /** Runs a round every PROVIDER_TICK_MS on the governor's clock. */
+  /** Takes back the hosts launched before a restart, then runs a round every PROVIDER_TICK_MS on the governor's clock. */
   start(): void {
+    this.restore();
     this.timer = this.options.clock.every(PROVIDER_TICK_MS, () => this.tick());
   }
 
@@ -226,6 +279,38 @@ export class ProviderLoop implements UnmetDemand {
       await this.options.provider.close?.();
     } catch (err) {
       this.options.log.warn(`provider ${this.options.provider.name} did not close cleanly: ${NodeBinError.from(err).message}`);
+    }
+  }
+
+  private restore(): void {
+    const { store, network, clock, log } = this.options;
+    if (!store) return;
+    let remembered: RememberedHost[];
+    try {
+      remembered = store.read();
+    } catch (err) {
+      log.warn(`the launched hosts kept from before could not be read: ${NodeBinError.from(err).message}`);
+      return;
+    }
+    const now = clock.now();
+    const other = remembered.filter((r) => r.network !== network);
+    for (const r of remembered) {
+      if (r.network === network) this.launched.set(r.host, { launchedAt: r.launchedAt, releasing: false, backoffUntil: 0, releaseFailures: 0, restoredAt: now });
+    }
+    if (this.launched.size > 0) this.decided(`remembered ${this.launched.size} launched host(s) from before this governor started: ${[...this.launched.keys()].join(", ")}; each released when idle, or forgotten if not seen within ${RESTORE_GRACE_MS} ms`);
+    // Launched for another network (this governor was started with another --network since): not this loop's to release.
+    if (other.length > 0) log.warn(`forgetting ${other.length} launched host(s) of another network (${[...new Set(other.map((r) => networkLabel(r.network)))].join(", ")}): ${other.map((r) => r.host).join(", ")}; release them by hand if they still run`);
+    if (other.length > 0) this.remember();
+  }
+
+  /** Writes the launched hosts to the store (after each change). */
+  private remember(): void {
+    const { store, network, log } = this.options;
+    if (!store) return;
+    try {
+      store.write([...this.launched.entries()].map(([host, e]) => ({ host, network, launchedAt: e.launchedAt })));
+    } catch (err) {
+      log.warn(`the launched hosts could not be kept for a restart: ${NodeBinError.from(err).message}`);
     }
   }
 
@@ -278,7 +363,7 @@ export class ProviderLoop implements UnmetDemand {
       name: this.options.provider.name,
       decider: deciderOf(this.options.host, this.options.network, hosts) ?? this.options.host,
       settings: { ...pickProvider(this.settings) },
-      hosts: [...this.launched.entries()].map(([host, e]) => ({ host, launchedAt: e.launchedAt, idleMs: e.idleSince === undefined ? null : now - e.idleSince, releasing: e.releasing })),
+      hosts: [...this.launched.entries()].map(([host, e]) => ({ host, launchedAt: e.launchedAt, idleMs: e.idleSince === undefined ? null : now - e.idleSince, releasing: e.releasing, ...(e.restoredAt !== undefined ? { restored: true as const } : {}) })),
       ...(l ? { inFlight: { since: l.startedAt, phase: l.doneAt === undefined ? ("command" as const) : ("joining" as const), ...(l.named ? { host: l.named } : {}) } } : {}),
       ...(this.fullSince !== undefined ? { fullSince: this.fullSince } : {}),
       ...(this.demand && now - this.demand.last <= this.settings.providerSustainMs ? { demand: { ...this.demand } } : {}),
@@ -325,6 +410,7 @@ export class ProviderLoop implements UnmetDemand {
       this.launchFailures = 0;
       this.cooldownUntil = now + this.settings.providerCooldownMs;
       this.launched.set(host, { launchedAt: now, releasing: false, backoffUntil: 0, releaseFailures: 0 });
+      this.remember();
       this.counters.launches.succeeded++;
       this.decided(`launched host ${host} joined network ${this.label} ${now - l.startedAt} ms after the launch began${l.named ? "" : " (the first new host seen: the command named none)"}; ${this.launched.size}/${this.settings.providerMaxHosts} launched hosts`);
       return;
@@ -352,11 +438,15 @@ export class ProviderLoop implements UnmetDemand {
       const summary = hosts.find((h) => h.host === host);
       if (!summary) {
         if (e.releasing) continue; // its release command is taking it down
+        if (e.restoredAt !== undefined && now - e.restoredAt < RESTORE_GRACE_MS) continue; // not in this governor's table yet
         this.launched.delete(host);
+        this.remember();
         this.counters.releases.gone++;
-        this.decided(`launched host ${host} left the network's gossip: forgotten (nothing to release); ${this.launched.size}/${this.settings.providerMaxHosts} launched hosts`);
+        const why = e.restoredAt !== undefined ? `(remembered from before this governor started) did not show up in the network's gossip within ${RESTORE_GRACE_MS} ms` : "left the network's gossip";
+        this.decided(`launched host ${host} ${why}: forgotten (nothing to release); ${this.launched.size}/${this.settings.providerMaxHosts} launched hosts`);
         continue;
       }
+      e.restoredAt = undefined;
       const busy = !summary.capacity || summary.capacity.components.some((c) => c.nodes > 0);
       if (busy) {
         e.idleSince = undefined;
@@ -382,6 +472,7 @@ export class ProviderLoop implements UnmetDemand {
           () => {
             const at = this.options.clock.now();
             this.launched.delete(host);
+            this.remember();
             this.counters.releases.succeeded++;
             this.cooldownUntil = at + providerCooldownMs;
             this.decided(`released host ${host}; ${this.launched.size}/${this.settings.providerMaxHosts} launched hosts`);
@@ -435,7 +526,7 @@ export class ProviderLoop implements UnmetDemand {
       (answer) => {
         if (this.launch !== l) return;
         l.doneAt = this.options.clock.now();
-        const named = typeof answer?.host === "string" && answer.host.length <= HOST_ID_MAX && answer.host.trim() === answer.host && answer.host ? answer.host : undefined;
+        const named = isHostId(answer?.host) ? answer.host : undefined;
         if (named) l.named = named;
         this.options.log.info(`launch command done after ${l.doneAt - l.startedAt} ms: ${named ? `host ${named}` : "no host named: the first new host to join is taken as it"}; waiting for it to join`);
         this.followLaunch(this.options.hosts(), l.doneAt);

@@ -186,6 +186,10 @@ t.test("provider - a full network launches a host through the command provider, 
   }, 90_000, "host-b launched and in A's gossip");
   const launched = await provider();
   t.same(launched.hosts.map((h) => h.host), ["host-b"], "the host the script named is A's launched host");
+  // Written down in A's state directory, so that a restarted A still releases it.
+  const keptFile = join(a.env.NODEBIN_RUNTIME_DIR!, `governor-${a.port}`, "provider-hosts.json");
+  const kept = () => (JSON.parse(readFileSync(keptFile, "utf8")) as { hosts: { host: string; network: string }[] }).hosts.map((h) => [h.host, h.network]);
+  t.same(kept(), [["host-b", "net-p"]], "host-b kept in A's state directory");
   t.equal(readFileSync(join(dir, "seeds"), "utf8"), a.seed, "NODEBIN_SEEDS: A's advertised discovery endpoint");
   t.match(readFileSync(join(dir, "launch-reason"), "utf8"), /^every host of network net-p full \(1 host\(s\), 0 free slots\) for \d+ ms, capacity requests unmet for \d+ ms \(last for slow\)$/, "NODEBIN_REASON says why");
   const bPid = Number(readFileSync(pidFile, "utf8"));
@@ -232,6 +236,7 @@ t.test("provider - a full network launches a host through the command provider, 
   t.ok([...bPids].every((pid) => !alive(pid)), "and its children");
   const after = await provider();
   t.same(after.hosts, [], "no launched host left");
+  t.same(kept(), [], "and none kept");
   t.equal(after.counters.launches.started, 1, "still one launch");
   t.equal(after.counters.launches.failed, 0);
   t.equal(after.counters.releases.failed, 0);

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import t from "tap";
 import { ManualClock } from "../../src/platform/clock.ts";
 import { CommandProvider, parseCommandOptions } from "../../src/governor/plugins/provider-command.ts";
-import { BACKOFF_MAX_MS, ProviderLoop, UnmetForwarder, deciderOf } from "../../src/governor/provider.ts";
+import { BACKOFF_MAX_MS, LaunchedHostsFile, ProviderLoop, RESTORE_GRACE_MS, UnmetForwarder, deciderOf, type LaunchedStore } from "../../src/governor/provider.ts";
 import { DEFAULT_SETTINGS, SETTING_KEYS, parseConfig, type ProviderSettings } from "../../src/governor/settings.ts";
 import type { HostProvider } from "../../src/governor/strategy.ts";
 import type { CapacityRequest, HostSummary } from "../../src/wire/control.ts";
@@ -65,7 +65,7 @@ interface Harness {
   advance(ms: number): Promise<void>;
 }
 
-function harness(t: { teardown(fn: () => unknown): void }, o: { self?: string; hosts?: HostSummary[]; settings?: Partial<ProviderSettings>; provider?: FakeProvider } = {}): Harness {
+function harness(t: { teardown(fn: () => unknown): void }, o: { self?: string; hosts?: HostSummary[]; settings?: Partial<ProviderSettings>; provider?: FakeProvider; store?: LaunchedStore } = {}): Harness {
   const clock = new ManualClock();
   const provider = o.provider ?? new FakeProvider();
   const { lines, logger } = recordingLoggers();
@@ -92,6 +92,7 @@ function harness(t: { teardown(fn: () => unknown): void }, o: { self?: string; h
     log: logger("governor/provider"),
     forward: (r, endpoint) => void h.forwarded.push({ request: r, endpoint }),
     launchTimeoutMs: 20_000,
+    ...(o.store ? { store: o.store } : {}),
   });
   h.loop.start();
   clock.every(500, () => {
@@ -355,6 +356,78 @@ t.test("provider - release after idle, one at a time, after the cooldown; a laun
   t.equal(h.loop.counters.releases.gone, 1);
   t.equal(h.provider.releases.length, 2, "no release command for a host that is gone");
   t.ok(infos(h).some((m) => m.startsWith("launched host n2 left the network's gossip: forgotten")));
+});
+
+t.test("provider - the launched hosts outlive a restart: remembered, counted against max-hosts, released when idle; one that never shows up again is forgotten", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "nodebin-provider-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, "governor-7400", "provider-hosts.json");
+  const kept = () => (JSON.parse(readFileSync(path, "utf8")) as { hosts: { host: string; network: string; launchedAt: number }[] }).hosts;
+  const before = harness(t, { store: new LaunchedHostsFile(path), settings: { providerMaxHosts: 2, providerCooldownMs: 1000 } });
+  for (const id of ["n1", "n2"]) {
+    await before.advance(4500);
+    before.provider.launches.at(-1)!.answer.resolve({ host: id });
+    before.hosts.push(host(id, 0));
+    await before.advance(1000);
+  }
+  t.same(kept().map((r) => [r.host, r.network]), [["n1", NET], ["n2", NET]], "each launched host written down as it joined");
+  t.same(kept().map((r) => r.launchedAt), before.loop.status().hosts.map((x) => x.launchedAt));
+  await before.loop.stop();
+
+  // The governor restarts: its table is empty of the launched hosts until gossip brings them back.
+  const after = harness(t, { store: new LaunchedHostsFile(path), settings: { providerMaxHosts: 2, providerCooldownMs: 1000 } });
+  t.same(after.loop.status().hosts.map((x) => [x.host, x.restored]), [["n1", true], ["n2", true]], "both remembered, not seen yet");
+  t.ok(infos(after).some((m) => m.startsWith("remembered 2 launched host(s) from before this governor started: n1, n2")), "and it says so");
+  t.equal(after.loop.sample().hosts, 2, "counted in the metrics");
+  await after.advance(4500);
+  t.equal(after.provider.launches.length, 0, "the network is full and demand unmet, but no launch past max-hosts");
+  t.ok(after.loop.counters.skipped.launch["max-hosts"] >= 1, "skipped (max-hosts) counted");
+  after.demand.on = false;
+
+  // n1 comes back in gossip and runs no node: released as any launched host; n2 never comes back.
+  after.hosts.push(host("n1", 2, { nodes: 0 }));
+  await after.advance(1000);
+  t.same(after.loop.status().hosts.map((x) => [x.host, x.restored ?? false]), [["n1", false], ["n2", true]], "n1 seen again");
+  await after.advance(10_000);
+  t.same(after.provider.releases.map((r) => r.request.host), ["n1"], "n1 released after its idle time");
+  after.provider.releases[0]!.answer.resolve();
+  await after.advance(0);
+  t.same(kept().map((r) => r.host), ["n2"], "n1 no longer written down");
+  t.same(after.loop.status().hosts.map((x) => x.host), ["n2"], "n2 still awaited within the grace");
+  await after.advance(RESTORE_GRACE_MS - 15_500 - 1000);
+  t.same(after.loop.status().hosts.map((x) => x.host), ["n2"], "n2 still awaited 1 s before the grace ends");
+  await after.advance(1000);
+  t.same(after.loop.status().hosts, [], `n2 forgotten ${RESTORE_GRACE_MS} ms after the restart`);
+  t.equal(after.loop.counters.releases.gone, 1);
+  t.equal(after.provider.releases.length, 1, "no release command for it");
+  t.ok(infos(after).some((m) => m.startsWith(`launched host n2 (remembered from before this governor started) did not show up in the network's gossip within ${RESTORE_GRACE_MS} ms: forgotten`)));
+  t.same(kept(), [], "nothing left written down");
+});
+
+t.test("provider - the kept file is read as input: another network's hosts, damaged entries and a damaged file are dropped, never a crash", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "nodebin-provider-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const path = join(dir, "provider-hosts.json");
+  const long = "x".repeat(300);
+  writeFileSync(path, JSON.stringify({ hosts: [{ host: "n1", network: NET, launchedAt: 5 }, { host: "o1", network: "other", launchedAt: 5 }, { host: long, network: NET, launchedAt: 5 }, { host: " n3", network: NET, launchedAt: 5 }, { host: "n4", network: NET }, "n5", null] }));
+  const h = harness(t, { store: new LaunchedHostsFile(path) });
+  t.same(h.loop.status().hosts.map((x) => x.host), ["n1"], "only the well-formed entry of this network");
+  t.ok(h.lines.some((l) => l.level === "warn" && /forgetting 1 launched host\(s\) of another network \(other\): o1; release them by hand/.test(l.message)), "another network's host: a warning naming it");
+  t.same((JSON.parse(readFileSync(path, "utf8")) as { hosts: { host: string }[] }).hosts.map((r) => r.host), ["n1"], "and the file rewritten without it");
+
+  writeFileSync(path, "{ not json");
+  const damaged = harness(t, { store: new LaunchedHostsFile(path) });
+  t.same(damaged.loop.status().hosts, [], "a damaged file: nothing remembered");
+  t.same(new LaunchedHostsFile(join(dir, "missing.json")).read(), [], "a missing file: nothing");
+
+  const failing: LaunchedStore = { read: () => [], write: () => { throw new Error("ENOSPC: no space left on device"); } };
+  const full = harness(t, { store: failing });
+  await full.advance(4500);
+  full.provider.launches[0]!.answer.resolve({ host: "n1" });
+  full.hosts.push(host("n1", 0));
+  await full.advance(1000);
+  t.same(full.loop.status().hosts.map((x) => x.host), ["n1"], "a store that cannot write: the launch still counts");
+  t.ok(full.lines.some((l) => l.level === "warn" && /could not be kept for a restart: .*ENOSPC/.test(l.message)), "and a warning says it will not outlive a restart");
 });
 
 t.test("provider - a host that runs a node again is not idle; no release without a release", async (t) => {
