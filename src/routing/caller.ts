@@ -44,6 +44,8 @@ const CANCEL_ACK_MS = 1000;
 /** The wait after a round in which every candidate refused: doubling from the first to the most, never past the deadline. */
 const BACKOFF_FIRST_MS = 20;
 const BACKOFF_MAX_MS = 500;
+/** Nodes whose last answer a caller remembers (see RoutingCaller.heard); past it the longest-known is dropped. */
+const HEARD_MAX = 1024;
 
 /** Sends an encoded envelope to endpoint `to`; throws NodeBinError when it cannot. */
 export interface Sender {
@@ -120,6 +122,8 @@ interface OpenStream {
   options: CallerOptions | undefined;
   deadline: number;
   start: number;
+  /** When its current send left (a retry's is later than start). */
+  sentAt: number;
   timer: Timer | undefined;
   /** While the consumer waits for the producer to acknowledge its CANCEL. */
   ackTimer: Timer | undefined;
@@ -163,6 +167,15 @@ export class RoutingCaller implements Caller {
   private readonly pending = new Map<number, PendingCall>();
   /** Streams open now, by the id of their current send (ids are shared with `pending`). */
   private readonly streams = new Map<number, OpenStream>();
+  /**
+   * When each node last answered this caller (a response or a stream frame,
+   * on the clock). A call whose deadline runs out makes its node a suspect
+   * only if the node has been silent since the call left: one that answers
+   * other calls is alive, and a handler slower than one caller's deadline is
+   * no reason to steer every call of this caller away from it for
+   * SUSPECT_MS (with two nodes, onto the other one alone).
+   */
+  private readonly heard = new Map<string, number>();
   /** Calls between sends, after a refusal; and the wake-ups of those waiting, which close() calls. */
   private retrying = 0;
   private readonly waiting = new Set<() => void>();
@@ -320,7 +333,7 @@ export class RoutingCaller implements Caller {
     if (typeof deadline !== "number") throw deadline;
     const scope = (options?.scope ?? "any") as Scope;
     const node = this.router.pick(route, scope);
-    const rec: OpenStream = { id: 0, stream, method: schema, to: node.id, via: undefined, link: undefined, value: new Uint8Array(0), meta: { ...options?.meta }, options, deadline, start: now, timer: undefined, ackTimer: undefined, tried: new Set(), attempts: 0 };
+    const rec: OpenStream = { id: 0, stream, method: schema, to: node.id, via: undefined, link: undefined, value: new Uint8Array(0), meta: { ...options?.meta }, options, deadline, start: now, sentAt: now, timer: undefined, ackTimer: undefined, tried: new Set(), attempts: 0 };
     opened(rec);
     if (this.interceptors.length === 0 || encoded) {
       rec.value = encoded ?? encodeMessage(schema.requestType, request, `request of ${schema.fullName}`);
@@ -371,9 +384,10 @@ export class RoutingCaller implements Caller {
     );
     this.streams.set(rec.id, rec);
     this.router.started(rec.to);
+    rec.sentAt = now;
     rec.timer ??= this.clock.after(budget, () => {
       rec.timer = undefined;
-      this.router.suspect(rec.to);
+      if (this.silentSince(rec.to, rec.sentAt)) this.router.suspect(rec.to);
       rec.stream.endWith(this.streamExpired(rec), true);
     });
     try {
@@ -620,6 +634,7 @@ export class RoutingCaller implements Caller {
         this.foreignAnswers++;
         return;
       }
+      this.hear(open.to);
       return this.handleStreamFrame(open, env);
     }
     const waiting = this.pending.get(env.id)!;
@@ -628,6 +643,7 @@ export class RoutingCaller implements Caller {
       return;
     }
     const call = this.settle(env.id)!;
+    this.hear(call.to);
     if (env.error) {
       this.fail(call, NodeBinError.fromWire(env.error));
     } else if (call.raw) {
@@ -831,8 +847,19 @@ export class RoutingCaller implements Caller {
 
   private expire(id: number): void {
     const call = this.settle(id);
-    if (call) this.router.suspect(call.to);
+    if (call && this.silentSince(call.to, call.start)) this.router.suspect(call.to);
     call?.reject(noAnswer(call.method, call.to));
+  }
+
+  private hear(node: string): void {
+    if (this.heard.size >= HEARD_MAX && !this.heard.has(node)) this.heard.delete(this.heard.keys().next().value!);
+    this.heard.set(node, this.clock.now());
+  }
+
+  /** Whether `node` has answered nothing since `since` (clock ms). */
+  private silentSince(node: string, since: number): boolean {
+    const last = this.heard.get(node);
+    return last === undefined || last < since;
   }
 
   private settle(id: number): PendingCall | undefined {

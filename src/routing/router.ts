@@ -22,7 +22,8 @@ const TIERS: readonly Scope[] = ["process", "host", "network", "any"];
 
 /**
  * How long a node that let a call down without an answer (its deadline ran
- * out, its connection dropped) is avoided while other nodes can serve: about
+ * out with the node silent since the call left, see RoutingCaller.heard; its
+ * connection dropped) is avoided while other nodes can serve: about
  * the time membership takes to remove a dead node (lease 3 s; a cut-off host,
  * about 5 s), so callers stop sending into the void before the tables catch up.
  */

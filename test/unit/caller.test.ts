@@ -278,6 +278,44 @@ t.test("caller - on a ManualClock a silent node's call is pending at 2,999 ms an
   t.equal(clock.timers, 0, "no timer left behind");
 });
 
+t.test("caller - a deadline makes its node a suspect only if the node answered nothing since the call left", async (t) => {
+  const clock = new ManualClock();
+  const { caller, answer, router } = setup({ clock });
+  const suspected: string[] = [];
+  const suspect = router.suspect.bind(router);
+  router.suspect = (id, ms) => {
+    suspected.push(id);
+    suspect(id, ms);
+  };
+  // A slow call and a quick one to the same node: the node answers the quick one after the slow one
+  // left, so it is alive; the slow one's deadline blames nobody.
+  const slow = caller.call("demo.Greeter/Hello", { name: "slow" }, { timeoutMs: 1000 });
+  await clock.advance(10);
+  const quick = caller.call("demo.Greeter/Hello", { name: "quick" }, { timeoutMs: 5000 });
+  await clock.advance(10);
+  answer(1, helloReply("quick"));
+  t.same(await quick, { message: "quick" });
+  await clock.advance(1000);
+  t.equal((await rejection(slow)).code, "DEADLINE_EXCEEDED");
+  t.same(suspected, [], "a node that answered since: not a suspect");
+
+  // Silent since this call left (its last answer came before): a suspect.
+  const silent = caller.call("demo.Greeter/Hello", { name: "silent" }, { timeoutMs: 1000 });
+  await clock.advance(1000);
+  t.equal((await rejection(silent)).code, "DEADLINE_EXCEEDED");
+  t.same(suspected, ["greeter-1"], "silent since the call left: a suspect");
+
+  // An error answer is an answer too.
+  const failing = caller.call("demo.Greeter/Hello", { name: "failing" }, { timeoutMs: 1000 });
+  const late = caller.call("demo.Greeter/Hello", { name: "late" }, { timeoutMs: 500 });
+  await clock.advance(100);
+  answer(3, undefined, new NodeBinError("INTERNAL", "boom", { origin: "greeter-1" }));
+  t.equal((await rejection(failing)).code, "INTERNAL");
+  await clock.advance(400);
+  t.equal((await rejection(late)).code, "DEADLINE_EXCEEDED");
+  t.same(suspected, ["greeter-1"], "a node that answered with an error since: not a suspect again");
+});
+
 t.test("caller - an answer before the deadline cancels its timer on the clock", async (t) => {
   const clock = new ManualClock();
   const { caller, answer } = setup({ clock });
