@@ -6,11 +6,10 @@
  * last error a crashed child wrote.
  */
 import { spawn, type ChildProcess } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readSync, fstatSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { closeSync, existsSync, openSync, readSync, fstatSync, statSync } from "node:fs";
 import { isDeno } from "../platform/platform.ts";
 import { isSea } from "../runtime/executable.ts";
-import { readStateFile, writeStateFile } from "./state-file.ts";
+import { StateFile } from "./state-file.ts";
 
 /** How to start this very program again: `node bin/node-bin` from source, the executable itself when packaged. */
 export function selfCommand(argv: readonly string[] = process.argv, execPath = process.execPath, sea = isSea(), deno = isDeno): { command: string; args: string[] } {
@@ -106,19 +105,10 @@ export function lastError(logFile: string, maxBytes = 8192): string | undefined 
   return pick?.slice(0, 2000);
 }
 
-/** The governor's children file (state-file.ts: written atomically). */
-export class ChildrenFile {
-  constructor(readonly path: string) {
-    mkdirSync(join(path, ".."), { recursive: true, mode: 0o700 });
-  }
-
-  read(): ChildRecord[] {
-    const parsed = readStateFile(this.path) as { children?: unknown } | undefined;
-    return Array.isArray(parsed?.children) ? parsed.children.filter(isRecord) : [];
-  }
-
-  write(children: ChildRecord[]): void {
-    writeStateFile(this.path, { children });
+/** The governor's children file (state-file.ts). */
+export class ChildrenFile extends StateFile<ChildRecord> {
+  constructor(path: string) {
+    super(path, "children", isRecord);
   }
 }
 

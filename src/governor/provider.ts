@@ -54,7 +54,7 @@ import type { ProviderSample } from "../metrics/sources.ts";
 import { freeSlots } from "../membership/capacity.ts";
 import { networkLabel } from "../membership/network-name.ts";
 import type { Clock, Timer } from "../platform/clock.ts";
-import { readStateFile, writeStateFile } from "./state-file.ts";
+import { StateFile } from "./state-file.ts";
 import type { CapacityRequest, HostSummary } from "../wire/control.ts";
 import { NodeBinError } from "../wire/errors.ts";
 import type { UnmetDemand } from "./ports.ts";
@@ -146,16 +146,9 @@ export interface LaunchedStore {
 }
 
 /** The launched hosts in a JSON file of the governor's state directory (state-file.ts). */
-export class LaunchedHostsFile implements LaunchedStore {
-  constructor(readonly path: string) {}
-
-  read(): RememberedHost[] {
-    const parsed = readStateFile(this.path) as { hosts?: unknown } | undefined;
-    return Array.isArray(parsed?.hosts) ? parsed.hosts.filter(isRemembered).slice(0, MAX_REMEMBERED) : [];
-  }
-
-  write(hosts: RememberedHost[]): void {
-    writeStateFile(this.path, { hosts });
+export class LaunchedHostsFile extends StateFile<RememberedHost> implements LaunchedStore {
+  constructor(path: string) {
+    super(path, "hosts", isRemembered, MAX_REMEMBERED);
   }
 }
 
@@ -299,8 +292,10 @@ export class ProviderLoop implements UnmetDemand {
     }
     if (this.launched.size > 0) this.decided(`remembered ${this.launched.size} launched host(s) from before this governor started: ${[...this.launched.keys()].join(", ")}; each released when idle, or forgotten if not seen within ${RESTORE_GRACE_MS} ms`);
     // Launched for another network (this governor was started with another --network since): not this loop's to release.
-    if (other.length > 0) log.warn(`forgetting ${other.length} launched host(s) of another network (${[...new Set(other.map((r) => networkLabel(r.network)))].join(", ")}): ${other.map((r) => r.host).join(", ")}; release them by hand if they still run`);
-    if (other.length > 0) this.remember();
+    if (other.length > 0) {
+      log.warn(`forgetting ${other.length} launched host(s) of another network (${[...new Set(other.map((r) => networkLabel(r.network)))].join(", ")}): ${other.map((r) => r.host).join(", ")}; release them by hand if they still run`);
+      this.remember();
+    }
   }
 
   /** Writes the launched hosts to the store (after each change). */

@@ -44,8 +44,6 @@ const CANCEL_ACK_MS = 1000;
 /** The wait after a round in which every candidate refused: doubling from the first to the most, never past the deadline. */
 const BACKOFF_FIRST_MS = 20;
 const BACKOFF_MAX_MS = 500;
-/** Nodes whose last answer a caller remembers (see RoutingCaller.heard); past it the longest-known is dropped. */
-const HEARD_MAX = 1024;
 
 /** Sends an encoded envelope to endpoint `to`; throws NodeBinError when it cannot. */
 export interface Sender {
@@ -167,15 +165,6 @@ export class RoutingCaller implements Caller {
   private readonly pending = new Map<number, PendingCall>();
   /** Streams open now, by the id of their current send (ids are shared with `pending`). */
   private readonly streams = new Map<number, OpenStream>();
-  /**
-   * When each node last answered this caller (a response or a stream frame,
-   * on the clock). A call whose deadline runs out makes its node a suspect
-   * only if the node has been silent since the call left: one that answers
-   * other calls is alive, and a handler slower than one caller's deadline is
-   * no reason to steer every call of this caller away from it for
-   * SUSPECT_MS (with two nodes, onto the other one alone).
-   */
-  private readonly heard = new Map<string, number>();
   /** Calls between sends, after a refusal; and the wake-ups of those waiting, which close() calls. */
   private retrying = 0;
   private readonly waiting = new Set<() => void>();
@@ -387,7 +376,7 @@ export class RoutingCaller implements Caller {
     rec.sentAt = now;
     rec.timer ??= this.clock.after(budget, () => {
       rec.timer = undefined;
-      if (this.silentSince(rec.to, rec.sentAt)) this.router.suspect(rec.to);
+      this.router.expired(rec.to, rec.sentAt);
       rec.stream.endWith(this.streamExpired(rec), true);
     });
     try {
@@ -634,7 +623,7 @@ export class RoutingCaller implements Caller {
         this.foreignAnswers++;
         return;
       }
-      this.hear(open.to);
+      this.router.answered(open.to);
       return this.handleStreamFrame(open, env);
     }
     const waiting = this.pending.get(env.id)!;
@@ -643,7 +632,7 @@ export class RoutingCaller implements Caller {
       return;
     }
     const call = this.settle(env.id)!;
-    this.hear(call.to);
+    this.router.answered(call.to);
     if (env.error) {
       this.fail(call, NodeBinError.fromWire(env.error));
     } else if (call.raw) {
@@ -847,19 +836,8 @@ export class RoutingCaller implements Caller {
 
   private expire(id: number): void {
     const call = this.settle(id);
-    if (call && this.silentSince(call.to, call.start)) this.router.suspect(call.to);
+    if (call) this.router.expired(call.to, call.start);
     call?.reject(noAnswer(call.method, call.to));
-  }
-
-  private hear(node: string): void {
-    if (this.heard.size >= HEARD_MAX && !this.heard.has(node)) this.heard.delete(this.heard.keys().next().value!);
-    this.heard.set(node, this.clock.now());
-  }
-
-  /** Whether `node` has answered nothing since `since` (clock ms). */
-  private silentSince(node: string, since: number): boolean {
-    const last = this.heard.get(node);
-    return last === undefined || last < since;
   }
 
   private settle(id: number): PendingCall | undefined {

@@ -22,12 +22,14 @@ const TIERS: readonly Scope[] = ["process", "host", "network", "any"];
 
 /**
  * How long a node that let a call down without an answer (its deadline ran
- * out with the node silent since the call left, see RoutingCaller.heard; its
+ * out with the node silent since the call left, see Router.heard; its
  * connection dropped) is avoided while other nodes can serve: about
  * the time membership takes to remove a dead node (lease 3 s; a cut-off host,
  * about 5 s), so callers stop sending into the void before the tables catch up.
  */
 export const SUSPECT_MS = 5000;
+/** Nodes whose last answer a router remembers (see Router.heard); past it the longest-known is dropped. */
+const HEARD_MAX = 1024;
 
 /** How a Router draws and keeps time; pass the same clock as the RoutingCallers using it. */
 export interface RouterOptions {
@@ -42,6 +44,15 @@ export class Router {
   private readonly inflight = new Map<string, number>();
   /** Nodes to avoid until the given time (the clock's ms); see SUSPECT_MS. */
   private readonly suspects = new Map<string, number>();
+  /**
+   * When each node last answered a call of this process (a response or a
+   * stream frame; the clock's ms). A call whose deadline runs out makes its
+   * node a suspect only if the node has been silent since the call left: one
+   * that answers other calls is alive, and a handler slower than one call's
+   * deadline is no reason to steer every call away from it for SUSPECT_MS
+   * (with two nodes, onto the other one alone).
+   */
+  private readonly heard = new Map<string, number>();
   private readonly random: () => number;
   private readonly clock: Clock;
 
@@ -110,6 +121,18 @@ export class Router {
   /** A node that let a call down without answering: avoided for `ms` while others can serve. */
   suspect(id: string, ms = SUSPECT_MS): void {
     if (id) this.suspects.set(id, this.clock.now() + ms);
+  }
+
+  /** A node answered a call of this process. */
+  answered(id: string): void {
+    if (this.heard.size >= HEARD_MAX && !this.heard.has(id)) this.heard.delete(this.heard.keys().next().value!);
+    this.heard.set(id, this.clock.now());
+  }
+
+  /** A call to `id` that left at `sentAt` ran out of time with no answer: `id` is suspected unless it answered another call since. */
+  expired(id: string, sentAt: number): void {
+    const last = this.heard.get(id);
+    if (last === undefined || last < sentAt) this.suspect(id);
   }
 
   private isSuspect(id: string): boolean {
