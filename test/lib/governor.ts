@@ -136,7 +136,7 @@ export async function startGovernor(t: Teardown, host: TestHost, args: string[] 
       if (v !== undefined && v !== false) return v;
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`governor status did not reach "${what}" within ${ms} ms; last: ${JSON.stringify(last?.components.map((c) => ({ name: c.name, running: c.running, failed: c.failed, children: c.children.map((k) => `${k.pid}:${k.phase} queued ${k.queued} handled ${k.handled}`) })))}\nstderr:\n${p.stderr().slice(-4000)}`);
+    throw new Error(`governor status did not reach "${what}" within ${ms} ms; last: ${JSON.stringify(last?.components.map((c) => ({ name: c.name, running: c.running, failed: c.failed, children: c.children.map((k) => `${k.pid}:${k.phase} queued ${k.queued} handled ${k.handled}${Object.keys(k.refused ?? {}).length ? ` refused ${JSON.stringify(k.refused)}` : ""}`) })))}\nstderr:\n${p.stderr().slice(-4000)}`);
   };
   return { ...p, status, component: async (name) => (await status()).components.find((c) => c.name === name), until };
 }
